@@ -1,0 +1,248 @@
+package history
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// commit turns the pending changes into one transaction: freeze them (new
+// changes go on into a fresh overlay and intent file), write new blocks and
+// fsync the packs, append the frame to the log and fsync it — the moment it
+// is durable — then apply it to the index and drop the frozen overlay.
+func (s *Store) commit() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.broken != nil {
+		s.mu.Unlock()
+		return s.broken
+	}
+	if s.pending.empty() {
+		s.mu.Unlock()
+		return nil
+	}
+	old, err := s.ilog.rotate()
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	fr := s.pending
+	s.pending, s.frozen = newOverlay(), fr
+	retained := append(s.retained, old)
+	s.retained = nil
+	tid := s.nextTID()
+	objHigh := s.objHigh
+	s.mu.Unlock()
+
+	t, blocks, err := s.build(fr, tid, objHigh, old.seq)
+	if err == nil {
+		err = s.packs.sync()
+	}
+	var loc, next logLoc
+	if err == nil {
+		loc, next, err = s.txlog.append(t)
+	}
+	if err != nil {
+		// Nothing became durable: the frozen changes go back under the
+		// ones made since, and their intent files stay for recovery.
+		s.mu.Lock()
+		newer := s.pending
+		s.pending, s.frozen = fr, nil
+		newer.mergeInto(s.pending)
+		s.retained = append(retained, s.retained...)
+		s.mu.Unlock()
+		return fmt.Errorf("history: commit: %w", err)
+	}
+	err = s.index.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, blocks) })
+	if err != nil {
+		// The transaction is durable in the log but not in the index; the
+		// frozen overlay keeps reads right until a restart replays it.
+		s.mu.Lock()
+		s.broken = fmt.Errorf("history: index update for %s: %w", tid, err)
+		s.lastTID = tid
+		s.mu.Unlock()
+		return s.broken
+	}
+	s.mu.Lock()
+	s.frozen, s.lastTID = nil, tid
+	s.mu.Unlock()
+	s.ilog.retire(retained...)
+	return nil
+}
+
+// build makes the records of a transaction from frozen changes: for every
+// key that changed, end the live record and create the new one.
+func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*Txn, map[Hash]blockLoc, error) {
+	t := &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}
+	blocks := map[Hash]blockLoc{}
+	ids := make([]ObjID, 0, len(fr.objs))
+	for id := range fr.objs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	err := s.index.View(func(btx *bolt.Tx) error {
+		for _, id := range ids {
+			if err := s.buildObj(btx, t, blocks, id, fr.objs[id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return t, blocks, err
+}
+
+func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjID, st *objState) error {
+	live := func(key string) (Record, bool, error) {
+		if st.created {
+			return Record{}, false, nil
+		}
+		return latest(btx, id, key, Live)
+	}
+	// replace ends the live record of key, if any, and creates one with
+	// payload unless payload is nil. An unchanged payload is left alone.
+	replace := func(key string, payload []byte) error {
+		r, ok, err := live(key)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if payload != nil && bytes.Equal(r.Payload, payload) {
+				return nil
+			}
+			t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: key, Create: r.Create})
+		}
+		if payload != nil {
+			t.Ops = append(t.Ops, Op{Obj: id, Key: key, Create: t.TID, Payload: payload})
+		}
+		return nil
+	}
+	if st.ended {
+		if st.created {
+			return nil // born and gone within one transaction: never visible
+		}
+		err := visible(btx, id, "", Live, func(r Record) error {
+			t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: r.Key, Create: r.Create})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		t.Notes = append(t.Notes, Note{Obj: id, Change: st.change})
+		return nil
+	}
+	if st.inode != nil {
+		if err := replace(keyInode, st.inode.encode()); err != nil {
+			return err
+		}
+	}
+	keys := make([]string, 0, len(st.kv))
+	for k := range st.kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := st.kv[k]
+		p := c.payload
+		if c.del {
+			p = nil
+		} else if p == nil {
+			p = []byte{}
+		}
+		if err := replace(k, p); err != nil {
+			return err
+		}
+	}
+	if st.truncated && !st.created {
+		err := visible(btx, id, prefixData, Live, func(r Record) error {
+			idx, ok := chunkOfKey(r.Key)
+			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
+				t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: r.Key, Create: r.Create})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	idxs := make([]uint64, 0, len(st.chunks))
+	for i := range st.chunks {
+		idxs = append(idxs, i)
+	}
+	sort.Slice(idxs, func(i, j int) bool { return idxs[i] < idxs[j] })
+	for _, idx := range idxs {
+		c := st.chunks[idx]
+		var payload []byte
+		if !c.hole && !allZero(c.data) {
+			ref, err := s.storeChunk(btx, blocks, c.data)
+			if err != nil {
+				return err
+			}
+			payload = encodeChunk(ref)
+		}
+		if err := replace(chunkKey(idx), payload); err != nil {
+			return err
+		}
+	}
+	var size uint64
+	if st.inode != nil {
+		size = st.inode.Size
+	} else if r, ok, err := live(keyInode); err != nil {
+		return err
+	} else if ok {
+		ino, err := decodeInode(r.Payload)
+		if err != nil {
+			return err
+		}
+		size = ino.Size
+	}
+	change := st.change
+	if change&(ChangeCreated|ChangeWritten|ChangeRenamed|ChangeDeleted|ChangeXattr) != 0 {
+		change &^= ChangeAttr
+	}
+	t.Notes = append(t.Notes, Note{Obj: id, Change: change, Size: size})
+	return nil
+}
+
+// storeChunk keeps small data inline and puts larger data in a block,
+// stored once however many records refer to it.
+func (s *Store) storeChunk(btx *bolt.Tx, blocks map[Hash]blockLoc, data []byte) (chunkRef, error) {
+	if len(data) <= InlineMax {
+		return chunkRef{inline: data}, nil
+	}
+	h := HashOf(data)
+	ref := chunkRef{block: true, hash: h, length: uint32(len(data))}
+	if _, ok := blocks[h]; ok {
+		return ref, nil
+	}
+	if _, ok, err := getBlk(btx, h); err != nil || ok {
+		return ref, err
+	}
+	loc, err := s.packs.put(h, data)
+	if err != nil {
+		return chunkRef{}, err
+	}
+	blocks[h] = loc
+	return ref, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

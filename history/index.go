@@ -1,0 +1,242 @@
+package history
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The index is a bbolt file of derived buckets; Rebuild makes it again from
+// the log and the packs.
+//
+//	rec  obj | key | 0x00 | create tid  ->  delete tid | crc32c | payload
+//	ver  obj | tid                      ->  change u8 | size u64
+//	blk  sha256                         ->  vol u16 | pack u32 | off u64 | len u32 | refs u64
+//	txn  tid                            ->  segment u32 | offset u64
+//	meta "state"                        ->  applied tid | next frame seg u32, off u64 | intent seq | object high-water
+var (
+	bucketRec  = []byte("rec")
+	bucketVer  = []byte("ver")
+	bucketBlk  = []byte("blk")
+	bucketTxn  = []byte("txn")
+	bucketMeta = []byte("meta")
+	metaState  = []byte("state")
+)
+
+type indexState struct {
+	Applied   TID
+	Next      logLoc // where the frame after Applied starts
+	IntentSeq uint64
+	ObjHigh   ObjID
+}
+
+func (m indexState) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(m.Applied))
+	b = binary.BigEndian.AppendUint32(b, m.Next.Seg)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Next.Off))
+	b = binary.BigEndian.AppendUint64(b, m.IntentSeq)
+	return binary.BigEndian.AppendUint64(b, uint64(m.ObjHigh))
+}
+
+func decodeIndexState(b []byte) (indexState, error) {
+	if len(b) != 36 {
+		return indexState{}, fmt.Errorf("%w: index state of %d bytes", ErrCorrupt, len(b))
+	}
+	return indexState{
+		Applied:   TID(binary.BigEndian.Uint64(b)),
+		Next:      logLoc{Seg: binary.BigEndian.Uint32(b[8:]), Off: int64(binary.BigEndian.Uint64(b[12:]))},
+		IntentSeq: binary.BigEndian.Uint64(b[20:]),
+		ObjHigh:   ObjID(binary.BigEndian.Uint64(b[28:])),
+	}, nil
+}
+
+type blkEntry struct {
+	Loc  blockLoc
+	Refs uint64
+}
+
+func (e blkEntry) encode() []byte {
+	b := binary.BigEndian.AppendUint16(nil, e.Loc.Vol)
+	b = binary.BigEndian.AppendUint32(b, e.Loc.Pack)
+	b = binary.BigEndian.AppendUint64(b, e.Loc.Off)
+	b = binary.BigEndian.AppendUint32(b, e.Loc.Length)
+	return binary.BigEndian.AppendUint64(b, e.Refs)
+}
+
+func decodeBlk(b []byte) (blkEntry, error) {
+	if len(b) != 26 {
+		return blkEntry{}, fmt.Errorf("%w: block index entry of %d bytes", ErrCorrupt, len(b))
+	}
+	return blkEntry{
+		Loc: blockLoc{Vol: binary.BigEndian.Uint16(b), Pack: binary.BigEndian.Uint32(b[2:]),
+			Off: binary.BigEndian.Uint64(b[6:]), Length: binary.BigEndian.Uint32(b[14:])},
+		Refs: binary.BigEndian.Uint64(b[18:]),
+	}, nil
+}
+
+func openIndex(path string, noSync bool) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o644, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("history: open index %s: %w", path, err)
+	}
+	db.NoSync = noSync
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRec, bucketVer, bucketBlk, bucketTxn, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("history: init index: %w", err)
+	}
+	return db, nil
+}
+
+func readIndexState(tx *bolt.Tx) (indexState, bool, error) {
+	v := tx.Bucket(bucketMeta).Get(metaState)
+	if v == nil {
+		return indexState{}, false, nil
+	}
+	st, err := decodeIndexState(v)
+	return st, err == nil, err
+}
+
+// latest finds the version of (obj, key) visible as of at: the one with the
+// largest create tid <= at, if it was not yet deleted at at. One seek: the
+// cost is O(log n) in all records, however many versions the key has.
+func latest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
+	c := tx.Bucket(bucketRec).Cursor()
+	want := recKey(obj, key, at)
+	prefix := want[:len(want)-8]
+	k, v := c.Seek(want)
+	if k == nil || !bytes.Equal(k, want) {
+		k, v = c.Prev()
+	}
+	if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(want) {
+		return Record{}, false, nil
+	}
+	r, err := decodeRec(k, v)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if !r.Visible(at) {
+		return Record{}, false, nil
+	}
+	r.Payload = append([]byte(nil), r.Payload...)
+	return r, true, nil
+}
+
+// visible calls fn for each key with the given prefix that has a version
+// visible as of at, in key order. The payload is only valid during fn.
+func visible(tx *bolt.Tx, obj ObjID, keyPrefix string, at TID, fn func(r Record) error) error {
+	c := tx.Bucket(bucketRec).Cursor()
+	prefix := recPrefix(obj, keyPrefix)
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		_, _, create, err := parseRecKey(k)
+		if err != nil {
+			return err
+		}
+		if create > at {
+			continue
+		}
+		d := TID(binary.BigEndian.Uint64(v))
+		if d != 0 && d <= at {
+			continue
+		}
+		r, err := decodeRec(k, v)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyTxn adds a committed transaction to the index.
+func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) error {
+	rec := tx.Bucket(bucketRec)
+	blk := tx.Bucket(bucketBlk)
+	for _, op := range t.Ops {
+		if op.End {
+			k := recKey(op.Obj, op.Key, op.Create)
+			v := rec.Get(k)
+			if v == nil {
+				return fmt.Errorf("%w: transaction %s ends record object %d key %q created %s, which the index lacks",
+					ErrCorrupt, t.TID, op.Obj, op.Key, op.Create)
+			}
+			r, err := decodeRec(k, v)
+			if err != nil {
+				return err
+			}
+			r.Delete = t.TID
+			if err := rec.Put(k, recValue(&r)); err != nil {
+				return err
+			}
+			continue
+		}
+		r := Record{Obj: op.Obj, Key: op.Key, Create: t.TID, Payload: op.Payload}
+		if err := rec.Put(recKey(op.Obj, op.Key, t.TID), recValue(&r)); err != nil {
+			return err
+		}
+		if strings.HasPrefix(op.Key, prefixData) {
+			c, err := decodeChunk(op.Payload)
+			if err != nil {
+				return err
+			}
+			if c.block {
+				if err := addRef(blk, c.hash, blocks); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	ver := tx.Bucket(bucketVer)
+	for _, n := range t.Notes {
+		k := binary.BigEndian.AppendUint64(nil, uint64(n.Obj))
+		k = binary.BigEndian.AppendUint64(k, uint64(t.TID))
+		v := append([]byte{byte(n.Change)}, binary.BigEndian.AppendUint64(nil, n.Size)...)
+		if err := ver.Put(k, v); err != nil {
+			return err
+		}
+	}
+	lv := binary.BigEndian.AppendUint32(nil, loc.Seg)
+	lv = binary.BigEndian.AppendUint64(lv, uint64(loc.Off))
+	if err := tx.Bucket(bucketTxn).Put(binary.BigEndian.AppendUint64(nil, uint64(t.TID)), lv); err != nil {
+		return err
+	}
+	st := indexState{Applied: t.TID, Next: next, IntentSeq: t.IntentSeq, ObjHigh: t.ObjHigh}
+	return tx.Bucket(bucketMeta).Put(metaState, st.encode())
+}
+
+func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc) error {
+	var e blkEntry
+	if v := blk.Get(h[:]); v != nil {
+		var err error
+		if e, err = decodeBlk(v); err != nil {
+			return err
+		}
+	} else if loc, ok := blocks[h]; ok {
+		e.Loc = loc
+	} else {
+		return fmt.Errorf("%w: a record references block %s, which no pack holds", ErrCorrupt, h)
+	}
+	e.Refs++
+	return blk.Put(h[:], e.encode())
+}
+
+func getBlk(tx *bolt.Tx, h Hash) (blkEntry, bool, error) {
+	v := tx.Bucket(bucketBlk).Get(h[:])
+	if v == nil {
+		return blkEntry{}, false, nil
+	}
+	e, err := decodeBlk(v)
+	return e, err == nil, err
+}

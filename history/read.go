@@ -1,0 +1,502 @@
+package history
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// liveLayers takes the overlays a live read must look through. The caller
+// holds s.mu (read or write) while it reads the pending overlay; the frozen
+// one never changes once frozen.
+func (s *Store) liveLayers() []*overlay {
+	ls := []*overlay{s.pending}
+	if s.frozen != nil {
+		ls = append(ls, s.frozen)
+	}
+	return ls
+}
+
+// readLayers returns the overlays for a read as of at: none for a past
+// moment, the pending ones for a live read. The returned function releases
+// the read lock a live read holds.
+func (s *Store) readLayers(at TID) ([]*overlay, func(), error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, nil, ErrClosed
+	}
+	if at != Live {
+		s.mu.RUnlock()
+		return nil, func() {}, nil
+	}
+	return s.liveLayers(), s.mu.RUnlock, nil
+}
+
+// Inode reads an object's attributes as of at.
+func (s *Store) Inode(obj ObjID, at TID) (Inode, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return Inode{}, err
+	}
+	defer done()
+	return s.inode(ls, obj, at)
+}
+
+func (s *Store) inode(ls []*overlay, obj ObjID, at TID) (Inode, error) {
+	for _, l := range ls {
+		if ino, ok := l.inode(obj); ok {
+			if ino == nil {
+				return Inode{}, ErrNotFound
+			}
+			return *ino, nil
+		}
+	}
+	var ino Inode
+	err := s.index.View(func(tx *bolt.Tx) error {
+		r, ok, err := latest(tx, obj, keyInode, at)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrNotFound
+		}
+		ino, err = decodeInode(r.Payload)
+		return err
+	})
+	return ino, err
+}
+
+func (s *Store) kvGet(ls []*overlay, obj ObjID, key string, at TID) ([]byte, error) {
+	for _, l := range ls {
+		if p, ok := l.kv(obj, key); ok {
+			if p == nil {
+				return nil, ErrNotFound
+			}
+			return append([]byte(nil), p...), nil
+		}
+	}
+	var out []byte
+	err := s.index.View(func(tx *bolt.Tx) error {
+		r, ok, err := latest(tx, obj, key, at)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrNotFound
+		}
+		out = r.Payload
+		return nil
+	})
+	return out, err
+}
+
+// Lookup finds name in directory dir as of at.
+func (s *Store) Lookup(dir ObjID, name string, at TID) (ObjID, Kind, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
+	return s.lookup(ls, dir, name, at)
+}
+
+func (s *Store) lookup(ls []*overlay, dir ObjID, name string, at TID) (ObjID, Kind, error) {
+	p, err := s.kvGet(ls, dir, direntKey(name), at)
+	if err != nil {
+		return 0, 0, err
+	}
+	return decodeDirent(p)
+}
+
+// Readlink reads a symlink's target as of at.
+func (s *Store) Readlink(obj ObjID, at TID) (string, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	b, err := s.kvGet(ls, obj, keySymlink, at)
+	return string(b), err
+}
+
+// Xattr reads an extended attribute as of at.
+func (s *Store) Xattr(obj ObjID, name string, at TID) ([]byte, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return s.kvGet(ls, obj, xattrKey(name), at)
+}
+
+// Xattrs lists an object's extended attribute names as of at.
+func (s *Store) Xattrs(obj ObjID, at TID) ([]string, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return s.xattrs(ls, obj, at)
+}
+
+func (s *Store) xattrs(ls []*overlay, obj ObjID, at TID) ([]string, error) {
+	var names []string
+	err := s.scanKV(ls, obj, prefixXatt, "", at, func(key string, _ []byte) bool {
+		names = append(names, key[len(prefixXatt):])
+		return true
+	})
+	return names, err
+}
+
+// ReadDir calls fn for each entry of directory dir as of at whose name
+// sorts after after (all entries when after is ""), in name order, until fn
+// returns false. Names order bytewise, so a listing can resume after the
+// last name it returned, whatever changed in between.
+func (s *Store) ReadDir(dir ObjID, after string, at TID, fn func(name string, child ObjID, k Kind) bool) error {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return s.readDir(ls, dir, after, at, fn)
+}
+
+func (s *Store) readDir(ls []*overlay, dir ObjID, after string, at TID, fn func(string, ObjID, Kind) bool) error {
+	var derr error
+	err := s.scanKV(ls, dir, prefixDir, after, at, func(key string, p []byte) bool {
+		child, k, err := decodeDirent(p)
+		if err != nil {
+			derr = err
+			return false
+		}
+		return fn(key[len(prefixDir):], child, k)
+	})
+	if err == nil {
+		err = derr
+	}
+	return err
+}
+
+// scanKV merges the committed records with the given key prefix and the
+// overlays' changes to them, in key order, starting after prefix+after.
+func (s *Store) scanKV(ls []*overlay, obj ObjID, prefix, after string, at TID, fn func(key string, payload []byte) bool) error {
+	// The overlays' changes, newest first wins.
+	changes := map[string]kvChange{}
+	created := false
+	for _, l := range ls {
+		st := l.objs[obj]
+		if st == nil {
+			continue
+		}
+		for k, c := range st.kv {
+			if _, seen := changes[k]; !seen && strings.HasPrefix(k, prefix) && k > prefix+after {
+				changes[k] = c
+			}
+		}
+		if st.created {
+			created = true
+			break
+		}
+	}
+	keys := make([]string, 0, len(changes))
+	for k := range changes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	stop := false
+	emit := func(k string, p []byte) {
+		if !stop && !fn(k, p) {
+			stop = true
+		}
+	}
+	// flush emits overlay changes that sort before key (all when key is "").
+	flush := func(key string) {
+		for len(keys) > 0 && !stop && (key == "" || keys[0] < key) {
+			if c := changes[keys[0]]; !c.del {
+				emit(keys[0], c.payload)
+			}
+			keys = keys[1:]
+		}
+	}
+	if !created {
+		err := s.index.View(func(tx *bolt.Tx) error {
+			return visibleFrom(tx, obj, prefix, after, at, func(r Record) error {
+				flush(r.Key)
+				if stop {
+					return errStop
+				}
+				if _, ok := changes[r.Key]; ok {
+					return nil // the overlay has the newer state, emitted by flush
+				}
+				emit(r.Key, r.Payload)
+				if stop {
+					return errStop
+				}
+				return nil
+			})
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return err
+		}
+	}
+	flush("")
+	return nil
+}
+
+var errStop = errors.New("stop")
+
+// visibleFrom is visible starting after prefix+after.
+func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r Record) error) error {
+	if after == "" {
+		return visible(tx, obj, prefix, at, fn)
+	}
+	c := tx.Bucket(bucketRec).Cursor()
+	pfx := recPrefix(obj, prefix)
+	// Past every version of prefix+after: its key ends in NUL + tid, and
+	// 0x01 sorts after that NUL.
+	start := append(recPrefix(obj, prefix+after), 1)
+	for k, v := c.Seek(start); k != nil && len(k) >= len(pfx) && string(k[:len(pfx)]) == string(pfx); k, v = c.Next() {
+		_, _, create, err := parseRecKey(k)
+		if err != nil {
+			return err
+		}
+		if create > at {
+			continue
+		}
+		if d := TID(binary.BigEndian.Uint64(v)); d != 0 && d <= at {
+			continue
+		}
+		r, err := decodeRec(k, v)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadAt reads file data as of at into p from offset off. It stops at the
+// file's size and returns the count read; reading at or past the end
+// returns 0.
+func (s *Store) ReadAt(obj ObjID, p []byte, off int64, at TID) (int, error) {
+	ls, done, err := s.readLayers(at)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.readAt(ls, obj, p, off, at, done)
+	return n, err
+}
+
+// readAt resolves which chunk holds each piece under the lock (release is
+// called once that is done), then reads the blocks without it.
+func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, release ...func()) (int, error) {
+	unlocked := false
+	unlock := func() {
+		if !unlocked {
+			unlocked = true
+			for _, r := range release {
+				r()
+			}
+		}
+	}
+	defer unlock()
+	ino, err := s.inode(ls, obj, at)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("history: negative offset %d", off)
+	}
+	if uint64(off) >= ino.Size {
+		return 0, nil
+	}
+	p = p[:min(uint64(len(p)), ino.Size-uint64(off))]
+	type piece struct {
+		buf []byte // overlay data
+		ref *chunkRef
+	}
+	first, last := uint64(off)/ChunkSize, (uint64(off)+uint64(len(p))-1)/ChunkSize
+	pieces := make([]piece, 0, last-first+1)
+	var missing []uint64
+	for idx := first; idx <= last; idx++ {
+		pc := piece{}
+		decided := false
+		for _, l := range ls {
+			if c, ok := l.chunk(obj, idx); ok {
+				pc.buf, decided = c.data, true
+				break
+			}
+		}
+		if !decided {
+			missing = append(missing, idx)
+		}
+		pieces = append(pieces, pc)
+	}
+	if len(missing) > 0 {
+		err := s.index.View(func(tx *bolt.Tx) error {
+			for _, idx := range missing {
+				r, ok, err := latest(tx, obj, chunkKey(idx), at)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
+				ref, err := decodeChunk(r.Payload)
+				if err != nil {
+					return err
+				}
+				pieces[idx-first].ref = &ref
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	unlock()
+	for i, pc := range pieces {
+		idx := first + uint64(i)
+		data := pc.buf
+		if pc.ref != nil {
+			if data, err = s.chunkData(*pc.ref); err != nil {
+				return 0, err
+			}
+		}
+		// The part of p this chunk covers.
+		cs := int64(idx) * ChunkSize
+		from := max(cs, off)
+		to := min(cs+ChunkSize, off+int64(len(p)))
+		dst := p[from-off : to-off]
+		n := 0
+		if int64(len(data)) > from-cs {
+			n = copy(dst, data[from-cs:])
+		}
+		clear(dst[n:]) // holes and the unwritten end of a chunk read as zeros
+	}
+	return len(p), nil
+}
+
+// chunkData returns the bytes of a committed chunk, checked.
+func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
+	if !ref.block {
+		return ref.inline, nil
+	}
+	if b := s.cache.get(ref.hash); b != nil {
+		return b, nil
+	}
+	var e blkEntry
+	err := s.index.View(func(tx *bolt.Tx) error {
+		var ok bool
+		var err error
+		e, ok, err = getBlk(tx, ref.hash)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.hash)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.packs.get(e.Loc, ref.hash)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(ref.hash, b)
+	return b, nil
+}
+
+// Versions lists every transaction that changed obj, oldest first. It
+// reads only obj's entries of the version index.
+func (s *Store) Versions(obj ObjID) ([]Version, error) {
+	var out []Version
+	err := s.index.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketVer).Cursor()
+		prefix := binary.BigEndian.AppendUint64(nil, uint64(obj))
+		for k, v := c.Seek(prefix); k != nil && len(k) == 16 && string(k[:8]) == string(prefix); k, v = c.Next() {
+			if len(v) != 9 {
+				return fmt.Errorf("%w: version entry of %d bytes", ErrCorrupt, len(v))
+			}
+			out = append(out, Version{TID: TID(binary.BigEndian.Uint64(k[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// VersionAt returns the newest version of obj at or before at.
+func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
+	var out Version
+	var found bool
+	err := s.index.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketVer).Cursor()
+		k := binary.BigEndian.AppendUint64(nil, uint64(obj))
+		want := binary.BigEndian.AppendUint64(k, uint64(at))
+		kk, v := c.Seek(want)
+		if kk == nil || string(kk) != string(want) {
+			kk, v = c.Prev()
+		}
+		if kk == nil || len(kk) != 16 || string(kk[:8]) != string(k) || len(v) != 9 {
+			return nil
+		}
+		found = true
+		out = Version{TID: TID(binary.BigEndian.Uint64(kk[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])}
+		return nil
+	})
+	return out, found, err
+}
+
+// Changes calls fn with every committed transaction after since, in order.
+// It finds the first one through the transaction index and reads the log
+// from there: the cost is what changed, not the size of the store, and no
+// state is kept for any reader.
+func (s *Store) Changes(since TID, fn func(t *Txn) error) error {
+	var from logLoc
+	found := false
+	err := s.index.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
+		if k == nil {
+			return nil
+		}
+		if len(v) != 12 {
+			return fmt.Errorf("%w: transaction index entry", ErrCorrupt)
+		}
+		from = logLoc{Seg: binary.BigEndian.Uint32(v), Off: int64(binary.BigEndian.Uint64(v[4:]))}
+		found = true
+		return nil
+	})
+	if err != nil || !found {
+		return err
+	}
+	// Stop at the newest transaction committed now: a frame being
+	// appended behind it may be incomplete.
+	last := s.LastTID()
+	err = scanLog(s.logDir(), from, func(t *Txn, _, _ logLoc) error {
+		if t.TID > last {
+			return errStop
+		}
+		if t.TID > since {
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		if t.TID == last {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+func (s *Store) logDir() string { return filepath.Join(s.dir, "log") }

@@ -1,0 +1,351 @@
+package history
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Options tunes a store. The zero value is usable.
+type Options struct {
+	// FlushInterval is how often pending changes commit as one
+	// transaction: the finest grain of history. Default 1s.
+	FlushInterval time.Duration
+	// MaxPending is how many bytes of changes may wait for the next
+	// transaction before a writer commits early. Default 256 MiB.
+	MaxPending int64
+	// Clock gives the wall-clock time transaction ids are made from.
+	// Tests inject one to simulate hours and days.
+	Clock func() time.Time
+	// Logger receives recovery and commit problems. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is an open history store in one data directory.
+type Store struct {
+	dir   string
+	opts  Options
+	log   *slog.Logger
+	index *bolt.DB
+	txlog *txLog
+	packs *packStore
+	ilog  *intentLog
+	lock  *os.File
+	cache *blockCache
+
+	mu       sync.RWMutex // guards the fields below and the pending overlay
+	pending  *overlay
+	frozen   *overlay
+	lastTID  TID   // newest committed transaction
+	nextObj  ObjID // next object id to hand out
+	objHigh  ObjID // ids below this are reserved in a durable record
+	closed   bool
+	broken   error         // set when a commit failed after its frame was durable
+	retained []*intentFile // intent files whose changes are not yet committed
+
+	commitMu sync.Mutex // one commit at a time
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+const objReserve = 1024
+
+// Open opens or creates the store in dir. It recovers from a crash: a torn
+// log tail is cut, committed transactions missing from the index are
+// replayed into it, and the intent log is replayed into pending changes.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 256 << 20
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "log"), filepath.Join(dir, "intent")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("history: create %s: %w", d, err)
+		}
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), cache: newBlockCache(256),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	go s.flusher()
+	return s, nil
+}
+
+func (s *Store) recover() error {
+	var err error
+	var last *Txn
+	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log")); err != nil {
+		return err
+	}
+	if s.packs, err = openPackStore(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
+		return err
+	}
+	if s.index, err = openIndex(filepath.Join(s.dir, "index.db"), false); err != nil {
+		return err
+	}
+	if err := s.catchUpIndex(); err != nil {
+		return err
+	}
+	var intentSeq uint64
+	s.nextObj, s.objHigh = RootID+1, RootID+1
+	if last != nil {
+		s.lastTID, intentSeq = last.TID, last.IntentSeq
+		s.nextObj, s.objHigh = last.ObjHigh, last.ObjHigh
+	}
+	// Replay the intent log: changes acknowledged as durable but not yet
+	// in a transaction.
+	idir := filepath.Join(s.dir, "intent")
+	seqs, err := listIntent(idir)
+	if err != nil {
+		return err
+	}
+	next := intentSeq + 1
+	var replay []uint64
+	for _, seq := range seqs {
+		if seq <= intentSeq {
+			os.Remove(intentName(idir, seq))
+			continue
+		}
+		replay = append(replay, seq)
+		next = max(next, seq+1)
+	}
+	if s.ilog, err = newIntentLog(idir, next); err != nil {
+		return err
+	}
+	replayed := 0
+	for _, seq := range replay {
+		entries, err := readIntent(intentName(idir, seq))
+		if err != nil {
+			return err
+		}
+		for _, body := range entries {
+			ops, err := decodeIops(body)
+			if err != nil {
+				return err
+			}
+			tx := s.newTx()
+			for _, op := range ops {
+				if err := tx.apply(op); err != nil {
+					return fmt.Errorf("history: replay intent log %d: %w", seq, err)
+				}
+			}
+			tx.ov.mergeInto(s.pending)
+			replayed++
+		}
+	}
+	if s.pending.empty() && s.lastTID == 0 {
+		// A new store: its first transaction creates the root directory.
+		now := s.opts.Clock().UnixNano()
+		err := s.Update(func(tx *Tx) error {
+			return tx.record(iop{kind: iopNewObj, obj: RootID, data: (&Inode{Kind: KindDir, Mode: 0o755,
+				Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Nlink: 2, Atime: now, Mtime: now, Ctime: now, Btime: now}).encode()})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// Ids reserved before the crash may have been handed out by changes
+	// that did not survive it: never hand them out again.
+	s.nextObj = s.objHigh
+	if replayed > 0 {
+		s.log.Info("history: replayed intent log", "entries", replayed, "files", len(replay))
+	}
+	// The replayed changes are pending again; commit them now so their
+	// intent files can go.
+	return s.commit()
+}
+
+// catchUpIndex applies committed frames the index has not seen: the log is
+// the truth, the index may lag it by the transactions a crash interrupted,
+// or be empty after Rebuild removed it.
+func (s *Store) catchUpIndex() error {
+	var st indexState
+	err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		st, _, err = readIndexState(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	n, err := s.replayLog(s.index, st)
+	if n > 0 {
+		s.log.Info("history: index caught up with the log", "transactions", n)
+	}
+	return err
+}
+
+// replayLog applies to db every frame of the log after st.
+func (s *Store) replayLog(db *bolt.DB, st indexState) (int, error) {
+	var packMap map[Hash]blockLoc // learnt once, when a frame needs it
+	n := 0
+	err := scanLog(s.logDir(), st.Next, func(t *Txn, loc, next logLoc) error {
+		if st.Applied != 0 && t.TID <= st.Applied {
+			return nil
+		}
+		if packMap == nil {
+			need, err := unknownBlocks(db, t)
+			if err != nil {
+				return err
+			}
+			if need {
+				// Blocks the index has not seen: written by a commit a
+				// crash interrupted, or the index is being rebuilt.
+				if packMap, err = s.packs.locate(); err != nil {
+					return err
+				}
+			}
+		}
+		n++
+		return db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap) })
+	})
+	return n, err
+}
+
+// unknownBlocks reports whether t references a block db does not index.
+func unknownBlocks(db *bolt.DB, t *Txn) (bool, error) {
+	need := false
+	err := db.View(func(tx *bolt.Tx) error {
+		for _, op := range t.Ops {
+			if op.End || !strings.HasPrefix(op.Key, prefixData) {
+				continue
+			}
+			c, err := decodeChunk(op.Payload)
+			if err != nil {
+				return err
+			}
+			if c.block {
+				if _, ok, err := getBlk(tx, c.hash); err != nil || !ok {
+					need = !ok
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return need, err
+}
+
+func (s *Store) flusher() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.commit(); err != nil && !errors.Is(err, ErrClosed) {
+				s.log.Error("history: commit failed", "err", err)
+			}
+		}
+	}
+}
+
+// Commit makes every change so far durable as one new transaction, now
+// (an explicit sync). It returns the transaction's id, or the newest one
+// when nothing was pending.
+func (s *Store) Commit() (TID, error) {
+	err := s.commit()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lastTID, err
+}
+
+// Durable returns once every change made so far would survive a crash,
+// without committing a transaction: the intent log is fsynced, shared with
+// every other caller waiting at the same time.
+func (s *Store) Durable() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	pos := s.ilog.position()
+	s.mu.RUnlock()
+	return s.ilog.sync(pos)
+}
+
+// LastTID is the newest committed transaction.
+func (s *Store) LastTID() TID {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lastTID
+}
+
+// Now is the TID that stands for this moment.
+func (s *Store) Now() TID { return TIDAt(s.opts.Clock()) }
+
+// nextTID is strictly greater than every TID before it, across restarts
+// and clock steps backwards.
+func (s *Store) nextTID() TID {
+	t := s.Now()
+	if t <= s.lastTID {
+		t = s.lastTID + 1
+	}
+	return t
+}
+
+// Close commits what is pending and closes the store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	err := s.commit()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	if cerr := s.closeFiles(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Store) closeFiles() error {
+	var errs []error
+	if s.ilog != nil {
+		errs = append(errs, s.ilog.close())
+	}
+	if s.txlog != nil {
+		errs = append(errs, s.txlog.close())
+	}
+	if s.packs != nil {
+		errs = append(errs, s.packs.close())
+	}
+	if s.index != nil {
+		errs = append(errs, s.index.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Dir is the store's data directory.
+func (s *Store) Dir() string { return s.dir }

@@ -1,0 +1,144 @@
+package history
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// fakeClock is a settable clock so tests can place transactions at chosen
+// moments.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+
+func openTest(t *testing.T, dir string, clk *fakeClock) *Store {
+	t.Helper()
+	opts := Options{FlushInterval: time.Hour}
+	if clk != nil {
+		opts.Clock = clk.now
+	}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+func newFile(t *testing.T, s *Store, dir ObjID, name string) ObjID {
+	t.Helper()
+	var id ObjID
+	err := s.Update(func(tx *Tx) error {
+		var err error
+		if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
+			return err
+		}
+		return tx.SetDirent(dir, name, id, KindFile)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func write(t *testing.T, s *Store, id ObjID, p []byte, off int64) {
+	t.Helper()
+	if err := s.Update(func(tx *Tx) error { return tx.WriteAt(id, p, off) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func commit(t *testing.T, s *Store) TID {
+	t.Helper()
+	tid, err := s.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+func readAll(t *testing.T, s *Store, id ObjID, at TID) []byte {
+	t.Helper()
+	ino, err := s.Inode(id, at)
+	if err != nil {
+		t.Fatalf("inode %d at %s: %v", id, at, err)
+	}
+	p := make([]byte, ino.Size)
+	n, err := s.ReadAt(id, p, 0, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p[:n]
+}
+
+func TestAsOfExactlyAtBeforeAndBetween(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2007, 8, 6, 13, 0, 0, 0, time.UTC)}
+	s := openTest(t, t.TempDir(), clk)
+	defer s.Close()
+	id := newFile(t, s, RootID, "a")
+	write(t, s, id, []byte("one"), 0)
+	clk.add(time.Minute)
+	t1 := commit(t, s)
+	write(t, s, id, []byte("two!"), 0)
+	clk.add(time.Minute)
+	t2 := commit(t, s)
+
+	cases := []struct {
+		at   TID
+		want string
+		err  error
+	}{
+		{t1 - 1, "", ErrNotFound},
+		{t1, "one", nil},
+		{t1 + 1, "one", nil},
+		{t2 - 1, "one", nil},
+		{t2, "two!", nil},
+		{t2 + 1000, "two!", nil},
+		{Live, "two!", nil},
+	}
+	for _, c := range cases {
+		_, err := s.Inode(id, c.at)
+		if !errors.Is(err, c.err) {
+			t.Fatalf("at %s: err %v, want %v", c.at, err, c.err)
+		}
+		if err == nil {
+			if got := string(readAll(t, s, id, c.at)); got != c.want {
+				t.Fatalf("at %s: %q, want %q", c.at, got, c.want)
+			}
+		}
+	}
+	if _, _, err := s.Lookup(RootID, "a", t1-1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lookup before creation: %v", err)
+	}
+	if got, _, err := s.Lookup(RootID, "a", t1); err != nil || got != id {
+		t.Fatalf("lookup at creation: %v %v", got, err)
+	}
+}
+
+func TestLiveReadSeesPendingAndReopenKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	id := newFile(t, s, RootID, "f")
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320000 bytes: blocks and a partial chunk
+	write(t, s, id, big, 0)
+	if got := readAll(t, s, id, Live); !bytes.Equal(got, big) {
+		t.Fatal("live read before commit differs")
+	}
+	tid := commit(t, s)
+	write(t, s, id, []byte("XYZ"), 100000)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, nil)
+	defer s.Close()
+	if got := readAll(t, s, id, tid); !bytes.Equal(got, big) {
+		t.Fatal("past read after reopen differs")
+	}
+	want := append([]byte(nil), big...)
+	copy(want[100000:], "XYZ")
+	if got := readAll(t, s, id, Live); !bytes.Equal(got, want) {
+		t.Fatal("live read after reopen differs")
+	}
+}

@@ -1,0 +1,330 @@
+package history
+
+import (
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Tx is one atomic change: everything done inside an Update is applied to
+// the pending changes together, or not at all. Reads through a Tx see the
+// live state including the Tx's own changes.
+type Tx struct {
+	s        *Store
+	ov       *overlay
+	ops      []byte // the intent log entry: encoded iops
+	nops     int
+	reserved bool // object ids were reserved: sync before they are exposed
+}
+
+func (s *Store) newTx() *Tx { return &Tx{s: s, ov: newOverlay()} }
+
+// Update runs fn as one change. Writers run one at a time; readers go on.
+// The change is buffered: it becomes part of the next transaction, and is
+// durable once Durable or Commit returns.
+func (s *Store) Update(fn func(tx *Tx) error) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.broken != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("history: store needs a restart after a failed commit: %w", s.broken)
+	}
+	tx := s.newTx()
+	if err := fn(tx); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	var pos intentPos
+	if tx.nops > 0 {
+		var err error
+		if pos, err = s.ilog.append(tx.ops); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		tx.ov.mergeInto(s.pending)
+	}
+	pressure := s.pending.bytes > s.opts.MaxPending
+	s.mu.Unlock()
+	if tx.reserved {
+		if err := s.ilog.sync(pos); err != nil {
+			return err
+		}
+	}
+	if pressure {
+		// Too much waits for the next flush: commit early rather than
+		// grow without bound.
+		return s.commit()
+	}
+	return nil
+}
+
+func (tx *Tx) record(op iop) error {
+	if err := tx.apply(op); err != nil {
+		return err
+	}
+	tx.ops = appendIop(tx.ops, op)
+	tx.nops++
+	return nil
+}
+
+// apply makes one primitive change to the Tx's overlay. Replay of the
+// intent log calls it with the same operations in the same order.
+func (tx *Tx) apply(op iop) error {
+	ov := tx.ov
+	switch op.kind {
+	case iopReserve:
+		tx.s.objHigh = max(tx.s.objHigh, ObjID(op.n))
+		return nil
+	case iopNewObj, iopInode:
+		ino, err := decodeInode(op.data)
+		if err != nil {
+			return err
+		}
+		st := ov.obj(op.obj)
+		if op.kind == iopNewObj {
+			st.created = true
+			st.change |= ChangeCreated
+			tx.s.nextObj = max(tx.s.nextObj, op.obj+1)
+			tx.s.objHigh = max(tx.s.objHigh, op.obj+1)
+		} else {
+			st.change |= ChangeAttr
+		}
+		st.inode, st.ended = &ino, false
+		return nil
+	case iopEndObj:
+		st := ov.obj(op.obj)
+		st.inode, st.ended = nil, true
+		st.change |= ChangeDeleted
+		return nil
+	case iopPut, iopDel:
+		st := ov.obj(op.obj)
+		if st.kv == nil {
+			st.kv = map[string]kvChange{}
+		}
+		st.kv[op.key] = kvChange{payload: op.data, del: op.kind == iopDel}
+		ov.bytes += int64(len(op.key) + len(op.data))
+		if strings.HasPrefix(op.key, prefixXatt) {
+			st.change |= ChangeXattr
+		} else {
+			st.change |= ChangeWritten
+		}
+		return nil
+	case iopWrite:
+		return tx.write(op.obj, op.data, int64(op.n))
+	case iopTrunc:
+		return tx.truncate(op.obj, op.n)
+	case iopNote:
+		ov.obj(op.obj).change |= Change(op.n)
+		return nil
+	}
+	return fmt.Errorf("%w: intent operation %d", ErrCorrupt, op.kind)
+}
+
+func (tx *Tx) layers() []*overlay {
+	ls := []*overlay{tx.ov, tx.s.pending}
+	if tx.s.frozen != nil {
+		ls = append(ls, tx.s.frozen)
+	}
+	return ls
+}
+
+// NewObject creates an object and returns its id, never used before.
+func (tx *Tx) NewObject(ino Inode) (ObjID, error) {
+	s := tx.s
+	id := s.nextObj
+	if id >= s.objHigh {
+		// Reserve ids in a durable intent entry before handing them out,
+		// so a crash can never give the same id to a second object.
+		if err := tx.record(iop{kind: iopReserve, n: uint64(s.objHigh + objReserve)}); err != nil {
+			return 0, err
+		}
+		tx.reserved = true
+	}
+	s.nextObj = id + 1
+	if err := tx.record(iop{kind: iopNewObj, obj: id, data: ino.encode()}); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// PutInode replaces an object's attributes.
+func (tx *Tx) PutInode(obj ObjID, ino Inode) error {
+	return tx.record(iop{kind: iopInode, obj: obj, data: ino.encode()})
+}
+
+// EndObject ends an object: it and all its records stop at this
+// transaction; history keeps them.
+func (tx *Tx) EndObject(obj ObjID) error { return tx.record(iop{kind: iopEndObj, obj: obj}) }
+
+// SetDirent points name in directory dir at child.
+func (tx *Tx) SetDirent(dir ObjID, name string, child ObjID, k Kind) error {
+	return tx.record(iop{kind: iopPut, obj: dir, key: direntKey(name), data: encodeDirent(child, k)})
+}
+
+// RemoveDirent removes name from directory dir.
+func (tx *Tx) RemoveDirent(dir ObjID, name string) error {
+	return tx.record(iop{kind: iopDel, obj: dir, key: direntKey(name)})
+}
+
+// SetSymlink sets a symlink's target.
+func (tx *Tx) SetSymlink(obj ObjID, target string) error {
+	return tx.record(iop{kind: iopPut, obj: obj, key: keySymlink, data: []byte(target)})
+}
+
+// SetXattr sets an extended attribute.
+func (tx *Tx) SetXattr(obj ObjID, name string, value []byte) error {
+	return tx.record(iop{kind: iopPut, obj: obj, key: xattrKey(name), data: append([]byte(nil), value...)})
+}
+
+// RemoveXattr removes an extended attribute.
+func (tx *Tx) RemoveXattr(obj ObjID, name string) error {
+	return tx.record(iop{kind: iopDel, obj: obj, key: xattrKey(name)})
+}
+
+// Note adds change kinds the engine cannot see, such as a rename, to the
+// object's next version.
+func (tx *Tx) Note(obj ObjID, c Change) error {
+	return tx.record(iop{kind: iopNote, obj: obj, n: uint64(c)})
+}
+
+// WriteAt writes p at off, growing the file's size when it ends past it.
+func (tx *Tx) WriteAt(obj ObjID, p []byte, off int64) error {
+	if off < 0 {
+		return fmt.Errorf("history: negative offset %d", off)
+	}
+	return tx.record(iop{kind: iopWrite, obj: obj, n: uint64(off), data: append([]byte(nil), p...)})
+}
+
+// Truncate sets the file's size, cutting or extending (with zeros).
+func (tx *Tx) Truncate(obj ObjID, size uint64) error {
+	return tx.record(iop{kind: iopTrunc, obj: obj, n: size})
+}
+
+func (tx *Tx) write(obj ObjID, p []byte, off int64) error {
+	ino, err := tx.Inode(obj)
+	if err != nil {
+		return err
+	}
+	st := tx.ov.obj(obj)
+	if st.chunks == nil {
+		st.chunks = map[uint64]*chunkBuf{}
+	}
+	for len(p) > 0 {
+		idx := uint64(off) / ChunkSize
+		in := int(uint64(off) % ChunkSize)
+		n := min(len(p), ChunkSize-in)
+		base, err := tx.chunk(obj, idx)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, max(len(base), in+n))
+		copy(buf, base)
+		copy(buf[in:], p[:n])
+		st.chunks[idx] = &chunkBuf{data: buf}
+		tx.ov.bytes += int64(len(buf))
+		p, off = p[n:], off+int64(n)
+	}
+	if uint64(off) > ino.Size {
+		ino.Size = uint64(off)
+	}
+	st.inode = &ino
+	st.change |= ChangeWritten
+	return nil
+}
+
+func (tx *Tx) truncate(obj ObjID, size uint64) error {
+	ino, err := tx.Inode(obj)
+	if err != nil {
+		return err
+	}
+	st := tx.ov.obj(obj)
+	if size < ino.Size {
+		idx, rem := size/ChunkSize, int(size%ChunkSize)
+		drop := idx
+		if rem > 0 {
+			base, err := tx.chunk(obj, idx)
+			if err != nil {
+				return err
+			}
+			if st.chunks == nil {
+				st.chunks = map[uint64]*chunkBuf{}
+			}
+			st.chunks[idx] = &chunkBuf{data: append([]byte(nil), base[:min(len(base), rem)]...)}
+			drop++
+		}
+		for i := range st.chunks {
+			if i >= drop {
+				delete(st.chunks, i)
+			}
+		}
+		if !st.truncated || drop < st.dropFrom {
+			st.truncated, st.dropFrom = true, drop
+		}
+	}
+	ino.Size = size
+	st.inode = &ino
+	st.change |= ChangeWritten
+	return nil
+}
+
+// chunk is the live content of one chunk, nil for a hole.
+func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
+	for _, l := range tx.layers() {
+		if c, ok := l.chunk(obj, idx); ok {
+			return c.data, nil
+		}
+	}
+	var ref chunkRef
+	var found bool
+	err := tx.s.index.View(func(btx *bolt.Tx) error {
+		r, ok, err := latest(btx, obj, chunkKey(idx), Live)
+		if err != nil || !ok {
+			return err
+		}
+		found = true
+		ref, err = decodeChunk(r.Payload)
+		return err
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return tx.s.chunkData(ref)
+}
+
+// Inode reads an object's live attributes.
+func (tx *Tx) Inode(obj ObjID) (Inode, error) { return tx.s.inode(tx.layers(), obj, Live) }
+
+// Lookup finds name in directory dir.
+func (tx *Tx) Lookup(dir ObjID, name string) (ObjID, Kind, error) {
+	return tx.s.lookup(tx.layers(), dir, name, Live)
+}
+
+// ReadDir lists a directory's live entries after the name after.
+func (tx *Tx) ReadDir(dir ObjID, after string, fn func(name string, child ObjID, k Kind) bool) error {
+	return tx.s.readDir(tx.layers(), dir, after, Live, fn)
+}
+
+// ReadAt reads live file data.
+func (tx *Tx) ReadAt(obj ObjID, p []byte, off int64) (int, error) {
+	return tx.s.readAt(tx.layers(), obj, p, off, Live)
+}
+
+// Readlink reads a symlink's live target.
+func (tx *Tx) Readlink(obj ObjID) (string, error) {
+	b, err := tx.s.kvGet(tx.layers(), obj, keySymlink, Live)
+	return string(b), err
+}
+
+// Xattr reads an extended attribute.
+func (tx *Tx) Xattr(obj ObjID, name string) ([]byte, error) {
+	return tx.s.kvGet(tx.layers(), obj, xattrKey(name), Live)
+}
+
+// Xattrs lists extended attribute names.
+func (tx *Tx) Xattrs(obj ObjID) ([]string, error) {
+	return tx.s.xattrs(tx.layers(), obj, Live)
+}
