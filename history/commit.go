@@ -179,7 +179,9 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjI
 	for _, idx := range idxs {
 		c := st.chunks[idx]
 		var payload []byte
-		if !c.hole && !allZero(c.data) {
+		if c.ref != nil {
+			payload = encodeChunk(*c.ref)
+		} else if !c.hole && !allZero(c.data) {
 			ref, err := s.storeChunk(btx, blocks, c.data)
 			if err != nil {
 				return err

@@ -240,7 +240,8 @@ const (
 	iopWrite   = 6 // obj, off, data
 	iopTrunc   = 7 // obj, size
 	iopNote    = 8 // obj, change
-	iopReserve = 9 // object high-water mark
+	iopReserve = 9  // object high-water mark
+	iopCopy    = 10 // obj (destination), n (moment), data (source object id)
 )
 
 type iop struct {

@@ -22,6 +22,7 @@ type kvChange struct {
 type chunkBuf struct {
 	data []byte
 	hole bool
+	ref  *chunkRef // a committed chunk shared by a copy, read on demand
 }
 
 type objState struct {

@@ -331,7 +331,7 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 		decided := false
 		for _, l := range ls {
 			if c, ok := l.chunk(obj, idx); ok {
-				pc.buf, decided = c.data, true
+				pc.buf, pc.ref, decided = c.data, c.ref, true
 				break
 			}
 		}

@@ -39,6 +39,7 @@ type Store struct {
 	ilog  *intentLog
 	lock  *os.File
 	cache *blockCache
+	stats statsCache
 
 	mu       sync.RWMutex // guards the fields below and the pending overlay
 	pending  *overlay

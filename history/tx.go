@@ -1,6 +1,7 @@
 package history
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 
@@ -117,6 +118,11 @@ func (tx *Tx) apply(op iop) error {
 		return tx.write(op.obj, op.data, int64(op.n))
 	case iopTrunc:
 		return tx.truncate(op.obj, op.n)
+	case iopCopy:
+		if len(op.data) != 8 {
+			return fmt.Errorf("%w: copy operation", ErrCorrupt)
+		}
+		return tx.copyData(op.obj, ObjID(binary.BigEndian.Uint64(op.data)), TID(op.n))
 	case iopNote:
 		ov.obj(op.obj).change |= Change(op.n)
 		return nil
@@ -189,6 +195,54 @@ func (tx *Tx) RemoveXattr(obj ObjID, name string) error {
 // object's next version.
 func (tx *Tx) Note(obj ObjID, c Change) error {
 	return tx.record(iop{kind: iopNote, obj: obj, n: uint64(c)})
+}
+
+// CopyData makes dst's content that of src as of the committed moment at,
+// sharing every block: the cost is one record per chunk, no data is read
+// or copied. dst's size becomes src's size then.
+func (tx *Tx) CopyData(dst, src ObjID, at TID) error {
+	if at == Live || at > tx.s.lastTID {
+		return fmt.Errorf("history: copy from %s: only committed moments can be copied (last is %s)", at, tx.s.lastTID)
+	}
+	return tx.record(iop{kind: iopCopy, obj: dst, n: uint64(at), data: binary.BigEndian.AppendUint64(nil, uint64(src))})
+}
+
+func (tx *Tx) copyData(dst, src ObjID, at TID) error {
+	srcIno, err := tx.s.inode(nil, src, at)
+	if err != nil {
+		return err
+	}
+	if err := tx.truncate(dst, 0); err != nil {
+		return err
+	}
+	st := tx.ov.obj(dst)
+	if st.chunks == nil {
+		st.chunks = map[uint64]*chunkBuf{}
+	}
+	err = tx.s.index.View(func(btx *bolt.Tx) error {
+		return visible(btx, src, prefixData, at, func(r Record) error {
+			idx, ok := chunkOfKey(r.Key)
+			if !ok {
+				return fmt.Errorf("%w: data key %q", ErrCorrupt, r.Key)
+			}
+			ref, err := decodeChunk(r.Payload)
+			if err != nil {
+				return err
+			}
+			if !ref.block {
+				ref.inline = append([]byte(nil), ref.inline...)
+			}
+			st.chunks[idx] = &chunkBuf{ref: &ref}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	ino := *st.inode
+	ino.Size = srcIno.Size
+	st.inode = &ino
+	return nil
 }
 
 // WriteAt writes p at off, growing the file's size when it ends past it.
@@ -275,6 +329,9 @@ func (tx *Tx) truncate(obj ObjID, size uint64) error {
 func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 	for _, l := range tx.layers() {
 		if c, ok := l.chunk(obj, idx); ok {
+			if c.ref != nil {
+				return tx.s.chunkData(*c.ref)
+			}
 			return c.data, nil
 		}
 	}
@@ -327,4 +384,32 @@ func (tx *Tx) Xattr(obj ObjID, name string) ([]byte, error) {
 // Xattrs lists extended attribute names.
 func (tx *Tx) Xattrs(obj ObjID) ([]string, error) {
 	return tx.s.xattrs(tx.layers(), obj, Live)
+}
+
+// History reads inside a Tx: the state as of a committed moment (at must
+// not be Live). They let a change copy from the past, as clone and restore
+// do, without leaving the Tx.
+
+// InodeAt reads attributes as of at.
+func (tx *Tx) InodeAt(obj ObjID, at TID) (Inode, error) { return tx.s.inode(nil, obj, at) }
+
+// ReadDirAt lists a directory as of at.
+func (tx *Tx) ReadDirAt(dir ObjID, at TID, fn func(name string, child ObjID, k Kind) bool) error {
+	return tx.s.readDir(nil, dir, "", at, fn)
+}
+
+// ReadlinkAt reads a symlink target as of at.
+func (tx *Tx) ReadlinkAt(obj ObjID, at TID) (string, error) {
+	b, err := tx.s.kvGet(nil, obj, keySymlink, at)
+	return string(b), err
+}
+
+// XattrsAt lists extended attributes with their values as of at.
+func (tx *Tx) XattrsAt(obj ObjID, at TID) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := tx.s.scanKV(nil, obj, prefixXatt, "", at, func(key string, p []byte) bool {
+		out[key[len(prefixXatt):]] = append([]byte(nil), p...)
+		return true
+	})
+	return out, err
 }

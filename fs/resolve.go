@@ -1,0 +1,314 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/asof/asof/history"
+)
+
+// getattr reads n's attributes with the inode they came from.
+func (f *FS) getattr(n Node) (Attr, history.Inode, error) {
+	if n.Versions {
+		return f.versionsAttr(n)
+	}
+	ino, err := f.s.Inode(n.Obj, n.At)
+	if err != nil {
+		if errors.Is(err, history.ErrNotFound) {
+			return Attr{}, history.Inode{}, fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
+		}
+		return Attr{}, history.Inode{}, err
+	}
+	return attrOf(n, ino), ino, nil
+}
+
+// Getattr is stat.
+func (f *FS) Getattr(n Node) (Attr, error) {
+	a, _, err := f.getattr(n)
+	return a, err
+}
+
+func attrOf(n Node, ino history.Inode) Attr {
+	a := Attr{
+		Ino: n.Ino(), Kind: ino.Kind, Mode: ino.Mode, Nlink: ino.Nlink, Uid: ino.Uid, Gid: ino.Gid,
+		Size: ino.Size, Rdev: ino.Rdev,
+		Atime: time.Unix(0, ino.Atime), Mtime: time.Unix(0, ino.Mtime), Ctime: time.Unix(0, ino.Ctime), Btime: time.Unix(0, ino.Btime),
+		Version: uint64(ino.Ctime),
+	}
+	if !n.Live() {
+		// The past never changes: one version for ever.
+		a.Version = uint64(n.At)
+	}
+	return a
+}
+
+// versionsAttr describes name@@, the directory of name's versions: read
+// only, owned as the object is, as new as its newest version.
+func (f *FS) versionsAttr(n Node) (Attr, history.Inode, error) {
+	vs, err := f.versions(n.Obj)
+	if err != nil {
+		return Attr{}, history.Inode{}, err
+	}
+	if len(vs) == 0 {
+		return Attr{}, history.Inode{}, syscall.ENOENT
+	}
+	last := vs[len(vs)-1]
+	ino, err := f.s.Inode(n.Obj, last.TID)
+	if err != nil {
+		return Attr{}, history.Inode{}, err
+	}
+	t := last.TID.Time()
+	dir := history.Inode{Kind: history.KindDir, Mode: 0o555, Uid: ino.Uid, Gid: ino.Gid, Nlink: 2,
+		Size: uint64(len(vs)), Atime: t.UnixNano(), Mtime: t.UnixNano(), Ctime: t.UnixNano(), Btime: ino.Btime}
+	return attrOf(n, dir), dir, nil
+}
+
+// versions lists the moments at which obj existed and changed.
+func (f *FS) versions(obj history.ObjID) ([]history.Version, error) {
+	all, err := f.s.Versions(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, v := range all {
+		if v.Change&history.ChangeDeleted == 0 {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// clamp maps a moment to one that can be read: the future is now, which for
+// the past views is the newest committed transaction.
+func (f *FS) clamp(tid uint64) history.TID {
+	if last := f.s.LastTID(); history.TID(tid) > last {
+		return last
+	}
+	return history.TID(tid)
+}
+
+// ParseWhen parses a WHEN in this file system's zone and clock, logging
+// why a malformed one was refused.
+func (f *FS) ParseWhen(when string) (When, error) {
+	w, err := ParseWhen(when, f.opts.Clock(), f.opts.Location)
+	if err != nil {
+		f.log.Warn("refused a malformed @@ time", "when", when, "err", err)
+		return When{}, fmt.Errorf("%w: %w", syscall.EINVAL, err)
+	}
+	return w, nil
+}
+
+// Lookup finds name in dir. name may carry @@WHEN (SPEC section 3):
+// name@@WHEN is name as it stood then, @@WHEN alone is dir as of then, and
+// name@@ is the directory of name's versions.
+func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
+	if len(name) > NameMax {
+		return Node{}, syscall.ENAMETOOLONG
+	}
+	if dir.Versions {
+		tid, ok := ParseVersionName(name)
+		if !ok {
+			return Node{}, syscall.ENOENT
+		}
+		n := Node{Obj: dir.Obj, At: history.TID(tid)}
+		if _, _, err := f.getattr(n); err != nil {
+			return Node{}, err
+		}
+		return n, nil
+	}
+	_, dino, err := f.getattr(dir)
+	if err != nil {
+		return Node{}, err
+	}
+	if dino.Kind != history.KindDir {
+		return Node{}, syscall.ENOTDIR
+	}
+	if err := access(c, dino, AccessExec); err != nil {
+		return Node{}, err
+	}
+	base, when, has := SplitWhen(name)
+	if !has {
+		return f.lookupPlain(dir, name)
+	}
+	w, err := f.ParseWhen(when)
+	if err != nil {
+		return Node{}, err
+	}
+	target := dir
+	if w.Versions {
+		if base != "" {
+			if target, err = f.lookupPlain(dir, base); err != nil {
+				return Node{}, err
+			}
+		}
+		n := Node{Obj: target.Obj, At: history.Live, Versions: true}
+		if _, _, err := f.getattr(n); err != nil {
+			return Node{}, err
+		}
+		return n, nil
+	}
+	at := f.clamp(w.TID)
+	then := Node{Obj: dir.Obj, At: at}
+	if base != "" {
+		// The name as it stood then: look it up in the directory as of then,
+		// so a file renamed or deleted since is found under its old name.
+		return f.lookupPlain(then, base)
+	}
+	if _, _, err := f.getattr(then); err != nil {
+		return Node{}, err
+	}
+	return then, nil
+}
+
+func (f *FS) lookupPlain(dir Node, name string) (Node, error) {
+	switch name {
+	case "", ".":
+		return dir, nil
+	case "..":
+		if dir.Obj == history.RootID {
+			return dir, nil
+		}
+	}
+	child, _, err := f.s.Lookup(dir.Obj, name, dir.At)
+	if err != nil {
+		if errors.Is(err, history.ErrNotFound) {
+			return Node{}, syscall.ENOENT
+		}
+		return Node{}, err
+	}
+	return Node{Obj: child, At: dir.At}, nil
+}
+
+// Resolve walks a slash-separated path from the live root. Any component
+// may carry @@WHEN; everything below a historical component is of the same
+// moment. It serves NFS MOUNT, 9P attach and the admin commands.
+func (f *FS) Resolve(c Cred, path string) (Node, error) {
+	if len(path) > PathMax {
+		return Node{}, syscall.ENAMETOOLONG
+	}
+	n := f.Root()
+	for _, comp := range strings.Split(path, "/") {
+		if comp == "" || comp == "." {
+			continue
+		}
+		var err error
+		if n, err = f.Lookup(c, n, comp); err != nil {
+			return Node{}, err
+		}
+	}
+	return n, nil
+}
+
+// Dirent is one entry of a listing.
+type Dirent struct {
+	Name string
+	Node Node
+	Kind history.Kind
+}
+
+// ReadDir lists dir's entries whose names sort after after, in name order,
+// until fn returns false. "." and ".." are not listed; the caller adds them
+// where its protocol wants them. Names never carry @@.
+func (f *FS) ReadDir(c Cred, dir Node, after string, fn func(Dirent) bool) error {
+	if dir.Versions {
+		vs, err := f.versions(dir.Obj)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			name := FormatVersionName(uint64(v.TID))
+			if name <= after {
+				continue
+			}
+			ino, err := f.s.Inode(dir.Obj, v.TID)
+			if err != nil {
+				continue
+			}
+			if !fn(Dirent{Name: name, Node: Node{Obj: dir.Obj, At: v.TID}, Kind: ino.Kind}) {
+				return nil
+			}
+		}
+		return nil
+	}
+	_, dino, err := f.getattr(dir)
+	if err != nil {
+		return err
+	}
+	if dino.Kind != history.KindDir {
+		return syscall.ENOTDIR
+	}
+	if err := access(c, dino, AccessRead); err != nil {
+		return err
+	}
+	return f.s.ReadDir(dir.Obj, after, dir.At, func(name string, child history.ObjID, k history.Kind) bool {
+		if name == ".." {
+			return true
+		}
+		return fn(Dirent{Name: name, Node: Node{Obj: child, At: dir.At}, Kind: k})
+	})
+}
+
+// Read reads file data.
+func (f *FS) Read(c Cred, n Node, p []byte, off int64) (int, error) {
+	if n.Versions {
+		return 0, syscall.EISDIR
+	}
+	_, ino, err := f.getattr(n)
+	if err != nil {
+		return 0, err
+	}
+	switch ino.Kind {
+	case history.KindFile:
+	case history.KindDir:
+		return 0, syscall.EISDIR
+	default:
+		return 0, syscall.EINVAL
+	}
+	if err := dataAccess(c, ino, AccessRead); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	k, err := f.s.ReadAt(n.Obj, p, off, n.At)
+	if err == nil && n.Live() {
+		f.touchAtime(n, ino)
+	}
+	return k, err
+}
+
+// touchAtime updates the access time as Linux's relatime does: when it is
+// older than the last change or a day old. Every update is a version, so
+// plain noatime-free reads must not make one each.
+func (f *FS) touchAtime(n Node, ino history.Inode) {
+	now := f.now()
+	if f.opts.ReadOnly || (ino.Atime >= ino.Mtime && ino.Atime >= ino.Ctime && now-ino.Atime < int64(24*time.Hour)) {
+		return
+	}
+	err := f.s.Update(func(tx *history.Tx) error {
+		cur, err := tx.Inode(n.Obj)
+		if err != nil {
+			return err
+		}
+		cur.Atime = now
+		return tx.PutInode(n.Obj, cur)
+	})
+	if err != nil && !errors.Is(err, history.ErrNotFound) {
+		f.log.Warn("atime update failed", "obj", n.Obj, "err", err)
+	}
+}
+
+// Readlink reads a symlink's target.
+func (f *FS) Readlink(n Node) (string, error) {
+	_, ino, err := f.getattr(n)
+	if err != nil {
+		return "", err
+	}
+	if ino.Kind != history.KindSymlink {
+		return "", syscall.EINVAL
+	}
+	return f.s.Readlink(n.Obj, n.At)
+}

@@ -1,0 +1,107 @@
+package history
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stats describes the store as committed.
+type Stats struct {
+	Objects      int64 // live objects
+	Records      int64 // records, live and historical
+	Versions     int64 // object versions
+	LogicalBytes int64 // sum of the sizes of live files
+	StoredBytes  int64 // bytes on disk: packs, log and index
+	BlockBytes   int64 // of which packs
+	Blocks       int64 // distinct blocks
+	Oldest       TID   // the oldest moment that can be read
+	Last         TID   // the newest transaction
+}
+
+// DedupRatio is logical bytes per stored block byte.
+func (st Stats) DedupRatio() float64 {
+	if st.BlockBytes == 0 {
+		return 1
+	}
+	return float64(st.LogicalBytes) / float64(st.BlockBytes)
+}
+
+type statsCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last Stats
+}
+
+// Stats scans the index: its cost grows with the store, so callers that
+// ask often (NFS FSSTAT) get an answer up to a few seconds old.
+func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	if maxAge > 0 && time.Since(s.stats.at) < maxAge {
+		return s.stats.last, nil
+	}
+	var st Stats
+	err := s.index.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+			st.Records++
+			if len(k) == 8+len(keyInode)+1+8 && string(k[8:9]) == keyInode && len(v) >= 12 && binary.BigEndian.Uint64(v) == 0 {
+				r, err := decodeRec(k, v)
+				if err != nil {
+					return err
+				}
+				ino, err := decodeInode(r.Payload)
+				if err != nil {
+					return err
+				}
+				st.Objects++
+				if ino.Kind == KindFile {
+					st.LogicalBytes += int64(ino.Size)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		st.Versions = int64(tx.Bucket(bucketVer).Stats().KeyN)
+		st.Blocks = int64(tx.Bucket(bucketBlk).Stats().KeyN)
+		if k, _ := tx.Bucket(bucketTxn).Cursor().First(); len(k) == 8 {
+			st.Oldest = TID(binary.BigEndian.Uint64(k))
+		}
+		if k, _ := tx.Bucket(bucketTxn).Cursor().Last(); len(k) == 8 {
+			st.Last = TID(binary.BigEndian.Uint64(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	if st.BlockBytes, err = s.packs.storedBytes(); err != nil {
+		return Stats{}, err
+	}
+	st.StoredBytes = st.BlockBytes + dirSize(s.logDir()) + fileSize(filepath.Join(s.dir, "index.db"))
+	s.stats.at, s.stats.last = time.Now(), st
+	return st, nil
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func dirSize(dir string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		n += fileSize(filepath.Join(dir, e.Name()))
+	}
+	return n
+}
