@@ -288,14 +288,7 @@ func (f *FS) touchAtime(n Node, ino history.Inode) {
 	if f.opts.ReadOnly || (ino.Atime >= ino.Mtime && ino.Atime >= ino.Ctime && now-ino.Atime < int64(24*time.Hour)) {
 		return
 	}
-	err := f.s.Update(func(tx *history.Tx) error {
-		cur, err := tx.Inode(n.Obj)
-		if err != nil {
-			return err
-		}
-		cur.Atime = now
-		return tx.PutInode(n.Obj, cur)
-	})
+	err := f.s.Update(func(tx *history.Tx) error { return tx.SetAtime(n.Obj, now) })
 	if err != nil && !errors.Is(err, history.ErrNotFound) {
 		f.log.Warn("atime update failed", "obj", n.Obj, "err", err)
 	}

@@ -208,7 +208,9 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjI
 	if change&(ChangeCreated|ChangeWritten|ChangeRenamed|ChangeDeleted|ChangeXattr) != 0 {
 		change &^= ChangeAttr
 	}
-	t.Notes = append(t.Notes, Note{Obj: id, Change: change, Size: size})
+	if change != 0 {
+		t.Notes = append(t.Notes, Note{Obj: id, Change: change, Size: size})
+	}
 	return nil
 }
 

@@ -242,6 +242,7 @@ const (
 	iopNote    = 8 // obj, change
 	iopReserve = 9  // object high-water mark
 	iopCopy    = 10 // obj (destination), n (moment), data (source object id)
+	iopAtime   = 11 // obj, n (access time)
 )
 
 type iop struct {

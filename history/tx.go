@@ -123,6 +123,14 @@ func (tx *Tx) apply(op iop) error {
 			return fmt.Errorf("%w: copy operation", ErrCorrupt)
 		}
 		return tx.copyData(op.obj, ObjID(binary.BigEndian.Uint64(op.data)), TID(op.n))
+	case iopAtime:
+		ino, err := tx.Inode(op.obj)
+		if err != nil {
+			return err
+		}
+		ino.Atime = int64(op.n)
+		tx.ov.obj(op.obj).inode = &ino
+		return nil
 	case iopNote:
 		ov.obj(op.obj).change |= Change(op.n)
 		return nil
@@ -160,6 +168,13 @@ func (tx *Tx) NewObject(ino Inode) (ObjID, error) {
 // PutInode replaces an object's attributes.
 func (tx *Tx) PutInode(obj ObjID, ino Inode) error {
 	return tx.record(iop{kind: iopInode, obj: obj, data: ino.encode()})
+}
+
+// SetAtime records an access time. Like HAMMER, asof does not make reading
+// a version of its own: the new atime is kept, but the object's version
+// list shows no change for it.
+func (tx *Tx) SetAtime(obj ObjID, atime int64) error {
+	return tx.record(iop{kind: iopAtime, obj: obj, n: uint64(atime)})
 }
 
 // EndObject ends an object: it and all its records stop at this

@@ -1,0 +1,280 @@
+// Package nfs serves the file system over NFSv3 with willscott/go-nfs. It
+// translates: handles to nodes, go-nfs's paths to fs calls, errnos to NFS
+// statuses. Every rule lives in package fs.
+package nfs
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	billy "github.com/go-git/go-billy/v5"
+	gonfs "github.com/willscott/go-nfs"
+
+	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
+)
+
+// Handles are built from the object id and the moment, never from a path,
+// so they survive renames of the object and of every parent, and server
+// restarts; a MAC with the store's secret refuses forged or foreign ones.
+//
+//	version 1 | flags (1 versions listing, 2 directory) | 0 0 | obj u64 | at u64 | mac [12]
+//
+// 32 bytes: XDR pads opaque data to 4 bytes, and go-nfs's decoder of some
+// calls (ACCESS) does not skip the padding, so a handle must need none.
+const (
+	handleVersion = 1
+	handleLen     = 4 + 8 + 8 + 12
+	macLen        = 12
+	flagVersions  = 1
+	flagDir       = 2
+)
+
+var errBadHandle = errors.New("nfs: handle not issued by this store")
+
+// handler is go-nfs's Handler.
+type handler struct {
+	f      *fs.FS
+	cred   fs.Cred
+	key    []byte
+	log    *slog.Logger
+	allow  func(net.Addr) bool
+	live   *billyFS // the one live filesystem value
+	past   *billyFS // the one read-only value for the past
+	dirs   listingCache
+	export string // the export path MOUNTPROC3_EXPORT lists
+}
+
+// LoadKey reads the store's handle secret, creating it on first start.
+func LoadKey(dataDir string) ([]byte, error) {
+	p := filepath.Join(dataDir, "nfs-handle.key")
+	if b, err := os.ReadFile(p); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, key, 0o600); err != nil {
+		return nil, fmt.Errorf("nfs: handle key: %w", err)
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nfs: handle key: %w", err)
+	}
+	return key, nil
+}
+
+func (h *handler) mac(b []byte) []byte {
+	m := hmac.New(sha256.New, h.key)
+	m.Write(b)
+	return m.Sum(nil)[:macLen]
+}
+
+func (h *handler) encode(n fs.Node, dir bool) []byte {
+	b := make([]byte, 4, handleLen)
+	b[0] = handleVersion
+	if n.Versions {
+		b[1] |= flagVersions
+	}
+	if dir {
+		b[1] |= flagDir
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(n.Obj))
+	b = binary.BigEndian.AppendUint64(b, uint64(n.At))
+	return append(b, h.mac(b)...)
+}
+
+func (h *handler) decode(fh []byte) (fs.Node, bool, error) {
+	if len(fh) != handleLen || fh[0] != handleVersion || !hmac.Equal(h.mac(fh[:handleLen-macLen]), fh[handleLen-macLen:]) {
+		return fs.Node{}, false, errBadHandle
+	}
+	n := fs.Node{
+		Obj:      history.ObjID(binary.BigEndian.Uint64(fh[4:])),
+		At:       history.TID(binary.BigEndian.Uint64(fh[12:])),
+		Versions: fh[1]&flagVersions != 0,
+	}
+	return n, fh[1]&flagDir != 0, nil
+}
+
+// node resolves a handle to a node that exists: a deleted object's handle
+// is stale.
+func (h *handler) node(fh []byte) (fs.Node, bool, error) {
+	n, dir, err := h.decode(fh)
+	if err != nil {
+		return n, dir, err
+	}
+	if _, err := h.f.Getattr(n); err != nil {
+		return n, dir, fmt.Errorf("nfs: stale handle for object %d: %w", n.Obj, err)
+	}
+	return n, dir, nil
+}
+
+func (h *handler) fsFor(n fs.Node) *billyFS {
+	if n.Live() {
+		return h.live
+	}
+	return h.past
+}
+
+func (h *handler) Mount(ctx context.Context, conn net.Conn, req gonfs.MountRequest) (gonfs.MountStatus, billy.Filesystem, []gonfs.AuthFlavor) {
+	path := string(req.Dirpath)
+	if h.allow != nil && !h.allow(conn.RemoteAddr()) {
+		h.log.Warn("nfs: refused mount from a client outside exports.allow", "client", conn.RemoteAddr().String(), "path", path)
+		return gonfs.MountStatusErrAcces, nil, nil
+	}
+	n, err := h.f.Resolve(h.cred, path)
+	if err != nil {
+		h.log.Info("nfs: mount refused", "client", conn.RemoteAddr().String(), "path", path, "err", err)
+		return mountStatus(err), nil, nil
+	}
+	a, err := h.f.Getattr(n)
+	if err != nil {
+		return mountStatus(err), nil, nil
+	}
+	if a.Kind != history.KindDir {
+		return gonfs.MountStatusErrNotDir, nil, nil
+	}
+	h.log.Info("nfs: mounted", "client", conn.RemoteAddr().String(), "path", path)
+	b := *h.fsFor(n)
+	b.root = n
+	return gonfs.MountStatusOk, &b, []gonfs.AuthFlavor{gonfs.AuthFlavorNull, gonfs.AuthFlavorUnix}
+}
+
+func mountStatus(err error) gonfs.MountStatus {
+	switch fs.Errno(err) {
+	case syscall.ENOENT:
+		return gonfs.MountStatusErrNoEnt
+	case syscall.EACCES, syscall.EPERM:
+		return gonfs.MountStatusErrAcces
+	case syscall.ENOTDIR:
+		return gonfs.MountStatusErrNotDir
+	case syscall.EINVAL:
+		return gonfs.MountStatusErrInval
+	case syscall.ENAMETOOLONG:
+		return gonfs.MountStatusErrNameTooLong
+	}
+	return gonfs.MountStatusErrIO
+}
+
+// Change gives go-nfs the attribute-changing side of a live filesystem.
+func (h *handler) Change(b billy.Filesystem) billy.Change {
+	if bf, ok := b.(*billyFS); ok && bf.live && !h.f.ReadOnly() {
+		return bf
+	}
+	return nil
+}
+
+func (h *handler) FSStat(ctx context.Context, b billy.Filesystem, st *gonfs.FSStat) error {
+	s, err := h.f.Statfs()
+	if err != nil {
+		return err
+	}
+	st.TotalSize, st.FreeSize, st.AvailableSize = s.Bytes, s.Free, s.Avail
+	st.TotalFiles, st.FreeFiles, st.AvailableFiles = s.Files, s.FreeFiles, s.FreeFiles
+	st.CacheHint = 0
+	return nil
+}
+
+func (h *handler) ToHandle(b billy.Filesystem, path []string) []byte {
+	bf, ok := b.(*billyFS)
+	if !ok {
+		return nil
+	}
+	n, err := bf.resolve(strings.Join(path, "/"))
+	if err != nil {
+		h.log.Debug("nfs: no handle for a path", "path", printable(strings.Join(path, "/")), "err", err)
+		return nil
+	}
+	a, err := h.f.Getattr(n)
+	if err != nil {
+		return nil
+	}
+	return h.encode(n, a.Kind == history.KindDir)
+}
+
+// FromHandle gives go-nfs the path of a handle: the object's token, and for
+// a directory its parent's token in front, so that go-nfs, which finds ".."
+// by dropping the last path element, finds the real parent.
+func (h *handler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
+	n, dir, err := h.node(fh)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := h.fsFor(n)
+	if dir && !n.Versions && n.Obj != history.RootID {
+		if parent, err := h.f.Lookup(h.cred, n, ".."); err == nil {
+			return b, []string{token(parent), token(n)}, nil
+		}
+	}
+	return b, []string{token(n)}, nil
+}
+
+func (h *handler) InvalidateHandle(billy.Filesystem, []byte) error { return nil }
+
+// HandleLimit bounds how many entries go-nfs puts in one READDIR reply
+// (half of it); handles themselves need no table.
+func (h *handler) HandleLimit() int { return 1 << 16 }
+
+// listingCache keeps directory listings go-nfs pages through, by cookie
+// verifier, so that a listing stays consistent from its first page to its
+// last however the directory changes meanwhile.
+type listingCache struct {
+	mu      sync.Mutex
+	next    uint64
+	order   []uint64
+	entries map[uint64][]os.FileInfo
+	total   int
+}
+
+const listingCacheMax = 1 << 20 // entries kept over all listings
+
+func (h *handler) VerifierFor(path string, contents []os.FileInfo) uint64 {
+	c := &h.dirs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[uint64][]os.FileInfo{}
+		c.next = uint64(time.Now().UnixNano())
+	}
+	c.next++
+	v := c.next
+	c.entries[v] = contents
+	c.order = append(c.order, v)
+	c.total += len(contents)
+	for c.total > listingCacheMax && len(c.order) > 1 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.total -= len(c.entries[old])
+		delete(c.entries, old)
+	}
+	return v
+}
+
+func (h *handler) DataForVerifier(path string, verifier uint64) []os.FileInfo {
+	c := &h.dirs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries[verifier]
+}

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
+)
+
+// The control API is JSON over HTTP on a unix socket (mode 0600: whoever
+// can reach it administers the store). The asof admin commands are its
+// clients; curl --unix-socket works too.
+//
+//	GET  /v1/stats
+//	GET  /v1/history?path=/docs/a.txt
+//	POST /v1/clone    {"src": "/docs@@2007-08-06", "dst": "/docs-restored"}
+//	POST /v1/restore  {"path": "/docs@@2007-08-06"}
+//	POST /v1/verify   -> one JSON object per line: progress, then the report
+//
+// Errors answer 4xx/5xx with {"error": "...", "errno": "ENOENT"}.
+
+// APIError is the body of a failed request.
+type APIError struct {
+	Error string `json:"error"`
+	Errno string `json:"errno,omitempty"`
+}
+
+// VerifyLine is one line of the verify stream.
+type VerifyLine struct {
+	Stage  string          `json:"stage,omitempty"`
+	Done   int64           `json:"done,omitempty"`
+	Total  int64           `json:"total,omitempty"`
+	Report *history.Report `json:"report,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// startControl serves the admin API on the control socket.
+func (s *Server) startControl() error {
+	p := s.cfg.Control.Socket
+	if p == "" {
+		return nil
+	}
+	// A socket left by a crashed server is in the way; a live server would
+	// hold the store lock, which Start already took.
+	os.Remove(p)
+	// Create the socket with mode 0600 from the start: no moment in which
+	// others could connect.
+	old := syscall.Umask(0o177)
+	l, err := s.listen("unix", p, "control")
+	syscall.Umask(old)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.controlMux(), ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("control API stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (s *Server) controlMux() *http.ServeMux {
+	m := http.NewServeMux()
+	admin := fs.Cred{} // the control socket is root's door: 0600, owner only
+	m.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.fs.Stats()
+		reply(w, st, err)
+	})
+	m.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+		vs, err := s.fs.History(admin, r.URL.Query().Get("path"))
+		reply(w, vs, err)
+	})
+	m.HandleFunc("POST /v1/clone", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Src, Dst string }
+		if !decode(w, r, &req) {
+			return
+		}
+		_, err := s.fs.Clone(admin, req.Src, req.Dst)
+		if err == nil {
+			err = s.fs.Sync()
+		}
+		s.log.Info("clone", "src", req.Src, "dst", req.Dst, "err", err)
+		reply(w, map[string]string{"src": req.Src, "dst": req.Dst}, err)
+	})
+	m.HandleFunc("POST /v1/restore", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Path string }
+		if !decode(w, r, &req) {
+			return
+		}
+		_, err := s.fs.Restore(admin, req.Path)
+		if err == nil {
+			err = s.fs.Sync()
+		}
+		s.log.Info("restore", "path", req.Path, "err", err)
+		reply(w, map[string]string{"path": req.Path, "restored": fs.LivePath(req.Path)}, err)
+	})
+	m.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		fl, _ := w.(http.Flusher)
+		last := time.Time{}
+		rep, err := s.store.Verify(func(stage string, done, total int64) {
+			if time.Since(last) < 200*time.Millisecond && done < total {
+				return
+			}
+			last = time.Now()
+			enc.Encode(VerifyLine{Stage: stage, Done: done, Total: total})
+			if fl != nil {
+				fl.Flush()
+			}
+		})
+		if err != nil {
+			enc.Encode(VerifyLine{Error: err.Error()})
+			return
+		}
+		s.log.Info("verify", "frames", rep.Frames, "records", rep.Records, "blocks", rep.Blocks, "problems", len(rep.Problems))
+		enc.Encode(VerifyLine{Report: rep})
+	})
+	return m
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: "bad request: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code := http.StatusBadRequest
+		e := fs.Errno(err)
+		switch e {
+		case syscall.ENOENT:
+			code = http.StatusNotFound
+		case syscall.EIO:
+			code = http.StatusInternalServerError
+		}
+		writeJSON(w, code, APIError{Error: err.Error(), Errno: errnoName(e)})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func errnoName(e syscall.Errno) string {
+	names := map[syscall.Errno]string{
+		syscall.ENOENT: "ENOENT", syscall.EEXIST: "EEXIST", syscall.EINVAL: "EINVAL", syscall.EROFS: "EROFS",
+		syscall.EACCES: "EACCES", syscall.EPERM: "EPERM", syscall.ENOTDIR: "ENOTDIR", syscall.EISDIR: "EISDIR",
+		syscall.ENOTEMPTY: "ENOTEMPTY", syscall.ENAMETOOLONG: "ENAMETOOLONG", syscall.EIO: "EIO", syscall.ENOSPC: "ENOSPC",
+	}
+	if n, ok := names[e]; ok {
+		return n
+	}
+	return fmt.Sprintf("errno %d", int(e))
+}
