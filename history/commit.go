@@ -3,7 +3,11 @@ package history
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -87,9 +91,10 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*T
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sums := hashChunks(fr)
 	err := s.index.View(func(btx *bolt.Tx) error {
 		for _, id := range ids {
-			if err := s.buildObj(btx, t, blocks, id, fr.objs[id]); err != nil {
+			if err := s.buildObj(btx, t, blocks, sums, id, fr.objs[id]); err != nil {
 				return err
 			}
 		}
@@ -98,7 +103,7 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*T
 	return t, blocks, err
 }
 
-func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjID, st *objState) error {
+func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums map[*chunkBuf]chunkSum, id ObjID, st *objState) error {
 	live := func(key string) (Record, bool, error) {
 		if st.created {
 			return Record{}, false, nil
@@ -179,10 +184,16 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjI
 	for _, idx := range idxs {
 		c := st.chunks[idx]
 		var payload []byte
-		if c.ref != nil {
+		sum, hashed := sums[c]
+		switch {
+		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
-		} else if !c.hole && !allZero(c.data) {
-			ref, err := s.storeChunk(btx, blocks, c.data)
+		case c.hole || (hashed && sum.zero) || (!hashed && allZero(c.data)):
+			// A hole: nothing stored.
+		case !hashed:
+			payload = encodeChunk(chunkRef{inline: c.data})
+		default:
+			ref, err := s.storeBlock(btx, blocks, sum, c.data)
 			if err != nil {
 				return err
 			}
@@ -214,13 +225,53 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, id ObjI
 	return nil
 }
 
-// storeChunk keeps small data inline and puts larger data in a block,
-// stored once however many records refer to it.
-func (s *Store) storeChunk(btx *bolt.Tx, blocks map[Hash]blockLoc, data []byte) (chunkRef, error) {
-	if len(data) <= InlineMax {
-		return chunkRef{inline: data}, nil
+// chunkSum is what a commit learns of a chunk before storing it.
+type chunkSum struct {
+	hash Hash
+	crc  uint32
+	zero bool
+}
+
+// hashChunks hashes every chunk too large to live inline, on every core:
+// SHA-256 is most of a large commit's CPU.
+func hashChunks(fr *overlay) map[*chunkBuf]chunkSum {
+	var todo []*chunkBuf
+	for _, st := range fr.objs {
+		for _, c := range st.chunks {
+			if c.ref == nil && !c.hole && len(c.data) > InlineMax {
+				todo = append(todo, c)
+			}
+		}
 	}
-	h := HashOf(data)
+	sums := make([]chunkSum, len(todo))
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				d := todo[i].data
+				if allZero(d) {
+					sums[i].zero = true
+					continue
+				}
+				sums[i] = chunkSum{hash: HashOf(d), crc: crc32.Checksum(d, castagnoli)}
+			}
+		}()
+	}
+	wg.Wait()
+	out := make(map[*chunkBuf]chunkSum, len(todo))
+	for i, c := range todo {
+		out[c] = sums[i]
+	}
+	return out
+}
+
+// storeBlock puts data in a block, stored once however many records
+// refer to it.
+func (s *Store) storeBlock(btx *bolt.Tx, blocks map[Hash]blockLoc, sum chunkSum, data []byte) (chunkRef, error) {
+	h := sum.hash
 	ref := chunkRef{block: true, hash: h, length: uint32(len(data))}
 	if _, ok := blocks[h]; ok {
 		return ref, nil
@@ -228,7 +279,7 @@ func (s *Store) storeChunk(btx *bolt.Tx, blocks map[Hash]blockLoc, data []byte) 
 	if _, ok, err := getBlk(btx, h); err != nil || ok {
 		return ref, err
 	}
-	loc, err := s.packs.put(h, data)
+	loc, err := s.packs.put(h, sum.crc, data)
 	if err != nil {
 		return chunkRef{}, err
 	}

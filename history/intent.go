@@ -33,18 +33,21 @@ const (
 type intentFile struct {
 	f       *os.File
 	seq     uint64
-	written int64
-	synced  int64
+	written int64  // bytes appended, in the file or still in buf
+	flushed int64  // bytes written to the file
+	synced  int64  // bytes known durable
+	buf     []byte // appended entries not yet written
 	syncing bool
 	dirDone bool // the directory entry of the file is durable
 	retired bool // its changes are in the transaction log
 }
 
 type intentLog struct {
-	dir  string
-	mu   sync.Mutex
-	cond *sync.Cond
-	cur  *intentFile
+	dir   string
+	mu    sync.Mutex
+	cond  *sync.Cond
+	cur   *intentFile
+	files []*intentFile // not yet retired, oldest first
 }
 
 // intentPos is the end of an appended entry: Durable waits for it.
@@ -77,30 +80,50 @@ func listIntent(dir string) ([]uint64, error) {
 }
 
 // readIntent returns the entries of one file up to its first torn or
-// damaged entry: anything after that was never acknowledged as durable.
+// damaged entry: a torn tail was never acknowledged as durable. Damage with
+// intact entries after it is not a torn tail but lost acknowledged changes,
+// and is reported as ErrCorrupt rather than silently skipped.
 func readIntent(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("history: read intent log: %w", err)
 	}
 	var out [][]byte
-	for off := 0; off+intentHdrLen <= len(b); {
-		h := b[off : off+intentHdrLen]
-		if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], castagnoli) != binary.BigEndian.Uint32(h[12:]) {
-			break
-		}
-		n := int(binary.BigEndian.Uint32(h[4:]))
-		if off+intentHdrLen+n > len(b) {
-			break
-		}
-		body := b[off+intentHdrLen : off+intentHdrLen+n]
-		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(h[8:]) {
+	off := 0
+	for off < len(b) {
+		body, ok := intentEntryAt(b, off)
+		if !ok {
+			for o := off + 1; o+intentHdrLen <= len(b); o++ {
+				if _, ok := intentEntryAt(b, o); ok {
+					return nil, fmt.Errorf("%w: intent log %s is damaged at offset %d with intact entries after it; "+
+						"move it aside to start without the changes it holds", ErrCorrupt, path, off)
+				}
+			}
 			break
 		}
 		out = append(out, body)
-		off += intentHdrLen + n
+		off += intentHdrLen + len(body)
 	}
 	return out, nil
+}
+
+func intentEntryAt(b []byte, off int) ([]byte, bool) {
+	if off+intentHdrLen > len(b) {
+		return nil, false
+	}
+	h := b[off : off+intentHdrLen]
+	if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], castagnoli) != binary.BigEndian.Uint32(h[12:]) {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint32(h[4:]))
+	if off+intentHdrLen+n > len(b) {
+		return nil, false
+	}
+	body := b[off+intentHdrLen : off+intentHdrLen+n]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(h[8:]) {
+		return nil, false
+	}
+	return body, true
 }
 
 func newIntentLog(dir string, seq uint64) (*intentLog, error) {
@@ -111,6 +134,7 @@ func newIntentLog(dir string, seq uint64) (*intentLog, error) {
 		return nil, err
 	}
 	l.cur = f
+	l.files = []*intentFile{f}
 	return l, nil
 }
 
@@ -122,33 +146,62 @@ func (l *intentLog) create(seq uint64) (*intentFile, error) {
 	return &intentFile{f: f, seq: seq}, nil
 }
 
-// append writes one entry (not yet durable).
+// intentBufMax bounds the entries held in memory before they are written
+// out (without fsync).
+const intentBufMax = 4 << 20
+
+// append adds one entry. It is written to the file lazily: changes that
+// are committed before anyone asks for them to be durable never touch the
+// intent log's disk at all, so a buffered write is written once, not twice.
 func (l *intentLog) append(body []byte) (intentPos, error) {
-	buf := make([]byte, intentHdrLen, intentHdrLen+len(body))
-	copy(buf, intentMagic)
-	binary.BigEndian.PutUint32(buf[4:], uint32(len(body)))
-	binary.BigEndian.PutUint32(buf[8:], crc32.Checksum(body, castagnoli))
-	binary.BigEndian.PutUint32(buf[12:], crc32.Checksum(buf[:12], castagnoli))
-	buf = append(buf, body...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.cur
-	if _, err := cur.f.WriteAt(buf, cur.written); err != nil {
-		return intentPos{}, fmt.Errorf("history: write intent log: %w", err)
+	var h [intentHdrLen]byte
+	copy(h[:], intentMagic)
+	binary.BigEndian.PutUint32(h[4:], uint32(len(body)))
+	binary.BigEndian.PutUint32(h[8:], crc32.Checksum(body, castagnoli))
+	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
+	cur.buf = append(append(cur.buf, h[:]...), body...)
+	cur.written += int64(intentHdrLen + len(body))
+	if len(cur.buf) > intentBufMax {
+		if err := cur.writeOut(); err != nil {
+			return intentPos{}, err
+		}
 	}
-	cur.written += int64(len(buf))
 	return intentPos{file: cur, end: cur.written}, nil
 }
 
-// position is the end of everything appended so far.
-func (l *intentLog) position() intentPos {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return intentPos{file: l.cur, end: l.cur.written}
+// writeOut writes the buffered entries to the file; the caller holds l.mu.
+func (f *intentFile) writeOut() error {
+	if len(f.buf) == 0 {
+		return nil
+	}
+	if _, err := f.f.WriteAt(f.buf, f.flushed); err != nil {
+		return fmt.Errorf("history: write intent log: %w", err)
+	}
+	f.flushed += int64(len(f.buf))
+	f.buf = f.buf[:0]
+	return nil
 }
 
-// sync returns once everything up to pos is durable. One caller fsyncs
-// while the others wait for it; a caller whose entry was written after that
+// positions are the ends of everything appended so far, in every file not
+// yet covered by a committed transaction (a commit in progress still needs
+// its file).
+func (l *intentLog) positions() []intentPos {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ps []intentPos
+	for _, f := range l.files {
+		if !f.retired && f.synced < f.written {
+			ps = append(ps, intentPos{file: f, end: f.written})
+		}
+	}
+	return ps
+}
+
+// sync returns once everything up to pos is durable. One caller writes and
+// fsyncs while the others wait for it; a caller whose entry came after that
 // fsync began takes the next one.
 func (l *intentLog) sync(pos intentPos) error {
 	f := pos.file
@@ -167,10 +220,21 @@ func (l *intentLog) sync(pos intentPos) error {
 		l.cond.Wait()
 	}
 	f.syncing = true
-	target := f.written
+	data, off := f.buf, f.flushed
+	f.buf = nil
+	f.flushed += int64(len(data))
+	target := f.flushed
 	needDir := !f.dirDone
 	l.mu.Unlock()
-	err := f.f.Sync()
+	var err error
+	if len(data) > 0 {
+		if _, err = f.f.WriteAt(data, off); err != nil {
+			err = fmt.Errorf("history: write intent log: %w", err)
+		}
+	}
+	if err == nil {
+		err = f.f.Sync()
+	}
 	if err == nil && needDir {
 		err = syncDir(l.dir)
 	}
@@ -198,6 +262,7 @@ func (l *intentLog) rotate() (*intentFile, error) {
 	}
 	old := l.cur
 	l.cur = nf
+	l.files = append(l.files, nf)
 	return old, nil
 }
 
@@ -211,6 +276,13 @@ func (l *intentLog) retire(files ...*intentFile) {
 		}
 	}
 	l.cond.Broadcast()
+	kept := l.files[:0]
+	for _, f := range l.files {
+		if !f.retired {
+			kept = append(kept, f)
+		}
+	}
+	l.files = kept
 	l.mu.Unlock()
 	for _, f := range files {
 		f.f.Close()
@@ -232,14 +304,14 @@ func (l *intentLog) close() error {
 
 // Intent operations: the primitive changes a Tx makes, replayable in order.
 const (
-	iopNewObj  = 1 // obj, inode
-	iopInode   = 2 // obj, inode
-	iopEndObj  = 3 // obj
-	iopPut     = 4 // obj, key, payload
-	iopDel     = 5 // obj, key
-	iopWrite   = 6 // obj, off, data
-	iopTrunc   = 7 // obj, size
-	iopNote    = 8 // obj, change
+	iopNewObj  = 1  // obj, inode
+	iopInode   = 2  // obj, inode
+	iopEndObj  = 3  // obj
+	iopPut     = 4  // obj, key, payload
+	iopDel     = 5  // obj, key
+	iopWrite   = 6  // obj, off, data
+	iopTrunc   = 7  // obj, size
+	iopNote    = 8  // obj, change
 	iopReserve = 9  // object high-water mark
 	iopCopy    = 10 // obj (destination), n (moment), data (source object id)
 	iopAtime   = 11 // obj, n (access time)

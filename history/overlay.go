@@ -38,6 +38,11 @@ type objState struct {
 	change    Change
 }
 
+// objOverhead is roughly what one changed object costs in memory beyond
+// its data, so that MaxPending bounds many small changes as well as a few
+// large ones.
+const objOverhead = 512
+
 func newOverlay() *overlay { return &overlay{objs: map[ObjID]*objState{}} }
 
 func (o *overlay) empty() bool { return len(o.objs) == 0 }
@@ -47,6 +52,7 @@ func (o *overlay) obj(id ObjID) *objState {
 	if st == nil {
 		st = &objState{}
 		o.objs[id] = st
+		o.bytes += objOverhead
 	}
 	return st
 }
@@ -72,9 +78,15 @@ func (o *overlay) kv(id ObjID, key string) (payload []byte, decided bool) {
 	if st == nil {
 		return nil, false
 	}
+	if st.ended {
+		return nil, true
+	}
 	if c, ok := st.kv[key]; ok {
 		if c.del {
 			return nil, true
+		}
+		if c.payload == nil {
+			return []byte{}, true // an empty value is a value
 		}
 		return c.payload, true
 	}
@@ -88,6 +100,9 @@ func (o *overlay) chunk(id ObjID, idx uint64) (c *chunkBuf, decided bool) {
 	st := o.objs[id]
 	if st == nil {
 		return nil, false
+	}
+	if st.ended {
+		return &chunkBuf{hole: true}, true
 	}
 	if c := st.chunks[idx]; c != nil {
 		return c, true

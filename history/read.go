@@ -194,6 +194,10 @@ func (s *Store) scanKV(ls []*overlay, obj ObjID, prefix, after string, at TID, f
 		if st == nil {
 			continue
 		}
+		if st.ended {
+			created = true // nothing of an ended object is visible
+			break
+		}
 		for k, c := range st.kv {
 			if _, seen := changes[k]; !seen && strings.HasPrefix(k, prefix) && k > prefix+after {
 				changes[k] = c

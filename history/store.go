@@ -19,7 +19,7 @@ type Options struct {
 	// transaction: the finest grain of history. Default 1s.
 	FlushInterval time.Duration
 	// MaxPending is how many bytes of changes may wait for the next
-	// transaction before a writer commits early. Default 256 MiB.
+	// transaction before a writer commits early. Default 128 MiB.
 	MaxPending int64
 	// Clock gives the wall-clock time transaction ids are made from.
 	// Tests inject one to simulate hours and days.
@@ -66,7 +66,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.FlushInterval = time.Second
 	}
 	if opts.MaxPending <= 0 {
-		opts.MaxPending = 256 << 20
+		opts.MaxPending = 128 << 20
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -96,13 +96,23 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) recover() error {
 	var err error
 	var last *Txn
-	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log")); err != nil {
-		return err
-	}
 	if s.packs, err = openPackStore(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}
 	if s.index, err = openIndex(filepath.Join(s.dir, "index.db"), false); err != nil {
+		return err
+	}
+	var st indexState
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		st, _, err = readIndexState(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	// Frames the index has applied were durable: damage in them is never
+	// a torn tail to cut.
+	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log"), st.Next); err != nil {
 		return err
 	}
 	if err := s.catchUpIndex(); err != nil {
@@ -283,9 +293,14 @@ func (s *Store) Durable() error {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
-	pos := s.ilog.position()
+	ps := s.ilog.positions()
 	s.mu.RUnlock()
-	return s.ilog.sync(pos)
+	for _, p := range ps {
+		if err := s.ilog.sync(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LastTID is the newest committed transaction.

@@ -2,6 +2,7 @@ package history
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -36,6 +37,16 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	}
 	tx := s.newTx()
 	if err := fn(tx); err != nil {
+		if tx.reserved {
+			// The ids reserved stay reserved: keep the reservation
+			// durable even though the change itself is dropped.
+			pos, aerr := s.ilog.append(appendIop(nil, iop{kind: iopReserve, n: uint64(s.objHigh)}))
+			s.mu.Unlock()
+			if aerr == nil {
+				aerr = s.ilog.sync(pos)
+			}
+			return errors.Join(err, aerr)
+		}
 		s.mu.Unlock()
 		return err
 	}
@@ -107,7 +118,7 @@ func (tx *Tx) apply(op iop) error {
 			st.kv = map[string]kvChange{}
 		}
 		st.kv[op.key] = kvChange{payload: op.data, del: op.kind == iopDel}
-		ov.bytes += int64(len(op.key) + len(op.data))
+		ov.bytes += int64(len(op.key)+len(op.data)) + 64
 		if strings.HasPrefix(op.key, prefixXatt) {
 			st.change |= ChangeXattr
 		} else {

@@ -231,7 +231,7 @@ func readFrame(f *os.File, off int64) (*Txn, int64, error) {
 // newest segment, cutting off a torn tail (a frame whose write or fsync
 // never finished, so no caller was told it was durable). It returns the last
 // transaction, or nil for an empty log.
-func openTxLog(dir string) (*txLog, *Txn, error) {
+func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
@@ -256,9 +256,15 @@ func openTxLog(dir string) (*txLog, *Txn, error) {
 			}
 			if err != nil {
 				st, _ := f.Stat()
+				if seqs[i] < committed.Seg || (seqs[i] == committed.Seg && off < committed.Off) {
+					f.Close()
+					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d, in a transaction that was committed; "+
+						"the store cannot open: restore the segment from a mirror or a backup", ErrCorrupt, f.Name(), off)
+				}
 				if _, _, err2 := readFrameAfter(f, off, st.Size()); err2 == nil {
 					f.Close()
-					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with good frames after it (run asof verify)", ErrCorrupt, f.Name(), off)
+					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
+						"the store cannot open: restore the segment from a mirror or a backup", ErrCorrupt, f.Name(), off)
 				}
 				if err := f.Truncate(off); err != nil {
 					f.Close()

@@ -57,7 +57,7 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	}
 	packs, _ := s.packs.storedBytes()
 	var done int64
-	err = s.packs.scan(func(h Hash, loc blockLoc, err error) error {
+	err = s.packs.scan(true, func(h Hash, loc blockLoc, err error) error {
 		rep.Blocks++
 		done += int64(loc.Length) + packHdrLen
 		progress("blocks", done, packs)

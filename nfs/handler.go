@@ -156,7 +156,7 @@ func (h *handler) Mount(ctx context.Context, conn net.Conn, req gonfs.MountReque
 	if a.Kind != history.KindDir {
 		return gonfs.MountStatusErrNotDir, nil, nil
 	}
-	h.log.Info("nfs: mounted", "client", conn.RemoteAddr().String(), "path", path)
+	h.log.Debug("nfs: mounted", "client", conn.RemoteAddr().String(), "path", path)
 	b := *h.fsFor(n)
 	b.root = n
 	return gonfs.MountStatusOk, &b, []gonfs.AuthFlavor{gonfs.AuthFlavorNull, gonfs.AuthFlavorUnix}

@@ -68,6 +68,6 @@ func (l *listener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return c, nil
+		return newInterposed(c, l.h), nil
 	}
 }

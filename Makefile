@@ -1,0 +1,34 @@
+# asof — the README's test command is `make test`.
+GO      ?= go
+TIMEOUT ?= 20m
+
+.PHONY: all build deps test unit integration vet bench
+
+all: build
+
+build:
+	$(GO) build -o asof ./cmd/asof
+
+# What the tests need: Debian packages (idempotent: apt-get runs only when
+# something is missing) and the Go modules.
+deps:
+	bash scripts/test-deps.sh
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests of every package, under the race detector.
+unit:
+	$(GO) test -race -timeout $(TIMEOUT) $$($(GO) list ./... | grep -v /integration)
+
+# End-to-end tests with real clients: libnfs, diod's 9P tools, and the
+# Linux kernel's NFS and 9P clients in a qemu guest.
+integration:
+	$(GO) test -timeout $(TIMEOUT) -count=1 ./integration/...
+
+test: deps vet unit integration
+
+# Benchmarks: go test -bench in the packages, and integration/bench.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./history/ ./fs/

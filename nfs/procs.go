@@ -1,0 +1,383 @@
+package nfs
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
+)
+
+// NFSv3 procedures (RFC 1813) the interposer answers itself.
+const (
+	procCreate  = 8
+	procMkdir   = 9
+	procSymlink = 10
+	procMknod   = 11
+	procRemove  = 12
+	procRmdir   = 13
+	procRename  = 14
+	procLink    = 15
+
+	mountProcDump   = 2
+	mountProcExport = 5
+)
+
+var procs = map[procKey]procFunc{
+	{progNFS, procCreate}:        (*handler).create,
+	{progNFS, procMkdir}:         (*handler).mkdir,
+	{progNFS, procSymlink}:       (*handler).symlink,
+	{progNFS, procMknod}:         (*handler).mknod,
+	{progNFS, procRemove}:        (*handler).remove,
+	{progNFS, procRmdir}:         (*handler).remove,
+	{progNFS, procRename}:        (*handler).rename,
+	{progNFS, procLink}:          (*handler).link,
+	{progMount, mountProcExport}: (*handler).exports,
+	{progMount, mountProcDump}:   (*handler).dump,
+}
+
+// NFS status codes.
+const (
+	nfsOK          = 0
+	nfsErrStale    = 70
+	nfsErrBadHandl = 10001
+	nfsErrNotSupp  = 10004
+	nfsErrIO       = 5
+)
+
+// status maps an error from fs to an NFS status: errno values and NFS
+// status codes coincide for everything RFC 1813 names.
+func status(err error) uint32 {
+	if err == nil {
+		return nfsOK
+	}
+	if errors.Is(err, errBadHandle) {
+		return nfsErrBadHandl
+	}
+	switch e := fs.Errno(err); e {
+	case syscall.EPERM, syscall.ENOENT, syscall.EIO, syscall.ENXIO, syscall.EACCES, syscall.EEXIST,
+		syscall.EXDEV, syscall.ENODEV, syscall.ENOTDIR, syscall.EISDIR, syscall.EINVAL, syscall.EFBIG,
+		syscall.ENOSPC, syscall.EROFS, syscall.EMLINK, syscall.ENAMETOOLONG, syscall.ENOTEMPTY,
+		syscall.EDQUOT, syscall.ESTALE:
+		return uint32(e)
+	case syscall.ENOTSUP:
+		return nfsErrNotSupp
+	}
+	return nfsErrIO
+}
+
+func (r *xdrReader) handle() []byte { return r.opaque(64) }
+
+// dirop is diropargs3: a directory handle and a name.
+func (r *xdrReader) dirop() ([]byte, string) {
+	fh := r.handle()
+	name := r.opaque(fs.PathMax)
+	return fh, string(name)
+}
+
+// liveDir resolves a handle that names a directory to change.
+func (h *handler) target(fh []byte) (fs.Node, error) {
+	n, _, err := h.node(fh)
+	if errors.Is(err, errBadHandle) {
+		return n, err
+	}
+	if err != nil {
+		return n, syscall.ESTALE
+	}
+	return n, nil
+}
+
+func (h *handler) attr(n fs.Node) *fs.Attr {
+	a, err := h.f.Getattr(n)
+	if err != nil {
+		return nil
+	}
+	return &a
+}
+
+// change runs a change to directory dir and writes the status and the
+// directory's wcc data, then whatever more writes for a success.
+func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, more func()) {
+	dir, err := h.target(fh)
+	var pre *fs.Attr
+	if err == nil {
+		pre = h.attr(dir)
+		err = do(dir)
+		if err == nil {
+			// The reply promises the change is on stable storage.
+			err = h.f.Sync()
+		}
+	}
+	w.u32(status(err))
+	if err == nil && more != nil {
+		more()
+	}
+	var post *fs.Attr
+	if pre != nil {
+		post = h.attr(dir)
+	}
+	w.wcc(pre, post)
+}
+
+// made writes the result of CREATE, MKDIR, SYMLINK and MKNOD.
+func (h *handler) made(c *rpcCall, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs sattr3) []byte {
+	w := &xdrWriter{}
+	var n fs.Node
+	h.change(w, fh, func(dir fs.Node) error {
+		var err error
+		if n, err = do(dir); err != nil {
+			return err
+		}
+		if !attrs.empty() {
+			_, err = h.f.Setattr(h.cred, n, attrs.set)
+		}
+		return err
+	}, func() {
+		a := h.attr(n)
+		w.bool(a != nil) // post_op_fh3
+		if a != nil {
+			w.opaque(h.encode(n, a.Kind == history.KindDir))
+		}
+		w.postOpAttr(a)
+	})
+	return w.b
+}
+
+func (h *handler) create(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	fh, name := r.dirop()
+	how := r.u32()
+	var attrs sattr3
+	var verf []byte
+	switch how {
+	case 0, 1: // UNCHECKED, GUARDED
+		attrs = r.sattr3()
+	case 2: // EXCLUSIVE
+		verf = r.fixed(8)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if how > 2 {
+		w := &xdrWriter{}
+		w.u32(uint32(syscall.EINVAL))
+		w.wcc(nil, nil)
+		return w.b, nil
+	}
+	mode := uint32(0o644)
+	if attrs.set.Mode != nil {
+		mode = *attrs.set.Mode
+	}
+	if how != 0 {
+		// A size in attributes is only applied to an existing file under
+		// UNCHECKED; a new file is empty.
+		attrs.set.Size = nil
+	}
+	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+		if how == 2 {
+			return h.exclusiveCreate(dir, name, verf)
+		}
+		n, created, err := h.f.Create(h.cred, dir, name, mode, how == 1)
+		if err == nil && created {
+			attrs.set.Mode = nil // already given
+		}
+		return n, err
+	}, attrs), nil
+}
+
+// exclusiveCreate keeps the client's verifier in the new file's mtime, as
+// knfsd does, so a retransmitted EXCLUSIVE CREATE finds its own file and
+// succeeds while a real clash fails with EXIST. The client sets the real
+// attributes with a SETATTR right after.
+func (h *handler) exclusiveCreate(dir fs.Node, name string, verf []byte) (fs.Node, error) {
+	stamp := int64(uint64(verf[0])<<24|uint64(verf[1])<<16|uint64(verf[2])<<8|uint64(verf[3]))*1e9 +
+		int64(uint64(verf[4])<<24|uint64(verf[5])<<16|uint64(verf[6])<<8|uint64(verf[7]))%1e9
+	n, created, err := h.f.Create(h.cred, dir, name, 0o600, false)
+	if err != nil {
+		return n, err
+	}
+	if !created {
+		a, err := h.f.Getattr(n)
+		if err != nil {
+			return n, err
+		}
+		if a.Mtime.UnixNano() != stamp || a.Kind != history.KindFile {
+			return n, syscall.EEXIST
+		}
+		return n, nil
+	}
+	t := timeFromNanos(stamp)
+	_, err = h.f.Setattr(h.cred, n, fs.SetAttr{Mtime: &t})
+	return n, err
+}
+
+func (h *handler) mkdir(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	fh, name := r.dirop()
+	attrs := r.sattr3()
+	if r.err != nil {
+		return nil, r.err
+	}
+	mode := uint32(0o755)
+	if attrs.set.Mode != nil {
+		mode, attrs.set.Mode = *attrs.set.Mode, nil
+	}
+	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Mkdir(h.cred, dir, name, mode)
+	}, attrs), nil
+}
+
+func (h *handler) symlink(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	fh, name := r.dirop()
+	attrs := r.sattr3()
+	target := string(r.opaque(fs.PathMax))
+	if r.err != nil {
+		return nil, r.err
+	}
+	attrs.set.Mode = nil // a symlink's mode is always 0777
+	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Symlink(h.cred, dir, name, target)
+	}, attrs), nil
+}
+
+func (h *handler) mknod(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	fh, name := r.dirop()
+	t := r.u32()
+	var a fs.NewAttr
+	var attrs sattr3
+	switch t {
+	case 3, 4: // BLK, CHR
+		attrs = r.sattr3()
+		major, minor := r.u32(), r.u32()
+		a.Rdev = uint64(major)<<32 | uint64(minor)
+		a.Kind = history.KindBlock
+		if t == 4 {
+			a.Kind = history.KindChar
+		}
+	case 6, 7: // SOCK, FIFO
+		attrs = r.sattr3()
+		a.Kind = history.KindSocket
+		if t == 7 {
+			a.Kind = history.KindFifo
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if a.Kind == 0 {
+		w := &xdrWriter{}
+		w.u32(10007) // NFS3ERR_BADTYPE
+		w.wcc(nil, nil)
+		return w.b, nil
+	}
+	a.Mode = 0o644
+	if attrs.set.Mode != nil {
+		a.Mode, attrs.set.Mode = *attrs.set.Mode, nil
+	}
+	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Mknod(h.cred, dir, name, a)
+	}, attrs), nil
+}
+
+// remove answers REMOVE and RMDIR with their real statuses (NOTEMPTY,
+// ISDIR, NOTDIR), which go-nfs turns into IO.
+func (h *handler) remove(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	fh, name := r.dirop()
+	if r.err != nil {
+		return nil, r.err
+	}
+	w := &xdrWriter{}
+	h.change(w, fh, func(dir fs.Node) error {
+		return h.f.Remove(h.cred, dir, name, c.proc == procRmdir)
+	}, nil)
+	return w.b, nil
+}
+
+func (h *handler) rename(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	sfh, sname := r.dirop()
+	dfh, dname := r.dirop()
+	if r.err != nil {
+		return nil, r.err
+	}
+	w := &xdrWriter{}
+	sdir, err := h.target(sfh)
+	var ddir fs.Node
+	if err == nil {
+		ddir, err = h.target(dfh)
+	}
+	var spre, dpre *fs.Attr
+	if err == nil {
+		spre, dpre = h.attr(sdir), h.attr(ddir)
+		err = h.f.Rename(h.cred, sdir, sname, ddir, dname)
+		if err == nil {
+			err = h.f.Sync()
+		}
+	}
+	w.u32(status(err))
+	var spost, dpost *fs.Attr
+	if spre != nil {
+		spost, dpost = h.attr(sdir), h.attr(ddir)
+	}
+	w.wcc(spre, spost)
+	w.wcc(dpre, dpost)
+	return w.b, nil
+}
+
+// link answers LINK, which go-nfs decodes as if it were SYMLINK.
+func (h *handler) link(c *rpcCall) ([]byte, error) {
+	r := &xdrReader{b: c.args}
+	ffh := r.handle()
+	dfh, name := r.dirop()
+	if r.err != nil {
+		return nil, r.err
+	}
+	w := &xdrWriter{}
+	file, err := h.target(ffh)
+	var dir fs.Node
+	if err == nil {
+		dir, err = h.target(dfh)
+	}
+	var pre *fs.Attr
+	if err == nil {
+		pre = h.attr(dir)
+		err = h.f.Link(h.cred, file, dir, name)
+		if err == nil {
+			err = h.f.Sync()
+		}
+	}
+	w.u32(status(err))
+	if err == nil || pre != nil {
+		w.postOpAttr(h.attr(file))
+	} else {
+		w.postOpAttr(nil)
+	}
+	var post *fs.Attr
+	if pre != nil {
+		post = h.attr(dir)
+	}
+	w.wcc(pre, post)
+	return w.b, nil
+}
+
+// exports answers MOUNTPROC3_EXPORT (showmount -e; libnfs asks it first):
+// one export, the whole tree, open to every host exports.allow admits.
+// Any path below it, @@ forms included, can be mounted.
+func (h *handler) exports(c *rpcCall) ([]byte, error) {
+	w := &xdrWriter{}
+	w.bool(true)
+	w.opaque([]byte("/"))
+	w.bool(false) // no groups: allowed by address
+	w.bool(false)
+	return w.b, nil
+}
+
+// dump answers MOUNTPROC3_DUMP with an empty list: mounts are not tracked.
+func (h *handler) dump(c *rpcCall) ([]byte, error) {
+	w := &xdrWriter{}
+	w.bool(false)
+	return w.b, nil
+}
