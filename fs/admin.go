@@ -193,9 +193,25 @@ func (cl *cloner) clone(src, parent history.ObjID) (history.ObjID, history.Kind,
 	if err != nil {
 		return 0, 0, err
 	}
+	if cl.c.Uid != 0 {
+		// A copy needs what cp needs: read (and search) permission.
+		want := uint32(AccessRead)
+		if ino.Kind == history.KindDir {
+			want |= AccessExec
+		}
+		if err := access(cl.c, ino, want); err != nil {
+			return 0, 0, err
+		}
+	}
 	now := cl.f.now()
 	copyIno := ino
 	copyIno.Ctime, copyIno.Btime = now, now
+	if cl.c.Uid != 0 {
+		// As cp does for anyone but root: the copy is the caller's, and no
+		// program becomes setuid someone else.
+		copyIno.Uid, copyIno.Gid = cl.c.Uid, cl.c.Gid
+		copyIno.Mode &^= syscall.S_ISUID | syscall.S_ISGID
+	}
 	if copyIno.Kind != history.KindDir {
 		copyIno.Nlink = 1
 	}

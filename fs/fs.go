@@ -170,7 +170,13 @@ func New(s *history.Store, opts Options) *FS {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	return &FS{s: s, opts: opts, log: opts.Logger, open: openFiles{n: map[history.ObjID]int{}}}
+	f := &FS{s: s, opts: opts, log: opts.Logger, open: openFiles{n: map[history.ObjID]int{}}}
+	if !opts.ReadOnly {
+		if err := f.endOrphans(); err != nil {
+			f.log.Error("could not end files unlinked while open before the restart", "err", err)
+		}
+	}
+	return f
 }
 
 // Store is the engine under the file system.

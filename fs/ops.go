@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,7 +114,13 @@ func (f *FS) Symlink(c Cred, dir Node, name, target string) (Node, error) {
 // ever opened).
 func (f *FS) Mknod(c Cred, dir Node, name string, a NewAttr) (Node, error) {
 	switch a.Kind {
-	case history.KindChar, history.KindBlock, history.KindFifo, history.KindSocket, history.KindFile:
+	case history.KindChar, history.KindBlock:
+		// A device node is a door to hardware on every client that mounts
+		// without nodev: only root may make one.
+		if c.Uid != 0 {
+			return Node{}, syscall.EPERM
+		}
+	case history.KindFifo, history.KindSocket, history.KindFile:
 	default:
 		return Node{}, syscall.EINVAL
 	}
@@ -291,9 +298,44 @@ func (f *FS) unlink(tx *history.Tx, dir history.ObjID, name string, id history.O
 	}
 	if ino.Kind != history.KindDir && (ino.Nlink > 0 || f.open.isOpen(id)) {
 		ino.Ctime = f.now()
+		if ino.Nlink == 0 {
+			// Open but nameless: remember it durably, so that a restart
+			// (which closes every handle) ends it, as ext4's orphan list.
+			if err := tx.PutMeta(orphanKey(id), nil); err != nil {
+				return err
+			}
+		}
 		return tx.PutInode(id, ino)
 	}
 	return tx.EndObject(id)
+}
+
+func orphanKey(id history.ObjID) string { return fmt.Sprintf("orphan/%016x", uint64(id)) }
+
+// endOrphans ends the files that were open and unlinked when the server
+// last stopped: no handle survives a restart.
+func (f *FS) endOrphans() error {
+	orphans, err := f.s.Meta("orphan/")
+	if err != nil || len(orphans) == 0 {
+		return err
+	}
+	return f.s.Update(func(tx *history.Tx) error {
+		for name := range orphans {
+			var id uint64
+			if _, err := fmt.Sscanf(name, "orphan/%016x", &id); err != nil {
+				continue
+			}
+			if ino, err := tx.Inode(history.ObjID(id)); err == nil && ino.Nlink == 0 {
+				if err := tx.EndObject(history.ObjID(id)); err != nil {
+					return err
+				}
+			}
+			if err := tx.DelMeta(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func isEmpty(tx *history.Tx, dir history.ObjID) (bool, error) {
@@ -660,6 +702,9 @@ func (f *FS) Release(n Node) error {
 		ino, err := tx.Inode(n.Obj)
 		if err != nil || ino.Nlink > 0 || ino.Kind == history.KindDir || f.open.isOpen(n.Obj) {
 			return nil
+		}
+		if err := tx.DelMeta(orphanKey(n.Obj)); err != nil {
+			return err
 		}
 		return tx.EndObject(n.Obj)
 	})

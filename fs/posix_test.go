@@ -214,8 +214,14 @@ func (e *tEnv) home() Node {
 
 func wantErr(t testing.TB, what string, err error, want syscall.Errno) {
 	t.Helper()
+	show := func(e syscall.Errno) string {
+		if e == 0 {
+			return "success"
+		}
+		return fmt.Sprintf("%v (%d)", e, int(e))
+	}
 	if got := Errno(err); got != want {
-		t.Errorf("%s: errno %v (%d) (err %v), want %v (%d)", what, got, int(got), err, want, int(want))
+		t.Errorf("%s: %s (err %v), want %s", what, show(got), err, show(want))
 	}
 }
 
@@ -1625,5 +1631,85 @@ func TestPosixPastIsReadOnly(t *testing.T) {
 	}
 	if got := string(e.readAll(pRoot, f)); got != "x" {
 		t.Errorf("live file changed: %q", got)
+	}
+}
+
+// TestPosixOpenUnlinkedAfterRestart: a file unlinked while open has no
+// name and no open handle once the server restarts (open counts live in
+// memory), so like ext4's orphan list at mount it must end then rather
+// than stay a live object for ever, counted in stats and never pruned.
+func TestPosixOpenUnlinkedAfterRestart(t *testing.T) {
+	e := newTEnv(t)
+	n := e.file(pRoot, "/f", 0o644, "orphan data")
+	if err := e.f.Open(pRoot, n, AccessRead); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.f.Remove(pRoot, e.f.Root(), "f", false); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(time.Second)
+	e.reopen() // the server restarts: no handle survives
+	e.commit(time.Second)
+	if a, err := e.f.Getattr(n); Errno(err) != syscall.ENOENT {
+		t.Errorf("an unlinked file that was open before a restart is still live: %+v %v", a, err)
+	}
+	if st, _ := e.f.Stats(); st.Objects != 1 || st.LogicalBytes != 0 {
+		t.Errorf("stats count the orphan: objects %d logical bytes %d", st.Objects, st.LogicalBytes)
+	}
+}
+
+// TestPosixXattrTrustedHidden: trusted.* attributes are visible and
+// accessible only to root (Linux xattr(7)); other callers neither read
+// them nor see their names.
+func TestPosixXattrTrustedHidden(t *testing.T) {
+	e := newTEnv(t)
+	e.mkdir(pRoot, "/open", 0o777)
+	n := e.file(pUser, "/open/f", 0o644, "")
+	if err := e.f.SetXattr(pRoot, n, "trusted.secret", []byte("root only"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.f.SetXattr(pUser, n, "user.plain", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.f.GetXattr(pUser, n, "trusted.secret"); err == nil {
+		t.Errorf("non-root read trusted.secret = %q", v)
+	}
+	if names, _ := e.f.ListXattr(pUser, n); slicesContains(names, "trusted.secret") {
+		t.Errorf("non-root lists %v", names)
+	}
+	if names, _ := e.f.ListXattr(pRoot, n); !slicesContains(names, "trusted.secret") || !slicesContains(names, "user.plain") {
+		t.Errorf("root lists %v", names)
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPosixMknodDevicesNeedRoot: creating a character or block device
+// needs privilege (mknod(2): EPERM without CAP_MKNOD); fifos and sockets
+// do not. Otherwise a user could make a 0666 /dev/mem on an export that a
+// client mounts without nodev.
+func TestPosixMknodDevicesNeedRoot(t *testing.T) {
+	e := newTEnv(t)
+	h := e.home()
+	for _, tc := range []struct {
+		kind history.Kind
+		want syscall.Errno
+	}{
+		{history.KindChar, syscall.EPERM},
+		{history.KindBlock, syscall.EPERM},
+		{history.KindFifo, 0},
+		{history.KindSocket, 0},
+	} {
+		_, err := e.f.Mknod(pUser, h, "n-"+tc.kind.String(), NewAttr{Kind: tc.kind, Mode: 0o666, Rdev: 1<<8 | 1})
+		wantErr(t, "non-root mknod of a "+tc.kind.String(), err, tc.want)
+		_, err = e.f.Mknod(pRoot, h, "r-"+tc.kind.String(), NewAttr{Kind: tc.kind, Mode: 0o666, Rdev: 1<<8 | 1})
+		wantErr(t, "root mknod of a "+tc.kind.String(), err, 0)
 	}
 }

@@ -81,13 +81,19 @@ func (f *FS) versions(obj history.ObjID) ([]history.Version, error) {
 	return out, nil
 }
 
-// clamp maps a moment to one that can be read: the future is now, which for
-// the past views is the newest committed transaction.
-func (f *FS) clamp(tid uint64) history.TID {
-	if last := f.s.LastTID(); history.TID(tid) > last {
-		return last
+// moment maps a WHEN to the transaction whose state it names: the newest
+// committed at or before it (the future is now: the newest of all). Every
+// WHEN that names the same state gives the same node, and so the same inode
+// numbers. Before the store's first transaction there is nothing: ENOENT.
+func (f *FS) moment(tid uint64) (history.TID, error) {
+	at, ok, err := f.s.Moment(history.TID(tid))
+	if err != nil {
+		return 0, err
 	}
-	return history.TID(tid)
+	if !ok {
+		return 0, syscall.ENOENT
+	}
+	return at, nil
 }
 
 // ParseWhen parses a WHEN in this file system's zone and clock, logging
@@ -105,10 +111,10 @@ func (f *FS) ParseWhen(when string) (When, error) {
 // name@@WHEN is name as it stood then, @@WHEN alone is dir as of then, and
 // name@@ is the directory of name's versions.
 func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
-	if len(name) > NameMax {
-		return Node{}, syscall.ENAMETOOLONG
-	}
 	if dir.Versions {
+		if len(name) > NameMax {
+			return Node{}, syscall.ENAMETOOLONG
+		}
 		tid, ok := ParseVersionName(name)
 		if !ok {
 			return Node{}, syscall.ENOENT
@@ -130,6 +136,9 @@ func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
 		return Node{}, err
 	}
 	base, when, has := SplitWhen(name)
+	if len(base) > NameMax {
+		return Node{}, syscall.ENAMETOOLONG
+	}
 	if !has {
 		return f.lookupPlain(dir, name)
 	}
@@ -150,7 +159,10 @@ func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
 		}
 		return n, nil
 	}
-	at := f.clamp(w.TID)
+	at, err := f.moment(w.TID)
+	if err != nil {
+		return Node{}, err
+	}
 	then := Node{Obj: dir.Obj, At: at}
 	if base != "" {
 		// The name as it stood then: look it up in the directory as of then,

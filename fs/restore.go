@@ -12,6 +12,11 @@ import (
 // keeps the state it replaces. The argument is the historical path, e.g.
 // docs@@2007-08-06 or docs/a.txt@@/2007-08-06T13:56:07.123456789Z.
 func (f *FS) Restore(c Cred, histPath string) (Node, error) {
+	if c.Uid != 0 {
+		// A restore rewrites a whole tree, owners and modes included: an
+		// administrator's act (asof restore, over the control socket).
+		return Node{}, syscall.EPERM
+	}
 	hist, err := f.Resolve(c, histPath)
 	if err != nil {
 		return Node{}, err
@@ -30,8 +35,11 @@ func (f *FS) Restore(c Cred, histPath string) (Node, error) {
 	if name == "" {
 		// The root itself: restore it in place.
 		err := f.update([]Node{dir}, func(tx *history.Tx) error {
-			r := restorer{f: f, tx: tx, c: c, at: hist.At}
-			return r.inPlace(history.RootID, hist.Obj)
+			r := newRestorer(f, tx, c, hist.At)
+			if err := r.restoreInPlace(history.RootID, hist.Obj); err != nil {
+				return err
+			}
+			return r.cl.fixLinks()
 		})
 		return f.Root(), err
 	}
@@ -40,10 +48,13 @@ func (f *FS) Restore(c Cred, histPath string) (Node, error) {
 		if _, err := dirFor(tx, c, dir.Obj); err != nil {
 			return err
 		}
-		r := restorer{f: f, tx: tx, c: c, at: hist.At}
+		r := newRestorer(f, tx, c, hist.At)
 		id, err := r.entry(dir.Obj, name, hist.Obj)
+		if err != nil {
+			return err
+		}
 		out = Node{Obj: id, At: history.Live}
-		return err
+		return r.cl.fixLinks()
 	})
 	return out, err
 }
@@ -78,6 +89,15 @@ type restorer struct {
 	tx *history.Tx
 	c  Cred
 	at history.TID
+	// One copier for the whole restore, and the objects restored in
+	// place, so that hard links inside the tree stay links.
+	cl      *cloner
+	inPlace map[history.ObjID]history.ObjID
+}
+
+func newRestorer(f *FS, tx *history.Tx, c Cred, at history.TID) *restorer {
+	return &restorer{f: f, tx: tx, c: c, at: at, inPlace: map[history.ObjID]history.ObjID{},
+		cl: &cloner{f: f, tx: tx, c: c, at: at, made: map[history.ObjID]history.ObjID{}, links: map[history.ObjID]uint32{}}}
 }
 
 // entry makes name in the live directory dir what the historical object
@@ -85,9 +105,22 @@ type restorer struct {
 // there and cloning the old object in.
 func (r *restorer) entry(dir history.ObjID, name string, then history.ObjID) (history.ObjID, error) {
 	cur, _, err := r.tx.Lookup(dir, name)
+	if live, ok := r.inPlace[then]; ok && (err != nil || cur != live) {
+		// Another name of an object this restore already brought back in
+		// place: link it again.
+		if err == nil {
+			if err := r.removeTree(dir, name, cur); err != nil {
+				return 0, err
+			}
+		}
+		return live, r.relink(dir, name, live)
+	}
 	switch {
 	case err == nil && cur == then:
-		return cur, r.inPlace(cur, then)
+		if _, done := r.inPlace[then]; done {
+			return cur, nil
+		}
+		return cur, r.restoreInPlace(cur, then)
 	case err == nil:
 		if err := r.removeTree(dir, name, cur); err != nil {
 			return 0, err
@@ -95,12 +128,8 @@ func (r *restorer) entry(dir history.ObjID, name string, then history.ObjID) (hi
 	case !errors.Is(err, history.ErrNotFound):
 		return 0, err
 	}
-	cl := cloner{f: r.f, tx: r.tx, c: r.c, at: r.at, made: map[history.ObjID]history.ObjID{}, links: map[history.ObjID]uint32{}}
-	id, k, err := cl.clone(then, dir)
+	id, k, err := r.cl.clone(then, dir)
 	if err != nil {
-		return 0, err
-	}
-	if err := cl.fixLinks(); err != nil {
 		return 0, err
 	}
 	if err := r.tx.SetDirent(dir, name, id, k); err != nil {
@@ -113,8 +142,27 @@ func (r *restorer) entry(dir history.ObjID, name string, then history.ObjID) (hi
 	return id, r.f.touch(r.tx, dir, delta)
 }
 
-// inPlace restores the live object id to the state of then as of r.at.
-func (r *restorer) inPlace(id, then history.ObjID) error {
+// relink gives the live object id one more name.
+func (r *restorer) relink(dir history.ObjID, name string, id history.ObjID) error {
+	ino, err := r.tx.Inode(id)
+	if err != nil {
+		return err
+	}
+	if err := r.tx.SetDirent(dir, name, id, ino.Kind); err != nil {
+		return err
+	}
+	ino.Nlink++
+	ino.Ctime = r.f.now()
+	if err := r.tx.PutInode(id, ino); err != nil {
+		return err
+	}
+	return r.f.touch(r.tx, dir, 0)
+}
+
+// restoreInPlace restores the live object id to the state of then as of
+// r.at.
+func (r *restorer) restoreInPlace(id, then history.ObjID) error {
+	r.inPlace[then] = id
 	tx := r.tx
 	old, err := tx.InodeAt(then, r.at)
 	if err != nil {

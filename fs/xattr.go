@@ -32,6 +32,10 @@ func xattrAccess(c Cred, ino history.Inode, name string, want uint32) error {
 	if c.Uid != 0 && want&AccessWrite != 0 {
 		return syscall.EPERM
 	}
+	if c.Uid != 0 && strings.HasPrefix(name, "trusted.") {
+		// Invisible to all but root, as on Linux.
+		return syscall.ENODATA
+	}
 	return nil
 }
 
@@ -56,7 +60,17 @@ func (f *FS) ListXattr(c Cred, n Node) ([]string, error) {
 	if _, _, err := f.getattr(n); err != nil {
 		return nil, err
 	}
-	return f.s.Xattrs(n.Obj, n.At)
+	names, err := f.s.Xattrs(n.Obj, n.At)
+	if err != nil || c.Uid == 0 {
+		return names, err
+	}
+	shown := names[:0]
+	for _, name := range names {
+		if !strings.HasPrefix(name, "trusted.") {
+			shown = append(shown, name)
+		}
+	}
+	return shown, nil
 }
 
 // SetXattr sets an extended attribute; flags as setxattr(2).

@@ -33,10 +33,11 @@ const (
 type intentFile struct {
 	f       *os.File
 	seq     uint64
-	written int64  // bytes appended, in the file or still in buf
-	flushed int64  // bytes written to the file
-	synced  int64  // bytes known durable
-	buf     []byte // appended entries not yet written
+	written int64    // bytes appended, in the file or still in buf
+	flushed int64    // bytes written to the file
+	synced  int64    // bytes known durable
+	buf     [][]byte // appended entries not yet written: headers and bodies
+	bufLen  int64
 	syncing bool
 	dirDone bool // the directory entry of the file is durable
 	retired bool // its changes are in the transaction log
@@ -147,8 +148,8 @@ func (l *intentLog) create(seq uint64) (*intentFile, error) {
 }
 
 // intentBufMax bounds the entries held in memory before they are written
-// out (without fsync).
-const intentBufMax = 4 << 20
+// out (without fsync). Writers also count the buffer against MaxPending.
+const intentBufMax = 1 << 30
 
 // append adds one entry. It is written to the file lazily: changes that
 // are committed before anyone asks for them to be durable never touch the
@@ -162,9 +163,11 @@ func (l *intentLog) append(body []byte) (intentPos, error) {
 	binary.BigEndian.PutUint32(h[4:], uint32(len(body)))
 	binary.BigEndian.PutUint32(h[8:], crc32.Checksum(body, castagnoli))
 	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
-	cur.buf = append(append(cur.buf, h[:]...), body...)
+	// The body is the Tx's own encoding, handed over, not copied.
+	cur.buf = append(cur.buf, h[:], body)
+	cur.bufLen += int64(intentHdrLen + len(body))
 	cur.written += int64(intentHdrLen + len(body))
-	if len(cur.buf) > intentBufMax {
+	if cur.bufLen > intentBufMax {
 		if err := cur.writeOut(); err != nil {
 			return intentPos{}, err
 		}
@@ -172,17 +175,58 @@ func (l *intentLog) append(body []byte) (intentPos, error) {
 	return intentPos{file: cur, end: cur.written}, nil
 }
 
+// buffered is how many bytes wait in memory.
+func (l *intentLog) buffered() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur.bufLen
+}
+
 // writeOut writes the buffered entries to the file; the caller holds l.mu.
 func (f *intentFile) writeOut() error {
-	if len(f.buf) == 0 {
+	if err := writeBufs(f.f, f.buf, f.flushed); err != nil {
+		return err
+	}
+	f.flushed += f.bufLen
+	f.buf, f.bufLen = nil, 0
+	return nil
+}
+
+// writeBufs writes pieces at off, gathered into large writes.
+func writeBufs(f *os.File, bufs [][]byte, off int64) error {
+	var batch []byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := f.WriteAt(batch, off)
+		off += int64(len(batch))
+		batch = batch[:0]
+		if err != nil {
+			return fmt.Errorf("history: write intent log: %w", err)
+		}
 		return nil
 	}
-	if _, err := f.f.WriteAt(f.buf, f.flushed); err != nil {
-		return fmt.Errorf("history: write intent log: %w", err)
+	for _, b := range bufs {
+		if len(b) >= 256<<10 {
+			// Large bodies go as they are, without another copy.
+			if err := flush(); err != nil {
+				return err
+			}
+			if _, err := f.WriteAt(b, off); err != nil {
+				return fmt.Errorf("history: write intent log: %w", err)
+			}
+			off += int64(len(b))
+			continue
+		}
+		batch = append(batch, b...)
+		if len(batch) >= 1<<20 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
-	f.flushed += int64(len(f.buf))
-	f.buf = f.buf[:0]
-	return nil
+	return flush()
 }
 
 // positions are the ends of everything appended so far, in every file not
@@ -221,16 +265,14 @@ func (l *intentLog) sync(pos intentPos) error {
 	}
 	f.syncing = true
 	data, off := f.buf, f.flushed
-	f.buf = nil
-	f.flushed += int64(len(data))
+	f.flushed += f.bufLen
+	f.buf, f.bufLen = nil, 0
 	target := f.flushed
 	needDir := !f.dirDone
 	l.mu.Unlock()
 	var err error
 	if len(data) > 0 {
-		if _, err = f.f.WriteAt(data, off); err != nil {
-			err = fmt.Errorf("history: write intent log: %w", err)
-		}
+		err = writeBufs(f.f, data, off)
 	}
 	if err == nil {
 		err = f.f.Sync()

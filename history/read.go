@@ -418,6 +418,41 @@ func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
 	return b, nil
 }
 
+// Meta lists the live bookkeeping records whose names start with prefix.
+func (s *Store) Meta(prefix string) (map[string][]byte, error) {
+	ls, done, err := s.readLayers(Live)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	out := map[string][]byte{}
+	err = s.scanKV(ls, RootID, prefixMeta+prefix, "", Live, func(key string, p []byte) bool {
+		out[key[len(prefixMeta):]] = append([]byte(nil), p...)
+		return true
+	})
+	return out, err
+}
+
+// Moment is the newest committed transaction at or before at: the state
+// as of at is the state as of it. ok is false before the first one.
+func (s *Store) Moment(at TID) (TID, bool, error) {
+	var out TID
+	var ok bool
+	err := s.index.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTxn).Cursor()
+		want := binary.BigEndian.AppendUint64(nil, uint64(at))
+		k, _ := c.Seek(want)
+		if k == nil || string(k) != string(want) {
+			k, _ = c.Prev()
+		}
+		if len(k) == 8 {
+			out, ok = TID(binary.BigEndian.Uint64(k)), true
+		}
+		return nil
+	})
+	return out, ok, err
+}
+
 // Versions lists every transaction that changed obj, oldest first. It
 // reads only obj's entries of the version index.
 func (s *Store) Versions(obj ObjID) ([]Version, error) {

@@ -19,6 +19,7 @@ const (
 	prefixDir  = "d" // + entry name
 	prefixData = "x" // + 16 hex digits: chunk number
 	prefixXatt = "e" // + attribute name
+	prefixMeta = "m" // + name: the file system's own bookkeeping, on the root
 )
 
 func direntKey(name string) string { return prefixDir + name }

@@ -51,7 +51,8 @@ type Store struct {
 	broken   error         // set when a commit failed after its frame was durable
 	retained []*intentFile // intent files whose changes are not yet committed
 
-	commitMu sync.Mutex // one commit at a time
+	commitMu sync.Mutex    // one commit at a time
+	kick     chan struct{} // commit now, before the flush interval is up
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -84,7 +85,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), cache: newBlockCache(256),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -267,9 +268,10 @@ func (s *Store) flusher() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if err := s.commit(); err != nil && !errors.Is(err, ErrClosed) {
-				s.log.Error("history: commit failed", "err", err)
-			}
+		case <-s.kick:
+		}
+		if err := s.commit(); err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Error("history: commit failed", "err", err)
 		}
 	}
 }

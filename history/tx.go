@@ -59,17 +59,25 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		}
 		tx.ov.mergeInto(s.pending)
 	}
-	pressure := s.pending.bytes > s.opts.MaxPending
+	held := s.pending.bytes + s.ilog.buffered()
 	s.mu.Unlock()
 	if tx.reserved {
 		if err := s.ilog.sync(pos); err != nil {
 			return err
 		}
 	}
-	if pressure {
-		// Too much waits for the next flush: commit early rather than
-		// grow without bound.
+	switch {
+	case held > 2*s.opts.MaxPending:
+		// A commit is already running and the next one is full too:
+		// wait for it, so memory stays bounded.
 		return s.commit()
+	case held > s.opts.MaxPending:
+		// Too much waits for the next flush: have the flusher commit now,
+		// while writers go on filling the next transaction.
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
@@ -119,9 +127,12 @@ func (tx *Tx) apply(op iop) error {
 		}
 		st.kv[op.key] = kvChange{payload: op.data, del: op.kind == iopDel}
 		ov.bytes += int64(len(op.key)+len(op.data)) + 64
-		if strings.HasPrefix(op.key, prefixXatt) {
+		switch {
+		case strings.HasPrefix(op.key, prefixMeta):
+			// Bookkeeping is no change of the object.
+		case strings.HasPrefix(op.key, prefixXatt):
 			st.change |= ChangeXattr
-		} else {
+		default:
 			st.change |= ChangeWritten
 		}
 		return nil
@@ -217,6 +228,17 @@ func (tx *Tx) RemoveXattr(obj ObjID, name string) error {
 	return tx.record(iop{kind: iopDel, obj: obj, key: xattrKey(name)})
 }
 
+// PutMeta keeps a piece of the file system's own bookkeeping (such as the
+// list of open unlinked files) as a record, hidden from every listing.
+func (tx *Tx) PutMeta(name string, value []byte) error {
+	return tx.record(iop{kind: iopPut, obj: RootID, key: prefixMeta + name, data: value})
+}
+
+// DelMeta removes a bookkeeping record.
+func (tx *Tx) DelMeta(name string) error {
+	return tx.record(iop{kind: iopDel, obj: RootID, key: prefixMeta + name})
+}
+
 // Note adds change kinds the engine cannot see, such as a rename, to the
 // object's next version.
 func (tx *Tx) Note(obj ObjID, c Change) error {
@@ -276,7 +298,9 @@ func (tx *Tx) WriteAt(obj ObjID, p []byte, off int64) error {
 	if off < 0 {
 		return fmt.Errorf("history: negative offset %d", off)
 	}
-	return tx.record(iop{kind: iopWrite, obj: obj, n: uint64(off), data: append([]byte(nil), p...)})
+	// No copy here: apply copies p into the chunk, and the intent entry
+	// encodes it.
+	return tx.record(iop{kind: iopWrite, obj: obj, n: uint64(off), data: p})
 }
 
 // Truncate sets the file's size, cutting or extending (with zeros).

@@ -1,0 +1,88 @@
+package vm_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/asof/asof/integration/serverproc"
+	"github.com/asof/asof/integration/vm"
+)
+
+func TestMain(m *testing.M) { os.Exit(serverproc.Main(m)) }
+
+// needVM skips when this machine cannot boot the guest (not root, no qemu, ...) or with
+// -short: each boot costs about 10 s.
+func needVM(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a Linux guest (~10 s); skipped with -short")
+	}
+	if err := vm.Available(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// asof is the server command: the asof binary of this module, listening inside the
+// namespace and letting the guest's network in.
+func asof(t *testing.T) vm.Command {
+	bin := serverproc.Binary(t)
+	sock, err := os.MkdirTemp("", "asof-vm-sock-") // short: sun_path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sock) })
+	return vm.Command{
+		Argv: []string{bin, "serve"},
+		Env: []string{
+			"ASOF_DATA=" + filepath.Join(t.TempDir(), "data"),
+			"ASOF_NFS_LISTEN=@HOST@:2049",
+			"ASOF_NINEP_LISTEN=", // 9P is not served yet: add @HOST@:5640 and NinePPort then
+			"ASOF_CONTROL_SOCKET=" + filepath.Join(sock, "control.sock"),
+			"ASOF_EXPORTS_ALLOW=@GUESTNET@",
+		},
+	}
+}
+
+func run(t *testing.T, o vm.Options) vm.Result {
+	t.Helper()
+	o.Logf = t.Logf
+	res, err := vm.Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot %v, whole run %v", res.Boot.Round(time.Millisecond), res.Elapsed.Round(time.Millisecond))
+	if res.ServerExit != 0 {
+		t.Errorf("asof exited %d on SIGTERM at the end, want 0", res.ServerExit)
+	}
+	return res
+}
+
+// The Linux kernel's NFSv3 client does everyday file work on asof.
+func TestSmokeNFS(t *testing.T) {
+	needVM(t)
+	run(t, vm.Options{
+		Server:   asof(t),
+		NFSPort:  2049,
+		Workload: "workloads/smoke.sh",
+	})
+}
+
+// asof restarts (SIGTERM, then kill -9) while the kernel client holds a file open on a
+// hard mount: the client carries on, and writes from before and after are all there.
+func TestRestartWithOpenFileNFS(t *testing.T) {
+	needVM(t)
+	res := run(t, vm.Options{
+		Server:   asof(t),
+		NFSPort:  2049,
+		Workload: "workloads/restart.sh",
+	})
+	if len(res.Restarts) != 2 {
+		t.Fatalf("restarts = %+v, want TERM then KILL", res.Restarts)
+	}
+	if r := res.Restarts[0]; r.Signal != "TERM" || r.ExitCode != 0 {
+		t.Errorf("after SIGTERM asof exited %d, want 0", r.ExitCode)
+	}
+}

@@ -1,0 +1,61 @@
+#!/bin/bash
+# Installs the Debian packages that asof's end-to-end tests need (integration/).
+# Idempotent: when every program below is already present apt-get is not run at all;
+# otherwise `apt-get update` runs once and only the missing packages are installed.
+# Needs root (CI runs as root) only when something is missing.
+#
+# package            programs the tests use
+#   libnfs-utils     nfs-ls nfs-cat nfs-cp        userspace NFSv3 client (libnfs)
+#   diod             diodls diodcat               userspace 9P2000.L clients (and the diod server)
+#   busybox-static   /bin/busybox                 the guest's userland (integration/vm)
+#   kmod             depmod                       the guest's module dependency list
+#   cpio             cpio                         the guest's initramfs
+#   qemu-system-x86  qemu-system-x86_64           boots the guest kernel
+#   iproute2         ip                           network namespace + tap for the guest
+#   git rsync diffutils                           copied into the guest with their libraries
+set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# "package:program program ..." — a package is missing when any of its programs is.
+wanted=(
+  "libnfs-utils:nfs-ls nfs-cat nfs-cp"
+  "diod:diodls diodcat diod"
+  "busybox-static:/bin/busybox"
+  "kmod:depmod"
+  "cpio:cpio"
+  "qemu-system-x86:qemu-system-x86_64"
+  "iproute2:ip"
+  "git:git"
+  "rsync:rsync"
+  "diffutils:diff cmp"
+)
+
+missing=()
+for entry in "${wanted[@]}"; do
+  pkg=${entry%%:*}
+  for prog in ${entry#*:}; do
+    if [[ $prog == /* ]]; then
+      [ -x "$prog" ] && continue
+    else
+      command -v "$prog" >/dev/null 2>&1 && continue
+    fi
+    missing+=("$pkg")
+    break
+  done
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "test-deps: all present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-deps: missing ${missing[*]}; run this script as root to install them" >&2
+  exit 1
+fi
+
+echo "test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "test-deps: installed ${missing[*]}"
