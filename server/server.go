@@ -47,6 +47,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Data, err)
 	}
 	s := &Server{cfg: cfg, log: log, store: store, Addrs: map[string]string{}}
+	s.warnUnbuilt()
 	s.fs = fs.New(store, fs.Options{Location: cfg.History.Timezone, ReadOnly: cfg.Exports.ReadOnly, Logger: log})
 	if err := s.startServices(); err != nil {
 		s.closeListeners()
@@ -55,6 +56,21 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// warnUnbuilt says which configured features this build does not have
+// yet, rather than ignoring them in silence. None of them loses data: an
+// unapplied retention policy keeps everything.
+func (s *Server) warnUnbuilt() {
+	if len(s.cfg.Retention) > 0 {
+		s.log.Warn("retention is configured but pruning is not built yet: all history is kept", "rules", len(s.cfg.Retention))
+	}
+	if s.cfg.Metrics.Listen != "" {
+		s.log.Warn("metrics.listen is set but Prometheus metrics are not built yet", "addr", s.cfg.Metrics.Listen)
+	}
+	if len(s.cfg.Volumes) > 0 {
+		s.log.Warn("volumes are configured but this build keeps every block in the data directory", "data", s.cfg.Data)
+	}
 }
 
 // FS is the file system being served.
