@@ -77,6 +77,7 @@ func (s *Store) commit() error {
 	s.mu.Lock()
 	s.frozen, s.lastTID = nil, tid
 	s.mu.Unlock()
+	s.commits.Add(1)
 	s.ilog.retire(retained...)
 	return nil
 }

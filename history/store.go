@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,6 +52,7 @@ type Store struct {
 	broken   error         // set when a commit failed after its frame was durable
 	retained []*intentFile // intent files whose changes are not yet committed
 
+	commits  atomic.Uint64 // transactions committed since Open
 	commitMu sync.Mutex    // one commit at a time
 	kick     chan struct{} // commit now, before the flush interval is up
 	stop     chan struct{}
@@ -304,6 +306,9 @@ func (s *Store) Durable() error {
 	}
 	return nil
 }
+
+// Commits counts the transactions committed since Open.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 // LastTID is the newest committed transaction.
 func (s *Store) LastTID() TID {

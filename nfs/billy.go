@@ -27,10 +27,11 @@ import (
 // (go-nfs compares them with reflect.DeepEqual to allow a rename, and
 // answers ROFS when the value lacks the write capability).
 type billyFS struct {
-	f    *fs.FS
-	cred fs.Cred
-	live bool
-	root fs.Node // what an empty path means (the mounted node)
+	f        *fs.FS
+	cred     fs.Cred
+	live     bool
+	root     fs.Node // what an empty path means (the mounted node)
+	observer fs.Observer
 }
 
 func token(n fs.Node) string {
@@ -388,6 +389,7 @@ func (f *nfsFile) Read(p []byte) (int, error) {
 
 func (f *nfsFile) ReadAt(p []byte, off int64) (int, error) {
 	n, err := f.b.f.Read(f.b.cred, f.n, p, off)
+	f.b.observer.Bytes("nfs", n, 0)
 	if err != nil {
 		return n, pathErr("read", f.name, err)
 	}
@@ -406,6 +408,7 @@ func (f *nfsFile) Write(p []byte) (int, error) {
 		return 0, pathErr("write", f.name, err)
 	}
 	f.off += int64(n)
+	f.b.observer.Bytes("nfs", 0, n)
 	if err := f.b.f.Sync(); err != nil {
 		return 0, pathErr("write", f.name, err)
 	}

@@ -55,7 +55,7 @@ type handler struct {
 	live   *billyFS // the one live filesystem value
 	past   *billyFS // the one read-only value for the past
 	dirs   listingCache
-	export string // the export path MOUNTPROC3_EXPORT lists
+	observer fs.Observer
 }
 
 // LoadKey reads the store's handle secret, creating it on first start.

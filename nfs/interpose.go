@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // go-nfs lacks some procedures (MOUNTPROC3_EXPORT), decodes LINK wrongly,
@@ -49,11 +50,22 @@ type interposed struct {
 	left    int        // bytes of the current fragment still to come
 	last    bool       // the current fragment ends its record
 	holding bool
+
+	// For metrics: the calls passed to go-nfs, by xid, and the start of
+	// the reply being written.
+	pmu     sync.Mutex
+	pending map[uint32]pendingCall
+	head    []byte
+}
+
+type pendingCall struct {
+	proc  procKey
+	start time.Time
 }
 
 func newInterposed(c net.Conn, h *handler) *interposed {
 	pr, pw := io.Pipe()
-	ic := &interposed{Conn: c, h: h, pr: pr, pw: pw}
+	ic := &interposed{Conn: c, h: h, pr: pr, pw: pw, pending: map[uint32]pendingCall{}}
 	go ic.readCalls()
 	return ic
 }
@@ -77,6 +89,7 @@ func (ic *interposed) readCalls() {
 			}
 			return
 		}
+		start := time.Now()
 		if reply, ok := ic.h.answer(rec, ic.Conn); ok {
 			if reply == nil {
 				continue // a call so malformed that no reply is owed
@@ -85,6 +98,11 @@ func (ic *interposed) readCalls() {
 				return
 			}
 			continue
+		}
+		if xid, key, ok := callOf(rec); ok {
+			ic.pmu.Lock()
+			ic.pending[xid] = pendingCall{proc: key, start: start}
+			ic.pmu.Unlock()
 		}
 		// go-nfs reassembles no fragments: hand it each record whole.
 		hdr := binary.BigEndian.AppendUint32(nil, uint32(len(rec))|1<<31)
@@ -156,6 +174,9 @@ func (ic *interposed) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(ic.left, len(p))
+		if len(ic.head) < replyHead {
+			ic.head = append(ic.head, p[:min(k, replyHead-len(ic.head))]...)
+		}
 		if _, err := ic.Conn.Write(p[:k]); err != nil {
 			return total - len(p), err
 		}
@@ -170,6 +191,64 @@ func (ic *interposed) Write(p []byte) (int, error) {
 func (ic *interposed) release() {
 	ic.holding = false
 	ic.wmu.Unlock()
+	ic.observeReply()
+}
+
+// replyHead is enough of a reply to read its xid, acceptance and, for NFS,
+// its status: xid, REPLY, MSG_ACCEPTED, an AUTH_NONE verifier, accept_stat,
+// nfsstat3.
+const replyHead = 28
+
+// observeReply reports a go-nfs reply to the metrics.
+func (ic *interposed) observeReply() {
+	head := ic.head
+	ic.head = ic.head[:0]
+	if len(head) < 24 {
+		return
+	}
+	xid := binary.BigEndian.Uint32(head)
+	ic.pmu.Lock()
+	pc, ok := ic.pending[xid]
+	delete(ic.pending, xid)
+	ic.pmu.Unlock()
+	if !ok {
+		return
+	}
+	var err error
+	if binary.BigEndian.Uint32(head[20:]) != 0 {
+		err = errRPCFailed
+	} else if pc.proc.prog == progNFS && len(head) >= 28 && binary.BigEndian.Uint32(head[24:]) != 0 {
+		err = errNFSStatus
+	}
+	ic.h.observer.Request("nfs", pc.proc.name(), pc.start, err)
+}
+
+var (
+	errRPCFailed = errors.New("rpc call not accepted")
+	errNFSStatus = errors.New("nfs error status")
+)
+
+// callOf reads the program and procedure of a call record.
+func callOf(rec []byte) (uint32, procKey, bool) {
+	if len(rec) < 24 || binary.BigEndian.Uint32(rec[4:]) != 0 {
+		return 0, procKey{}, false
+	}
+	return binary.BigEndian.Uint32(rec), procKey{binary.BigEndian.Uint32(rec[12:]), binary.BigEndian.Uint32(rec[20:])}, true
+}
+
+var nfsProcNames = []string{"null", "getattr", "setattr", "lookup", "access", "readlink", "read", "write", "create",
+	"mkdir", "symlink", "mknod", "remove", "rmdir", "rename", "link", "readdir", "readdirplus", "fsstat", "fsinfo",
+	"pathconf", "commit"}
+var mountProcNames = []string{"mount_null", "mount", "mount_dump", "umount", "umountall", "export"}
+
+func (k procKey) name() string {
+	switch {
+	case k.prog == progNFS && int(k.proc) < len(nfsProcNames):
+		return nfsProcNames[k.proc]
+	case k.prog == progMount && int(k.proc) < len(mountProcNames):
+		return mountProcNames[k.proc]
+	}
+	return fmt.Sprintf("prog%d_proc%d", k.prog, k.proc)
 }
 
 // answer decodes a call and, when the interposer handles its procedure,
@@ -197,13 +276,27 @@ func (h *handler) answer(rec []byte, conn net.Conn) ([]byte, bool) {
 		return nil, false
 	}
 	c.args = r.b
+	start := time.Now()
 	body, err := fn(h, c)
+	h.observer.Request("nfs", procKey{c.prog, c.proc}.name(), start, replyStatus(body, err))
 	if err != nil {
 		// Arguments that do not decode: GARBAGE_ARGS.
 		h.log.Debug("nfs: garbage arguments", "prog", c.prog, "proc", c.proc, "err", err)
 		return acceptedReply(c.xid, 4, nil), true
 	}
 	return acceptedReply(c.xid, 0, body), true
+}
+
+// replyStatus is a reply's outcome for the metrics: NFS results start with
+// their status.
+func replyStatus(body []byte, err error) error {
+	if err != nil {
+		return err
+	}
+	if len(body) >= 4 && binary.BigEndian.Uint32(body) != 0 {
+		return errNFSStatus
+	}
+	return nil
 }
 
 // acceptedReply frames a reply: MSG_ACCEPTED with AUTH_NONE verifier.

@@ -21,6 +21,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Key is the store's handle secret (LoadKey).
 	Key []byte
+	// Observer is told of every request (metrics); nil for none.
+	Observer fs.Observer
 }
 
 // Serve answers NFSv3 and MOUNT on l until l is closed.
@@ -28,9 +30,12 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	h := &handler{f: f, cred: opts.Cred, key: opts.Key, log: opts.Logger}
-	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root()}
-	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root()}
+	if opts.Observer == nil {
+		opts.Observer = fs.NopObserver{}
+	}
+	h := &handler{f: f, cred: opts.Cred, key: opts.Key, log: opts.Logger, observer: opts.Observer}
+	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root(), observer: opts.Observer}
+	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root(), observer: opts.Observer}
 	if opts.Allow != nil {
 		h.allow = func(a net.Addr) bool { return addrAllowed(a, opts.Allow) }
 	}

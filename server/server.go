@@ -28,6 +28,7 @@ type Server struct {
 
 	listeners []net.Listener
 	wg        sync.WaitGroup
+	observer  fs.Observer
 	// Addrs are the addresses actually listened on, by service name
 	// ("nfs", "9p", "control"), for tests that listen on port 0.
 	Addrs map[string]string
@@ -65,9 +66,6 @@ func (s *Server) warnUnbuilt() {
 	if len(s.cfg.Retention) > 0 {
 		s.log.Warn("retention is configured but pruning is not built yet: all history is kept", "rules", len(s.cfg.Retention))
 	}
-	if s.cfg.Metrics.Listen != "" {
-		s.log.Warn("metrics.listen is set but Prometheus metrics are not built yet", "addr", s.cfg.Metrics.Listen)
-	}
 	if len(s.cfg.Volumes) > 0 {
 		s.log.Warn("volumes are configured but this build keeps every block in the data directory", "data", s.cfg.Data)
 	}
@@ -93,6 +91,14 @@ func (s *Server) listen(network, addr, name string) (net.Listener, error) {
 }
 
 func (s *Server) startServices() error {
+	s.observer = fs.NopObserver{}
+	if s.cfg.Metrics.Listen != "" {
+		m, reg := newMetrics(s)
+		s.observer = m
+		if err := s.startMetrics(reg); err != nil {
+			return err
+		}
+	}
 	if s.cfg.NFS.Listen != "" {
 		key, err := nfs.LoadKey(s.cfg.Data)
 		if err != nil {
@@ -105,7 +111,7 @@ func (s *Server) startServices() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Key: key})
+			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Key: key, Observer: s.observer})
 			if err != nil {
 				s.log.Error("nfs server stopped", "err", err)
 			}
@@ -130,6 +136,9 @@ func (s *Server) logMounts() {
 		host, port, _ := net.SplitHostPort(a)
 		s.log.Info("serving 9P2000.L", "addr", a,
 			"linux", fmt.Sprintf("mount -t 9p -o trans=tcp,port=%s,version=9p2000.L %s /mnt/asof", port, host))
+	}
+	if a, ok := s.Addrs["metrics"]; ok {
+		s.log.Info("serving Prometheus metrics", "url", "http://"+a+"/metrics")
 	}
 	if a, ok := s.Addrs["control"]; ok {
 		s.log.Info("control socket", "path", a)

@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -289,4 +291,46 @@ func TestSigtermWithWritesInFlight(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes intact after SIGTERM and restart", len(acked))
+}
+
+// Prometheus metrics on metrics.listen: requests by protocol and
+// operation, latency, bytes, transactions, stored and logical bytes.
+func TestMetrics(t *testing.T) {
+	needClients(t)
+	port := serverproc.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	_, c := start(t, map[string]string{"ASOF_METRICS_LISTEN": addr})
+	ctx := context.Background()
+	if err := c.Write(ctx, "/m.txt", bytes.Repeat([]byte("metrics "), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Cat(ctx, "/m.txt"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a commit
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	for _, want := range []string{
+		`asof_requests_total{op="create",protocol="nfs"}`,
+		`asof_requests_total{op="write",protocol="nfs"}`,
+		`asof_requests_total{op="read",protocol="nfs"}`,
+		`asof_request_duration_seconds_bucket{op="lookup",protocol="nfs"`,
+		`asof_data_bytes_total{direction="write",protocol="nfs"} 8000`,
+		`asof_data_bytes_total{direction="read",protocol="nfs"} 8000`,
+		"asof_transactions_committed_total",
+		"asof_logical_bytes",
+		"asof_stored_bytes",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
 }
