@@ -16,9 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	billy "github.com/go-git/go-billy/v5"
 	gonfs "github.com/willscott/go-nfs"
@@ -47,15 +45,15 @@ var errBadHandle = errors.New("nfs: handle not issued by this store")
 
 // handler is go-nfs's Handler.
 type handler struct {
-	f      *fs.FS
-	cred   fs.Cred
-	key    []byte
-	log    *slog.Logger
-	allow  func(net.Addr) bool
-	live   *billyFS // the one live filesystem value
-	past   *billyFS // the one read-only value for the past
-	dirs   listingCache
+	f        *fs.FS
+	cred     fs.Cred
+	key      []byte
+	log      *slog.Logger
+	allow    func(net.Addr) bool
+	live     *billyFS // the one live filesystem value
+	past     *billyFS // the one read-only value for the past
 	observer fs.Observer
+	cookies  cookieCache
 }
 
 // LoadKey reads the store's handle secret, creating it on first start.
@@ -236,45 +234,3 @@ func (h *handler) InvalidateHandle(billy.Filesystem, []byte) error { return nil 
 // HandleLimit bounds how many entries go-nfs puts in one READDIR reply
 // (half of it); handles themselves need no table.
 func (h *handler) HandleLimit() int { return 1 << 16 }
-
-// listingCache keeps directory listings go-nfs pages through, by cookie
-// verifier, so that a listing stays consistent from its first page to its
-// last however the directory changes meanwhile.
-type listingCache struct {
-	mu      sync.Mutex
-	next    uint64
-	order   []uint64
-	entries map[uint64][]os.FileInfo
-	total   int
-}
-
-const listingCacheMax = 1 << 20 // entries kept over all listings
-
-func (h *handler) VerifierFor(path string, contents []os.FileInfo) uint64 {
-	c := &h.dirs
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil {
-		c.entries = map[uint64][]os.FileInfo{}
-		c.next = uint64(time.Now().UnixNano())
-	}
-	c.next++
-	v := c.next
-	c.entries[v] = contents
-	c.order = append(c.order, v)
-	c.total += len(contents)
-	for c.total > listingCacheMax && len(c.order) > 1 {
-		old := c.order[0]
-		c.order = c.order[1:]
-		c.total -= len(c.entries[old])
-		delete(c.entries, old)
-	}
-	return v
-}
-
-func (h *handler) DataForVerifier(path string, verifier uint64) []os.FileInfo {
-	c := &h.dirs
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.entries[verifier]
-}

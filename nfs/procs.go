@@ -32,6 +32,8 @@ var procs = map[procKey]procFunc{
 	{progNFS, procRmdir}:         (*handler).remove,
 	{progNFS, procRename}:        (*handler).rename,
 	{progNFS, procLink}:          (*handler).link,
+	{progNFS, procReaddir}:       (*handler).readdir,
+	{progNFS, procReaddirPlus}:   (*handler).readdir,
 	{progMount, mountProcExport}: (*handler).exports,
 	{progMount, mountProcDump}:   (*handler).dump,
 }

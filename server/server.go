@@ -17,6 +17,7 @@ import (
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
 	"github.com/asof/asof/nfs"
+	"github.com/asof/asof/ninep"
 )
 
 // Server is a running asof.
@@ -114,6 +115,20 @@ func (s *Server) startServices() error {
 			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Key: key, Observer: s.observer})
 			if err != nil {
 				s.log.Error("nfs server stopped", "err", err)
+			}
+		}()
+	}
+	if s.cfg.NineP.Listen != "" {
+		l, err := s.listen("tcp", s.cfg.NineP.Listen, "9p")
+		if err != nil {
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Observer: s.observer})
+			if err != nil {
+				s.log.Error("9P server stopped", "err", err)
 			}
 		}()
 	}

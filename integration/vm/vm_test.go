@@ -39,7 +39,7 @@ func asof(t *testing.T) vm.Command {
 		Env: []string{
 			"ASOF_DATA=" + filepath.Join(t.TempDir(), "data"),
 			"ASOF_NFS_LISTEN=@HOST@:2049",
-			"ASOF_NINEP_LISTEN=", // 9P is not served yet: add @HOST@:5640 and NinePPort then
+			"ASOF_NINEP_LISTEN=@HOST@:5640",
 			"ASOF_CONTROL_SOCKET=" + filepath.Join(sock, "control.sock"),
 			"ASOF_EXPORTS_ALLOW=@GUESTNET@",
 		},
