@@ -158,13 +158,41 @@ func (s *Store) xattrs(ls []*overlay, obj ObjID, at TID) ([]string, error) {
 // sorts after after (all entries when after is ""), in name order, until fn
 // returns false. Names order bytewise, so a listing can resume after the
 // last name it returned, whatever changed in between.
+//
+// fn is called without any lock held, so it may read the store; the
+// listing is taken in batches, each consistent, resuming after the last
+// name of the one before.
 func (s *Store) ReadDir(dir ObjID, after string, at TID, fn func(name string, child ObjID, k Kind) bool) error {
-	ls, done, err := s.readLayers(at)
-	if err != nil {
-		return err
+	type ent struct {
+		name  string
+		child ObjID
+		kind  Kind
 	}
-	defer done()
-	return s.readDir(ls, dir, after, at, fn)
+	const batch = 256
+	for {
+		ls, done, err := s.readLayers(at)
+		if err != nil {
+			return err
+		}
+		ents := make([]ent, 0, batch)
+		err = s.readDir(ls, dir, after, at, func(name string, child ObjID, k Kind) bool {
+			ents = append(ents, ent{name, child, k})
+			return len(ents) < batch
+		})
+		done()
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if !fn(e.name, e.child, e.kind) {
+				return nil
+			}
+		}
+		if len(ents) < batch {
+			return nil
+		}
+		after = ents[len(ents)-1].name
+	}
 }
 
 func (s *Store) readDir(ls []*overlay, dir ObjID, after string, at TID, fn func(string, ObjID, Kind) bool) error {
