@@ -24,6 +24,10 @@ const (
 )
 
 var procs = map[procKey]procFunc{
+	{progNFS, procGetattr}:       (*handler).getattr,
+	{progNFS, procSetattr}:       (*handler).setattr,
+	{progNFS, procLookup}:        (*handler).lookup,
+	{progNFS, procAccess}:        (*handler).access,
 	{progNFS, procCreate}:        (*handler).create,
 	{progNFS, procMkdir}:         (*handler).mkdir,
 	{progNFS, procSymlink}:       (*handler).symlink,
@@ -47,8 +51,7 @@ const (
 	nfsErrIO       = 5
 )
 
-// status maps an error from fs to an NFS status: errno values and NFS
-// status codes coincide for everything RFC 1813 names.
+// status maps an error from fs to an NFS status.
 func status(err error) uint32 {
 	if err == nil {
 		return nfsOK
@@ -59,9 +62,18 @@ func status(err error) uint32 {
 	switch e := fs.Errno(err); e {
 	case syscall.EPERM, syscall.ENOENT, syscall.EIO, syscall.ENXIO, syscall.EACCES, syscall.EEXIST,
 		syscall.EXDEV, syscall.ENODEV, syscall.ENOTDIR, syscall.EISDIR, syscall.EINVAL, syscall.EFBIG,
-		syscall.ENOSPC, syscall.EROFS, syscall.EMLINK, syscall.ENAMETOOLONG, syscall.ENOTEMPTY,
-		syscall.EDQUOT, syscall.ESTALE:
+		syscall.ENOSPC, syscall.EROFS, syscall.EMLINK:
+		// RFC 1813 took these from the old Unix errno values, which
+		// Linux still has.
 		return uint32(e)
+	case syscall.ENAMETOOLONG:
+		return 63
+	case syscall.ENOTEMPTY:
+		return 66
+	case syscall.EDQUOT:
+		return 69
+	case syscall.ESTALE:
+		return nfsErrStale
 	case syscall.ENOTSUP:
 		return nfsErrNotSupp
 	}

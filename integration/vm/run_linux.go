@@ -565,7 +565,14 @@ func (s *server) startLocked(ctx context.Context) error {
 		return err
 	}
 	c := exec.Command(ipPath, append([]string{"netns", "exec", s.ns}, s.cmd.Argv...)...)
-	c.Env = append(os.Environ(), s.cmd.Env...)
+	// The test's own ASOF_* variables are not the server's: asof refuses
+	// unknown ones.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ASOF_") {
+			c.Env = append(c.Env, kv)
+		}
+	}
+	c.Env = append(c.Env, s.cmd.Env...)
 	c.Dir = s.cmd.Dir
 	c.Stdout, c.Stderr = s.log, s.log
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -113,9 +113,13 @@ for m in "${order[@]}"; do
   echo "$f" >> root/modules.list
 done
 
-# 4. GNU tools from this machine, ahead of busybox in the guest's PATH, with their libraries.
+# 4. GNU tools from this machine, with their libraries. busybox sh runs its own applets
+# before looking at PATH, so /usr/lib/gnu-tools.sh defines a function per tool that calls
+# the GNU one by its path; init sources it before every workload.
+: > root/usr/lib/gnu-tools.sh 2>/dev/null || { mkdir -p root/usr/lib; : > root/usr/lib/gnu-tools.sh; }
 for t in $TOOLS; do
   p=$(command -v "$t")
+  echo "$t() { /usr/bin/$t \"\$@\"; }" >> root/usr/lib/gnu-tools.sh
   cp -L "$p" root/usr/bin/
   for lib in $(ldd "$p" | grep -oE '/[^ ]+'); do
     [ -e "root$lib" ] && continue

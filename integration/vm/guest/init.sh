@@ -61,7 +61,8 @@ workload() {
   p=$1; shift
   cd /
   if [ -f /workload.sh ]; then
-    sh /workload.sh "$@"; wrc=$?
+    # GNU tools by name, not busybox's applets (see build.sh).
+    sh -c '. /usr/lib/gnu-tools.sh; . /workload.sh' workload "$@"; wrc=$?
   else
     ls -la "$1"; wrc=$?
   fi
