@@ -135,9 +135,20 @@ func latest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
 // visible calls fn for each key with the given prefix that has a version
 // visible as of at, in key order. The payload is only valid during fn.
 func visible(tx *bolt.Tx, obj ObjID, keyPrefix string, at TID, fn func(r Record) error) error {
+	return visibleFrom(tx, obj, keyPrefix, "", at, fn)
+}
+
+// visibleFrom is visible for the keys after prefix+after ("" for all).
+func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r Record) error) error {
 	c := tx.Bucket(bucketRec).Cursor()
-	prefix := recPrefix(obj, keyPrefix)
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	pfx := recPrefix(obj, prefix)
+	start := pfx
+	if after != "" {
+		// Past every version of prefix+after: its key ends in NUL + tid,
+		// and 0x01 sorts after that NUL.
+		start = append(recPrefix(obj, prefix+after), 1)
+	}
+	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
 		_, _, create, err := parseRecKey(k)
 		if err != nil {
 			return err
@@ -145,8 +156,7 @@ func visible(tx *bolt.Tx, obj ObjID, keyPrefix string, at TID, fn func(r Record)
 		if create > at {
 			continue
 		}
-		d := TID(binary.BigEndian.Uint64(v))
-		if d != 0 && d <= at {
+		if d := TID(binary.BigEndian.Uint64(v)); d != 0 && d <= at {
 			continue
 		}
 		r, err := decodeRec(k, v)

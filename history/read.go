@@ -283,38 +283,6 @@ func (s *Store) scanKV(ls []*overlay, obj ObjID, prefix, after string, at TID, f
 
 var errStop = errors.New("stop")
 
-// visibleFrom is visible starting after prefix+after.
-func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r Record) error) error {
-	if after == "" {
-		return visible(tx, obj, prefix, at, fn)
-	}
-	c := tx.Bucket(bucketRec).Cursor()
-	pfx := recPrefix(obj, prefix)
-	// Past every version of prefix+after: its key ends in NUL + tid, and
-	// 0x01 sorts after that NUL.
-	start := append(recPrefix(obj, prefix+after), 1)
-	for k, v := c.Seek(start); k != nil && len(k) >= len(pfx) && string(k[:len(pfx)]) == string(pfx); k, v = c.Next() {
-		_, _, create, err := parseRecKey(k)
-		if err != nil {
-			return err
-		}
-		if create > at {
-			continue
-		}
-		if d := TID(binary.BigEndian.Uint64(v)); d != 0 && d <= at {
-			continue
-		}
-		r, err := decodeRec(k, v)
-		if err != nil {
-			return err
-		}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // ReadAt reads file data as of at into p from offset off. It stops at the
 // file's size and returns the count read; reading at or past the end
 // returns 0.

@@ -20,6 +20,16 @@ const (
 	nfsErrNotSync = 10002
 )
 
+// targetAttr resolves a handle and reads the attributes of what it names.
+func (h *handler) targetAttr(fh []byte) (fs.Node, fs.Attr, error) {
+	n, err := h.target(fh)
+	if err != nil {
+		return n, fs.Attr{}, err
+	}
+	a, err := h.f.Getattr(n)
+	return n, a, err
+}
+
 func (h *handler) getattr(c *rpcCall) ([]byte, error) {
 	r := &xdrReader{b: c.args}
 	fh := r.handle()
@@ -27,11 +37,7 @@ func (h *handler) getattr(c *rpcCall) ([]byte, error) {
 		return nil, r.err
 	}
 	w := &xdrWriter{}
-	n, err := h.target(fh)
-	var a fs.Attr
-	if err == nil {
-		a, err = h.f.Getattr(n)
-	}
+	_, a, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		return w.b, nil
@@ -132,11 +138,7 @@ func (h *handler) access(c *rpcCall) ([]byte, error) {
 		return nil, r.err
 	}
 	w := &xdrWriter{}
-	n, err := h.target(fh)
-	var a fs.Attr
-	if err == nil {
-		a, err = h.f.Getattr(n)
-	}
+	n, a, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		w.postOpAttr(nil)

@@ -49,7 +49,6 @@ type handler struct {
 	cred     fs.Cred
 	key      []byte
 	log      *slog.Logger
-	allow    func(net.Addr) bool
 	live     *billyFS // the one live filesystem value
 	past     *billyFS // the one read-only value for the past
 	observer fs.Observer
@@ -138,10 +137,6 @@ func (h *handler) fsFor(n fs.Node) *billyFS {
 
 func (h *handler) Mount(ctx context.Context, conn net.Conn, req gonfs.MountRequest) (gonfs.MountStatus, billy.Filesystem, []gonfs.AuthFlavor) {
 	path := string(req.Dirpath)
-	if h.allow != nil && !h.allow(conn.RemoteAddr()) {
-		h.log.Warn("nfs: refused mount from a client outside exports.allow", "client", conn.RemoteAddr().String(), "path", path)
-		return gonfs.MountStatusErrAcces, nil, nil
-	}
 	n, err := h.f.Resolve(h.cred, path)
 	if err != nil {
 		h.log.Info("nfs: mount refused", "client", conn.RemoteAddr().String(), "path", path, "err", err)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -626,24 +625,6 @@ func TestPermissionsAndReadOnly(t *testing.T) {
 	wantErrno(t, "mkdir on a read-only export", err, linux.EROFS)
 	_, _, err = walk(t, rr, "private", "secret").Open(p9.WriteOnly)
 	wantErrno(t, "open for write on a read-only export", err, linux.EROFS)
-}
-
-func TestAllowRefuses(t *testing.T) {
-	e := newEnv(t)
-	addr := e.serve(t, e.f, Options{Cred: e.cred, Allow: func(a netip.Addr) bool { return !a.IsLoopback() }})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := p9.NewClient(c); err == nil {
-		t.Fatal("a client outside Allow got a version reply")
-	}
-	// And one inside is served.
-	addr = e.serve(t, e.f, Options{Cred: e.cred, Allow: func(a netip.Addr) bool { return a.IsLoopback() }})
-	if _, err := dialClient(t, addr).Attach(""); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestManyClients(t *testing.T) {

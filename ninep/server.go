@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,9 +42,6 @@ import (
 type Options struct {
 	// Cred is the identity every caller acts as (exports.uid/gid).
 	Cred fs.Cred
-	// Allow says which client addresses may connect (exports.allow); nil
-	// allows every address.
-	Allow func(netip.Addr) bool
 	// Logger receives refused connections and unexpected errors.
 	Logger *slog.Logger
 	// Observer is told of every request (metrics); nil for none.
@@ -107,11 +103,6 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 			return fmt.Errorf("ninep: accept: %w", err)
 		}
 		delay = 0
-		if opts.Allow != nil && !addrAllowed(c.RemoteAddr(), opts.Allow) {
-			srv.log.Warn("ninep: refused a client outside exports.allow", "client", c.RemoteAddr().String())
-			c.Close()
-			continue
-		}
 		mu.Lock()
 		conns[c] = struct{}{}
 		mu.Unlock()
@@ -124,21 +115,6 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 			mu.Unlock()
 		}()
 	}
-}
-
-func addrAllowed(a net.Addr, allow func(netip.Addr) bool) bool {
-	var ip netip.Addr
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ip = a.AddrPort().Addr()
-	default:
-		ap, err := netip.ParseAddrPort(a.String())
-		if err != nil {
-			return false
-		}
-		ip = ap.Addr()
-	}
-	return allow(ip.Unmap())
 }
 
 // fsid is statfs's f_fsid: stable for one store.

@@ -112,7 +112,8 @@ func (s *Server) startServices() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Key: key, Observer: s.observer})
+			l := &allowListener{Listener: l, proto: "nfs", allow: s.allow, log: s.log}
+			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Logger: s.log, Key: key, Observer: s.observer})
 			if err != nil {
 				s.log.Error("nfs server stopped", "err", err)
 			}
@@ -126,7 +127,8 @@ func (s *Server) startServices() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Allow: s.allow, Logger: s.log, Observer: s.observer})
+			l := &allowListener{Listener: l, proto: "9p", allow: s.allow, log: s.log}
+			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Logger: s.log, Observer: s.observer})
 			if err != nil {
 				s.log.Error("9P server stopped", "err", err)
 			}

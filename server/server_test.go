@@ -1,0 +1,68 @@
+package server
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/asof/asof/config"
+)
+
+func startTest(t *testing.T, allow []netip.Prefix) *Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Data = filepath.Join(t.TempDir(), "data")
+	cfg.NFS.Listen, cfg.NineP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	sock, err := os.MkdirTemp("", "asof-srv-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sock) })
+	cfg.Control.Socket = filepath.Join(sock, "c.sock")
+	cfg.Exports.Allow = allow
+	s, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(t.Context()) })
+	return s
+}
+
+// exports.allow is enforced for both protocols before the client sends
+// anything: the connection is closed unanswered.
+func TestAllowRefusesOutsiders(t *testing.T) {
+	s := startTest(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	for _, proto := range []string{"nfs", "9p"} {
+		c, err := net.Dial("tcp", s.Addrs[proto])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		if n != 0 || err == nil || os.IsTimeout(err) {
+			t.Errorf("%s: a client outside exports.allow was not refused: %d bytes, %v", proto, n, err)
+		}
+		c.Close()
+	}
+	// Inside it, a 9P client is served.
+	s2 := startTest(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	c, err := net.Dial("tcp", s2.Addrs["9p"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := p9.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Attach(""); err != nil {
+		t.Fatal(err)
+	}
+}
