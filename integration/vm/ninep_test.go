@@ -31,3 +31,17 @@ func TestCrossProtocol(t *testing.T) {
 		t.Fatalf("both mounts: %+v", m)
 	}
 }
+
+// 9P fids never outlive a server: after a restart (SIGTERM, then kill -9)
+// the client remounts and finds every acknowledged byte.
+func TestRestartAndRemount9P(t *testing.T) {
+	needVM(t)
+	res := run(t, vm.Options{
+		Server:    asof(t),
+		NinePPort: 5640,
+		Workload:  "workloads/restart9p.sh",
+	})
+	if len(res.Restarts) != 2 {
+		t.Fatalf("restarts = %+v, want TERM then KILL", res.Restarts)
+	}
+}
