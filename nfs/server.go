@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"sync"
 
 	gonfs "github.com/willscott/go-nfs"
 
@@ -22,6 +23,8 @@ type Options struct {
 	Observer fs.Observer
 }
 
+var setLogger sync.Once
+
 // Serve answers NFSv3 and MOUNT on l until l is closed.
 func Serve(l net.Listener, f *fs.FS, opts Options) error {
 	if opts.Logger == nil {
@@ -33,7 +36,8 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 	h := &handler{f: f, cred: opts.Cred, key: opts.Key, log: opts.Logger, observer: opts.Observer}
 	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root(), observer: opts.Observer}
 	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root(), observer: opts.Observer}
-	gonfs.SetLogger(quietLogger{opts.Logger})
+	// go-nfs has one logger for the whole process: set it once.
+	setLogger.Do(func() { gonfs.SetLogger(quietLogger{opts.Logger}) })
 	err := gonfs.Serve(&listener{Listener: l, h: h}, h)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
