@@ -19,7 +19,7 @@ import (
 
 // nfsScenarioServer is asof for the scenario boots: NFS only, the guest's network allowed,
 // history at a 100ms grain; it returns the command and its control socket.
-func nfsScenarioServer(t *testing.T) (vm.Command, string) {
+func nfsScenarioServer(t *testing.T, proto string) (vm.Command, string) {
 	bin := serverproc.Binary(t)
 	dir, err := os.MkdirTemp("", "asof-vm-sock-") // short: sun_path holds 107 bytes
 	if err != nil {
@@ -32,7 +32,7 @@ func nfsScenarioServer(t *testing.T) (vm.Command, string) {
 		Env: []string{
 			"ASOF_DATA=" + filepath.Join(t.TempDir(), "data"),
 			"ASOF_NFS_LISTEN=@HOST@:2049",
-			"ASOF_NINEP_LISTEN=",
+			"ASOF_NINEP_LISTEN=@HOST@:5640",
 			"ASOF_CONTROL_SOCKET=" + sock,
 			"ASOF_EXPORTS_ALLOW=@GUESTNET@",
 			"ASOF_HISTORY_FLUSH_INTERVAL=100ms",
@@ -68,14 +68,19 @@ var scenarioRE = regexp.MustCompile(`(?m)^GUEST: scenario (\S+): (pass|FAIL.*)$`
 // with diff -r; git; rename of an open file; hard links; rmdir of a non-empty directory
 // and names with @@; ls dir@@WHEN, diff -r between a live and a historical directory,
 // writes into the past. Each scenario is reported as a subtest with its part of the console.
-func TestNFSScenarios(t *testing.T) {
+func TestNFSScenarios(t *testing.T) { runScenarios(t, "nfs") }
+
+// The same scenarios through the Linux kernel's v9fs client.
+func TestNinePScenarios(t *testing.T) { runScenarios(t, "9p") }
+
+func runScenarios(t *testing.T, proto string) {
 	if testing.Short() {
 		t.Skip("boots a Linux guest; skipped with -short")
 	}
 	if err := vm.Available(); err != nil {
 		t.Skip(err)
 	}
-	srv, sock := nfsScenarioServer(t)
+	srv, sock := nfsScenarioServer(t, proto)
 	ctx := context.Background()
 	onCall := func(ctx context.Context, words []string) (string, error) {
 		switch {
@@ -100,14 +105,19 @@ func TestNFSScenarios(t *testing.T) {
 		}
 		return "", fmt.Errorf("unknown call %q", words)
 	}
-	res, runErr := vm.Run(ctx, vm.Options{
+	o := vm.Options{
 		Server:   srv,
-		NFSPort:  2049,
 		Workload: "workloads/nfs_scenarios.sh",
 		OnCall:   onCall,
 		Timeout:  4 * time.Minute,
 		Logf:     t.Logf,
-	})
+	}
+	if proto == "nfs" {
+		o.NFSPort = 2049
+	} else {
+		o.NinePPort = 5640
+	}
+	res, runErr := vm.Run(ctx, o)
 	t.Logf("boot %v, whole run %v", res.Boot.Round(time.Millisecond), res.Elapsed.Round(time.Millisecond))
 
 	verdicts := map[string]string{}
