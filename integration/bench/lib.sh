@@ -62,6 +62,19 @@ build_asof() {
   fi
 }
 
+# asof refuses to start when the environment holds an ASOF_* variable that is not one of its
+# settings (ASOF_BIN, or the VM harness's ASOF_VM_DIR and ASOF_VM_JOBS). ASOF_ENV_CLEAN is
+# "env -u VAR ..." for every other ASOF_* variable in this environment: prefix asof's
+# command line with it. The settings the benchmarks give are kept (the VM harness passes
+# them through the environment).
+ASOF_ENV_CLEAN=(env)
+for v in $(compgen -e); do
+  case $v in
+    ASOF_DATA|ASOF_NFS_LISTEN|ASOF_NINEP_LISTEN|ASOF_CONTROL_SOCKET|ASOF_EXPORTS_ALLOW) ;;
+    ASOF_*) ASOF_ENV_CLEAN+=(-u "$v") ;;
+  esac
+done
+
 # free_port: a TCP port nobody listens on now (on loopback).
 free_port() {
   local p
@@ -70,10 +83,11 @@ free_port() {
     (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
   done
 }
-wait_port() { # wait_port PORT [SECONDS]
+wait_port() { # wait_port PORT PID: until PORT accepts connections (30 s), while PID lives
   local i
-  for i in $(seq $(( ${2:-30} * 10 ))); do
+  for i in $(seq 300); do
     (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
     sleep 0.1
   done
   return 1
@@ -81,13 +95,17 @@ wait_port() { # wait_port PORT [SECONDS]
 
 # Processes we started, stopped by pid at exit (never by name).
 PIDS=()
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL
-  local pid=$1 i
+stop_pid() { # stop_pid PID: SIGTERM, wait up to 30 s for it to exit, then SIGKILL (our children)
+  local pid=$1 dog
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  log "pid $pid still running after SIGTERM; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
+  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep 30 & s=$!; wait "$s"
+    kill -KILL "$pid" 2>/dev/null && echo "pid $pid killed after 30 s" >&2 ) &
+  dog=$!
+  wait "$pid" 2>/dev/null || true
+  kill "$dog" 2>/dev/null || true
+  wait "$dog" 2>/dev/null || true
 }
 stop_all() {
   local i
@@ -95,14 +113,64 @@ stop_all() {
   PIDS=()
 }
 
-# Results: "TEST|UNIT|ASOF|OTHER" lines in $WORK/results; the table divides asof by the other.
+# Results: lines "ROUND|TEST|UNIT|SERVER|VALUE" in $RESULTS, every value a rate (higher is
+# better), so that the ratio asof/other reads the same way in every row.
 RESULTS=
-result() { echo "$1|$2|$3|$4" >> "$RESULTS"; }
-print_table() { # print_table OTHERNAME
+result() { echo "$ROUND|$1|$2|$3|$4" >> "$RESULTS"; }
+# print_table OTHER: one row per test in first-seen order; with several rounds, the best
+# value of each server.
+print_table() {
   awk -F'|' -v other="$1" '
-    BEGIN { printf "%-34s %-7s %12s %12s %8s\n", "test", "unit", "asof", other, "asof/" other
-            printf "%-34s %-7s %12s %12s %8s\n", "----", "----", "----", "----", "----" }
-    { r = ($4 > 0) ? sprintf("%.2f", $3 / $4) : "-"
-      if ($2 == "s") r = ($3 > 0) ? sprintf("%.2f", $4 / $3) : "-"   # times: higher ratio is better for asof
-      printf "%-34s %-7s %12s %12s %8s\n", $1, $2, $3, $4, r }' "$RESULTS"
+    { k = $2 SUBSEP $3
+      if (!(k in seen)) { seen[k] = 1; order[++n] = k; tname[k] = $2; unit[k] = $3 }
+      if ($4 == "asof")  { if (!(k in a) || $5 > a[k]) a[k] = $5 }
+      else               { if (!(k in o) || $5 > o[k]) o[k] = $5 } }
+    END {
+      printf "| %-40s | %-7s | %10s | %10s | %8s |\n", "test", "unit", "asof", other, "ratio"
+      printf "|-%-40s-|-%-7s-|-%10s-|-%10s-|-%8s-|\n", "----------------------------------------", "-------", "----------", "----------", "--------"
+      for (i = 1; i <= n; i++) { k = order[i]
+        av = (k in a) ? sprintf("%.1f", a[k]) : "-"; ov = (k in o) ? sprintf("%.1f", o[k]) : "-"
+        r = ((k in a) && (k in o) && o[k] > 0) ? sprintf("%.2f", a[k] / o[k]) : "-"
+        printf "| %-40s | %-7s | %10s | %10s | %8s |\n", tname[k], unit[k], av, ov, r } }' "$RESULTS"
+}
+
+# vm_bench SERVERNAME TESTPREFIX CONF VMRUN-ARGS... -- SERVER-ARGV...: one boot of the VM
+# harness running vm-workload.sh with CONF as its /etc/bench.conf; turns its "BENCH test
+# seconds amount unit" lines into results.
+vm_bench() {
+  local name=$1 prefix=$2 conf=$3; shift 3
+  local base=$WORK/vm-$name-${prefix// /_}-r$ROUND rc=0
+  log "VM ($prefix): $name; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$VMRUN" run -workload "$BENCH_DIR/vm-workload.sh" -file /etc/bench.conf="$conf" \
+    -file /usr/bin/benchgen="$VMRUN" -log "$base.console" "$@" > "$base.out" 2> "$base.err" || rc=$?
+  if [ $rc -ne 0 ]; then
+    tail -n 60 "$base.err" >&2
+    die "VM run against $name failed (console: $base.console)"
+  fi
+  log "  mount: $(grep -m1 '^BENCH-MOUNT ' "$base.console" | cut -d' ' -f2-)"
+  local t secs amount unit
+  while read -r _ t secs amount unit; do
+    case $unit in MiB) u=MiB/s ;; files) u=files/s ;; *) u=$unit/s ;; esac
+    result "$prefix $t" "$u" "$name" "$(awk -v a="$amount" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0) ? a / s : 0 }')"
+    log "  $t: $amount $unit in $secs s"
+  done < <(grep '^BENCH ' "$base.out")
+}
+
+# The static helper the VM runs need: vmrun (boots the harness; also the guest's benchgen).
+VMRUN=
+build_vmrun() {
+  VMRUN=$WORK/vmrun
+  (cd "$ROOT" && CGO_ENABLED=0 go build -o "$VMRUN" ./integration/bench/vmrun)
+}
+
+# KVM: the harness boots its guest with "-accel tcg". BENCH_KVM=1 puts kvm/qemu-system-x86_64
+# first in PATH, which boots the same guest with KVM (needs a working /dev/kvm).
+vm_accel() {
+  if [ "${BENCH_KVM:-0}" = 1 ]; then
+    [ -w /dev/kvm ] || die "BENCH_KVM=1 but /dev/kvm is not usable"
+    export PATH="$BENCH_DIR/kvm:$PATH"
+    log "VM guest under KVM"
+  else
+    log "VM guest under software emulation (qemu TCG), as the harness boots it"
+  fi
 }
