@@ -36,6 +36,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: nfsmeta URL N\n");
 		return 2;
 	}
+	setvbuf(stdout, NULL, _IOLBF, 0); /* each result out at once */
 	int n = atoi(argv[2]);
 	struct nfs_context *nfs = nfs_init_context();
 	struct nfs_url *url = nfs ? nfs_parse_url_dir(nfs, argv[1]) : NULL;
