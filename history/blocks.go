@@ -10,9 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -87,26 +84,7 @@ func (p *packStore) name(seq uint32) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%08x.pack", seq))
 }
 
-func (p *packStore) list() ([]uint32, error) {
-	ents, err := os.ReadDir(p.dir)
-	if err != nil {
-		return nil, fmt.Errorf("history: list packs: %w", err)
-	}
-	var seqs []uint32
-	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), ".pack")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseUint(n, 16, 32)
-		if err != nil {
-			continue
-		}
-		seqs = append(seqs, uint32(v))
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
-}
+func (p *packStore) list() ([]uint32, error) { return listSeq32(p.dir, ".pack", "packs") }
 
 // put appends a block whose hash and CRC are known. It is not durable
 // until sync.

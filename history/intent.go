@@ -7,9 +7,6 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -61,24 +58,7 @@ func intentName(dir string, seq uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("%016x.log", seq))
 }
 
-func listIntent(dir string) ([]uint64, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("history: list intent log: %w", err)
-	}
-	var seqs []uint64
-	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), ".log")
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseUint(n, 16, 64); err == nil {
-			seqs = append(seqs, v)
-		}
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
-}
+func listIntent(dir string) ([]uint64, error) { return listSeq(dir, ".log", 64, "intent log") }
 
 // readIntent returns the entries of one file up to its first torn or
 // damaged entry: a torn tail was never acknowledged as durable. Damage with

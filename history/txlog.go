@@ -8,9 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 )
 
 // The transaction log: segment files of frames, one frame per transaction.
@@ -173,24 +170,7 @@ func segName(dir string, seq uint32) string {
 	return filepath.Join(dir, fmt.Sprintf("%08x.seg", seq))
 }
 
-func listSegments(dir string) ([]uint32, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("history: list log: %w", err)
-	}
-	var seqs []uint32
-	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), ".seg")
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseUint(n, 16, 32); err == nil {
-			seqs = append(seqs, uint32(v))
-		}
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
-}
+func listSegments(dir string) ([]uint32, error) { return listSeq32(dir, ".seg", "log") }
 
 // readFrame reads the frame at off. io.EOF means a clean end; a frame that
 // is incomplete or fails its checksum is reported as errTorn so the caller
