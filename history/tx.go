@@ -321,9 +321,13 @@ func (tx *Tx) write(obj ObjID, p []byte, off int64) error {
 		idx := uint64(off) / ChunkSize
 		in := int(uint64(off) % ChunkSize)
 		n := min(len(p), ChunkSize-in)
-		base, err := tx.chunk(obj, idx)
-		if err != nil {
-			return err
+		var base []byte
+		if n < ChunkSize {
+			// Only a partial write keeps some of the old chunk; one that
+			// covers it whole need not read it.
+			if base, err = tx.chunk(obj, idx); err != nil {
+				return err
+			}
 		}
 		buf := make([]byte, max(len(base), in+n))
 		copy(buf, base)
