@@ -655,7 +655,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 				ino := Inode{Kind: KindFile, Mode: 0o644, Nlink: 1, Mtime: int64(i)}
 				t := &Txn{TID: tid, IntentSeq: last.IntentSeq + uint64(i), ObjHigh: last.ObjHigh,
 					Ops: []Op{
-						{End: true, Obj: vs.obj, Key: keyInode, Create: prev},
+						{Kind: OpEnd, Obj: vs.obj, Key: keyInode, Create: prev},
 						{Obj: vs.obj, Key: keyInode, Create: tid, Payload: ino.encode()},
 					},
 					Notes: []Note{{Obj: vs.obj, Change: ChangeAttr}},
@@ -674,7 +674,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 					return err
 				}
 				l.off += int64(len(b))
-				if err := applyTxn(btx, t, loc, logLoc{Seg: l.seg, Off: l.off}, nil); err != nil {
+				if err := applyTxn(btx, t, loc, logLoc{Seg: l.seg, Off: l.off}, nil, false); err != nil {
 					return err
 				}
 				vs.tids = append(vs.tids, tid)

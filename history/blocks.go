@@ -43,10 +43,12 @@ type blockLoc struct {
 // Reads check the data's CRC-32C (hardware-assisted, many GB/s), so damage
 // is never served; verify and rebuild check the SHA-256 as well.
 const (
-	packMagic   = "ABK2"
-	packHdrLen  = 4 + 4 + HashLen + 4 + 4
-	packMaxSize = 256 << 20
+	packMagic  = "ABK2"
+	packHdrLen = 4 + 4 + HashLen + 4 + 4
 )
+
+// packMaxSize is where a pack ends (tests make it small).
+var packMaxSize int64 = 256 << 20
 
 // packStore is one volume: a directory of append-only pack files. Later
 // volumes (other disks, an S3 bucket) carry the same packs.
@@ -85,6 +87,31 @@ func (p *packStore) name(seq uint32) string {
 }
 
 func (p *packStore) list() ([]uint32, error) { return listSeq32(p.dir, ".pack", "packs") }
+
+// current is the pack being appended to: packs before it are complete.
+// After Open nothing is appended to the newest pack (its tail may be torn),
+// but it still counts as current until a new one starts.
+func (p *packStore) current() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.curSeq
+}
+
+// remove deletes a complete pack the index no longer points into. A reader
+// that found a block there just before gets an error and looks again
+// (Store.chunkData).
+func (p *packStore) remove(seq uint32) error {
+	p.rmu.Lock()
+	if f := p.files[seq]; f != nil {
+		f.Close()
+		delete(p.files, seq)
+	}
+	p.rmu.Unlock()
+	if err := os.Remove(p.name(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("history: remove pack: %w", err)
+	}
+	return syncDir(p.dir)
+}
 
 // put appends a block whose hash and CRC are known. It is not durable
 // until sync.

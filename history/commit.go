@@ -64,7 +64,7 @@ func (s *Store) commit() error {
 		s.mu.Unlock()
 		return fmt.Errorf("history: commit: %w", err)
 	}
-	err = s.index.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, blocks) })
+	err = s.index.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, blocks, false) })
 	if err != nil {
 		// The transaction is durable in the log but not in the index; the
 		// frozen overlay keeps reads right until a restart replays it.
@@ -75,7 +75,7 @@ func (s *Store) commit() error {
 		return s.broken
 	}
 	s.mu.Lock()
-	s.frozen, s.lastTID = nil, tid
+	s.frozen, s.lastTID, s.lastIntent = nil, tid, old.seq
 	s.mu.Unlock()
 	s.commits.Add(1)
 	s.ilog.retire(retained...)
@@ -122,7 +122,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 			if payload != nil && bytes.Equal(r.Payload, payload) {
 				return nil
 			}
-			t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: key, Create: r.Create})
+			t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: key, Create: r.Create})
 		}
 		if payload != nil {
 			t.Ops = append(t.Ops, Op{Obj: id, Key: key, Create: t.TID, Payload: payload})
@@ -134,7 +134,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 			return nil // born and gone within one transaction: never visible
 		}
 		err := visible(btx, id, "", Live, func(r Record) error {
-			t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: r.Key, Create: r.Create})
+			t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
 			return nil
 		})
 		if err != nil {
@@ -169,7 +169,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 		err := visible(btx, id, prefixData, Live, func(r Record) error {
 			idx, ok := chunkOfKey(r.Key)
 			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
-				t.Ops = append(t.Ops, Op{End: true, Obj: id, Key: r.Key, Create: r.Create})
+				t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
 			}
 			return nil
 		})

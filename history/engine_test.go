@@ -75,7 +75,7 @@ func txnOf(t *testing.T, s *Store, tid TID) *Txn {
 func dataCreates(x *Txn, obj ObjID) []Op {
 	var out []Op
 	for _, op := range x.Ops {
-		if !op.End && op.Obj == obj && strings.HasPrefix(op.Key, prefixData) {
+		if op.Kind == OpCreate && op.Obj == obj && strings.HasPrefix(op.Key, prefixData) {
 			out = append(out, op)
 		}
 	}
@@ -350,7 +350,7 @@ func TestSparseFilesStoreNothingForHoles(t *testing.T) {
 	}
 	ended := 0
 	for _, op := range x2.Ops {
-		if op.End && op.Obj == z && op.Key == chunkKey(1) && op.Create == t1 {
+		if op.Kind == OpEnd && op.Obj == z && op.Key == chunkKey(1) && op.Create == t1 {
 			ended++
 		}
 	}
@@ -438,7 +438,7 @@ func TestPartialOverwriteMakesNewBlockKeepsOld(t *testing.T) {
 		if op.Key != chunkKey(0) {
 			t.Fatalf("the overwrite touched chunk key %q", op.Key)
 		}
-		if op.End {
+		if op.Kind == OpEnd {
 			ends++
 			if op.Create != t1 {
 				t.Fatalf("ended the record of %s, want the one of %s", op.Create, t1)
@@ -594,7 +594,7 @@ func TestChangesStreamInOrderAfterSince(t *testing.T) {
 	// t1 creates a's records; t2 ends its data record and creates a new one.
 	has := func(x *Txn, end bool, obj ObjID, key string, create TID) bool {
 		for _, op := range x.Ops {
-			if op.End == end && op.Obj == obj && op.Key == key && op.Create == create {
+			if (op.Kind == OpEnd) == end && op.Obj == obj && op.Key == key && op.Create == create {
 				return true
 			}
 		}
@@ -613,10 +613,10 @@ func TestChangesStreamInOrderAfterSince(t *testing.T) {
 	}
 	for _, x := range all {
 		for _, op := range x.Ops {
-			if !op.End && op.Create != x.TID {
+			if op.Kind == OpCreate && op.Create != x.TID {
 				t.Fatalf("transaction %s creates a record stamped %s", x.TID, op.Create)
 			}
-			if op.End && op.Create >= x.TID {
+			if op.Kind == OpEnd && op.Create >= x.TID {
 				t.Fatalf("transaction %s ends a record created at %s", x.TID, op.Create)
 			}
 		}

@@ -15,16 +15,24 @@ import (
 //	rec  obj | key | 0x00 | create tid  ->  delete tid | crc32c | payload
 //	ver  obj | tid                      ->  change u8 | size u64
 //	blk  sha256                         ->  vol u16 | pack u32 | off u64 | len u32 | refs u64
-//	txn  tid                            ->  segment u32 | offset u64
+//	txn  tid                            ->  segment u32 | offset u64 | [flags u8: 1 = the cleaner's, changes no state]
+//	gone to tid                         ->  lo tid     (moments [lo, to) read as the state at to)
+//	pseg segment u32                    ->  ()         (log segments the cleaner can shrink)
 //	meta "state"                        ->  applied tid | next frame seg u32, off u64 | intent seq | object high-water
 var (
 	bucketRec  = []byte("rec")
 	bucketVer  = []byte("ver")
 	bucketBlk  = []byte("blk")
 	bucketTxn  = []byte("txn")
+	bucketGone = []byte("gone")
+	bucketPseg = []byte("pseg")
 	bucketMeta = []byte("meta")
 	metaState  = []byte("state")
 )
+
+// txnPruneOnly flags a transaction that only thins history: it is no
+// moment of its own.
+const txnPruneOnly = 1
 
 type indexState struct {
 	Applied   TID
@@ -84,7 +92,7 @@ func openIndex(path string, noSync bool) (*bolt.DB, error) {
 	}
 	db.NoSync = noSync
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRec, bucketVer, bucketBlk, bucketTxn, bucketMeta} {
+		for _, b := range [][]byte{bucketRec, bucketVer, bucketBlk, bucketTxn, bucketGone, bucketPseg, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -171,11 +179,37 @@ func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r
 }
 
 // applyTxn adds a committed transaction to the index.
-func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) error {
+//
+// replay is set when the log is being replayed (recovery, rebuild): a block
+// that a record created then names may since have been freed by the cleaner
+// and its pack removed, and a later drop in the log ends that record. Such
+// a block gets a placeholder entry; one left referenced at the end of the
+// replay is damage (see missingBlocks).
+func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, replay bool) error {
 	rec := tx.Bucket(bucketRec)
 	blk := tx.Bucket(bucketBlk)
+	// A transaction with no record changes and no notes is no moment of
+	// its own: the cleaner's frames, or a commit that changed nothing.
+	pruneOnly := !changesState(t)
 	for _, op := range t.Ops {
-		if op.End {
+		switch op.Kind {
+		case OpCreate:
+			r := Record{Obj: op.Obj, Key: op.Key, Create: t.TID, Payload: op.Payload}
+			if err := rec.Put(recKey(op.Obj, op.Key, t.TID), recValue(&r)); err != nil {
+				return err
+			}
+			if strings.HasPrefix(op.Key, prefixData) {
+				c, err := decodeChunk(op.Payload)
+				if err != nil {
+					return err
+				}
+				if c.block {
+					if err := addRef(blk, c.hash, blocks, replay); err != nil {
+						return err
+					}
+				}
+			}
+		case OpEnd:
 			k := recKey(op.Obj, op.Key, op.Create)
 			v := rec.Get(k)
 			if v == nil {
@@ -190,21 +224,17 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) e
 			if err := rec.Put(k, recValue(&r)); err != nil {
 				return err
 			}
-			continue
-		}
-		r := Record{Obj: op.Obj, Key: op.Key, Create: t.TID, Payload: op.Payload}
-		if err := rec.Put(recKey(op.Obj, op.Key, t.TID), recValue(&r)); err != nil {
-			return err
-		}
-		if strings.HasPrefix(op.Key, prefixData) {
-			c, err := decodeChunk(op.Payload)
-			if err != nil {
+		case OpDrop, OpVersion:
+			if err := applyPruneOp(tx, op); err != nil {
 				return err
 			}
-			if c.block {
-				if err := addRef(blk, c.hash, blocks); err != nil {
-					return err
-				}
+			// The segments holding what this op undoes can now shrink.
+			if err := markSegment(tx, op.Create); err != nil {
+				return err
+			}
+		case OpCollapse:
+			if err := applyCollapse(tx, op); err != nil {
+				return err
 			}
 		}
 	}
@@ -219,6 +249,12 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) e
 	}
 	lv := binary.BigEndian.AppendUint32(nil, loc.Seg)
 	lv = binary.BigEndian.AppendUint64(lv, uint64(loc.Off))
+	if pruneOnly {
+		lv = append(lv, txnPruneOnly)
+		if err := tx.Bucket(bucketPseg).Put(binary.BigEndian.AppendUint32(nil, loc.Seg), nil); err != nil {
+			return err
+		}
+	}
 	if err := tx.Bucket(bucketTxn).Put(binary.BigEndian.AppendUint64(nil, uint64(t.TID)), lv); err != nil {
 		return err
 	}
@@ -226,7 +262,22 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) e
 	return tx.Bucket(bucketMeta).Put(metaState, st.encode())
 }
 
-func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc) error {
+// decodeTxnLoc reads a transaction index value.
+func decodeTxnLoc(v []byte) (logLoc, byte, error) {
+	if len(v) != 12 && len(v) != 13 {
+		return logLoc{}, 0, fmt.Errorf("%w: transaction index entry of %d bytes", ErrCorrupt, len(v))
+	}
+	var flags byte
+	if len(v) == 13 {
+		flags = v[12]
+	}
+	return logLoc{Seg: binary.BigEndian.Uint32(v), Off: int64(binary.BigEndian.Uint64(v[4:]))}, flags, nil
+}
+
+// volMissing marks the placeholder entry of a block no pack holds.
+const volMissing = 0xffff
+
+func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc, replay bool) error {
 	var e blkEntry
 	if v := blk.Get(h[:]); v != nil {
 		var err error
@@ -235,6 +286,8 @@ func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc) error {
 		}
 	} else if loc, ok := blocks[h]; ok {
 		e.Loc = loc
+	} else if replay {
+		e.Loc = blockLoc{Vol: volMissing}
 	} else {
 		return fmt.Errorf("%w: a record references block %s, which no pack holds", ErrCorrupt, h)
 	}
@@ -249,4 +302,21 @@ func getBlk(tx *bolt.Tx, h Hash) (blkEntry, bool, error) {
 	}
 	e, err := decodeBlk(v)
 	return e, err == nil, err
+}
+
+// missingBlocks reports a block that records still reference but no pack
+// holds, once a replay is over.
+func missingBlocks(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
+			e, err := decodeBlk(v)
+			if err != nil {
+				return err
+			}
+			if e.Loc.Vol == volMissing {
+				return fmt.Errorf("%w: records reference block %x, which no pack holds", ErrCorrupt, k)
+			}
+			return nil
+		})
+	})
 }

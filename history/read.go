@@ -24,23 +24,24 @@ func (s *Store) liveLayers() []*overlay {
 
 // readLayers returns the overlays for a read as of at: none for a past
 // moment, the pending ones for a live read. The returned function releases
-// the read lock a live read holds.
-func (s *Store) readLayers(at TID) ([]*overlay, func(), error) {
+// the read lock a live read holds. A past moment the cleaner collapsed is
+// moved to the end of its range: the returned TID is the one to read at.
+func (s *Store) readLayers(at TID) ([]*overlay, TID, func(), error) {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return nil, nil, ErrClosed
+		return nil, at, nil, ErrClosed
 	}
 	if at != Live {
 		s.mu.RUnlock()
-		return nil, func() {}, nil
+		return nil, s.snap(at), func() {}, nil
 	}
-	return s.liveLayers(), s.mu.RUnlock, nil
+	return s.liveLayers(), at, s.mu.RUnlock, nil
 }
 
 // Inode reads an object's attributes as of at.
 func (s *Store) Inode(obj ObjID, at TID) (Inode, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return Inode{}, err
 	}
@@ -98,7 +99,7 @@ func (s *Store) kvGet(ls []*overlay, obj ObjID, key string, at TID) ([]byte, err
 
 // Lookup finds name in directory dir as of at.
 func (s *Store) Lookup(dir ObjID, name string, at TID) (ObjID, Kind, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -116,7 +117,7 @@ func (s *Store) lookup(ls []*overlay, dir ObjID, name string, at TID) (ObjID, Ki
 
 // Readlink reads a symlink's target as of at.
 func (s *Store) Readlink(obj ObjID, at TID) (string, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return "", err
 	}
@@ -127,7 +128,7 @@ func (s *Store) Readlink(obj ObjID, at TID) (string, error) {
 
 // Xattr reads an extended attribute as of at.
 func (s *Store) Xattr(obj ObjID, name string, at TID) ([]byte, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +138,7 @@ func (s *Store) Xattr(obj ObjID, name string, at TID) ([]byte, error) {
 
 // Xattrs lists an object's extended attribute names as of at.
 func (s *Store) Xattrs(obj ObjID, at TID) ([]string, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +171,7 @@ func (s *Store) ReadDir(dir ObjID, after string, at TID, fn func(name string, ch
 	}
 	const batch = 256
 	for {
-		ls, done, err := s.readLayers(at)
+		ls, at, done, err := s.readLayers(at)
 		if err != nil {
 			return err
 		}
@@ -287,7 +288,7 @@ var errStop = errors.New("stop")
 // file's size and returns the count read; reading at or past the end
 // returns 0.
 func (s *Store) ReadAt(obj ObjID, p []byte, off int64, at TID) (int, error) {
-	ls, done, err := s.readLayers(at)
+	ls, at, done, err := s.readLayers(at)
 	if err != nil {
 		return 0, err
 	}
@@ -393,22 +394,31 @@ func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
 	if b := s.cache.get(ref.hash); b != nil {
 		return b, nil
 	}
-	var e blkEntry
-	err := s.index.View(func(tx *bolt.Tx) error {
-		var ok bool
-		var err error
-		e, ok, err = getBlk(tx, ref.hash)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.hash)
+	var b []byte
+	var prev blockLoc
+	for try := 0; ; try++ {
+		var e blkEntry
+		err := s.index.View(func(tx *bolt.Tx) error {
+			var ok bool
+			var err error
+			e, ok, err = getBlk(tx, ref.hash)
+			if err == nil && !ok {
+				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.hash)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	b, err := s.packs.get(e.Loc, ref.hash)
-	if err != nil {
-		return nil, err
+		if b, err = s.packs.get(e.Loc, ref.hash); err == nil {
+			break
+		}
+		// The cleaner may have moved the block to another pack between
+		// the lookup and the read: look again, once it says so.
+		if try > 0 && e.Loc == prev || try > 3 {
+			return nil, err
+		}
+		prev = e.Loc
 	}
 	s.cache.put(ref.hash, b)
 	return b, nil
@@ -416,7 +426,7 @@ func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
 
 // Meta lists the live bookkeeping records whose names start with prefix.
 func (s *Store) Meta(prefix string) (map[string][]byte, error) {
-	ls, done, err := s.readLayers(Live)
+	ls, _, done, err := s.readLayers(Live)
 	if err != nil {
 		return nil, err
 	}
@@ -430,19 +440,31 @@ func (s *Store) Meta(prefix string) (map[string][]byte, error) {
 }
 
 // Moment is the newest committed transaction at or before at: the state
-// as of at is the state as of it. ok is false before the first one.
+// as of at is the state as of it. ok is false before the first one. A
+// moment the cleaner collapsed is the end of its range; the cleaner's own
+// transactions change no state and are no moments.
 func (s *Store) Moment(at TID) (TID, bool, error) {
+	if to := s.snap(at); to != at {
+		return to, true, nil
+	}
 	var out TID
 	var ok bool
 	err := s.index.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTxn).Cursor()
 		want := binary.BigEndian.AppendUint64(nil, uint64(at))
-		k, _ := c.Seek(want)
+		k, v := c.Seek(want)
 		if k == nil || string(k) != string(want) {
-			k, _ = c.Prev()
+			k, v = c.Prev()
 		}
-		if len(k) == 8 {
-			out, ok = TID(binary.BigEndian.Uint64(k)), true
+		for ; len(k) == 8; k, v = c.Prev() {
+			_, flags, err := decodeTxnLoc(v)
+			if err != nil {
+				return err
+			}
+			if flags&txnPruneOnly == 0 {
+				out, ok = TID(binary.BigEndian.Uint64(k)), true
+				return nil
+			}
 		}
 		return nil
 	})
@@ -496,17 +518,19 @@ func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
 func (s *Store) Changes(since TID, fn func(t *Txn) error) error {
 	var from logLoc
 	found := false
+	// The cleaner rewrites old segments and their index entries under
+	// logMu: hold it from the lookup to the end of the scan.
+	s.logMu.RLock()
+	defer s.logMu.RUnlock()
 	err := s.index.View(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
 		if k == nil {
 			return nil
 		}
-		if len(v) != 12 {
-			return fmt.Errorf("%w: transaction index entry", ErrCorrupt)
-		}
-		from = logLoc{Seg: binary.BigEndian.Uint32(v), Off: int64(binary.BigEndian.Uint64(v[4:]))}
-		found = true
-		return nil
+		var err error
+		from, _, err = decodeTxnLoc(v)
+		found = err == nil
+		return err
 	})
 	if err != nil || !found {
 		return err

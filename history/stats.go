@@ -70,8 +70,16 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 		}
 		st.Versions = int64(tx.Bucket(bucketVer).Stats().KeyN)
 		st.Blocks = int64(tx.Bucket(bucketBlk).Stats().KeyN)
-		if k, _ := tx.Bucket(bucketTxn).Cursor().First(); len(k) == 8 {
-			st.Oldest = TID(binary.BigEndian.Uint64(k))
+		// The oldest moment with a state of its own: the first
+		// transaction, or the end of the range the cleaner collapsed it
+		// into.
+		c := tx.Bucket(bucketTxn).Cursor()
+		for k, v := c.First(); len(k) == 8; k, v = c.Next() {
+			if _, flags, err := decodeTxnLoc(v); err != nil || flags&txnPruneOnly != 0 {
+				continue
+			}
+			st.Oldest = s.snap(TID(binary.BigEndian.Uint64(k)))
+			break
 		}
 		if k, _ := tx.Bucket(bucketTxn).Cursor().Last(); len(k) == 8 {
 			st.Last = TID(binary.BigEndian.Uint64(k))

@@ -52,6 +52,12 @@ type Store struct {
 	broken   error         // set when a commit failed after its frame was durable
 	retained []*intentFile // intent files whose changes are not yet committed
 
+	lastIntent uint64 // the intent file the newest transaction covers
+
+	gone    atomic.Pointer[collapses] // moments the cleaner collapsed
+	pruneMu sync.Mutex                // one cleaner pass at a time
+	logMu   sync.RWMutex              // held to read old log segments; the cleaner rewrites them under it
+
 	commits  atomic.Uint64 // transactions committed since Open
 	commitMu sync.Mutex    // one commit at a time
 	kick     chan struct{} // commit now, before the flush interval is up
@@ -113,6 +119,10 @@ func (s *Store) recover() error {
 	}); err != nil {
 		return err
 	}
+	// A log segment the cleaner was swapping when the process stopped.
+	if err := s.finishCompaction(); err != nil {
+		return err
+	}
 	// Frames the index has applied were durable: damage in them is never
 	// a torn tail to cut.
 	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log"), st.Next); err != nil {
@@ -121,10 +131,20 @@ func (s *Store) recover() error {
 	if err := s.catchUpIndex(); err != nil {
 		return err
 	}
+	var cs collapses
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		cs, err = loadCollapses(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	s.gone.Store(&cs)
 	var intentSeq uint64
 	s.nextObj, s.objHigh = RootID+1, RootID+1
 	if last != nil {
 		s.lastTID, intentSeq = last.TID, last.IntentSeq
+		s.lastIntent = intentSeq
 		s.nextObj, s.objHigh = last.ObjHigh, last.ObjHigh
 	}
 	// Replay the intent log: changes acknowledged as durable but not yet
@@ -232,8 +252,11 @@ func (s *Store) replayLog(db *bolt.DB, st indexState) (int, error) {
 			}
 		}
 		n++
-		return db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap) })
+		return db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap, true) })
 	})
+	if err == nil && n > 0 {
+		err = missingBlocks(db)
+	}
 	return n, err
 }
 
@@ -242,7 +265,7 @@ func unknownBlocks(db *bolt.DB, t *Txn) (bool, error) {
 	need := false
 	err := db.View(func(tx *bolt.Tx) error {
 		for _, op := range t.Ops {
-			if op.End || !strings.HasPrefix(op.Key, prefixData) {
+			if op.Kind != OpCreate || !strings.HasPrefix(op.Key, prefixData) {
 				continue
 			}
 			c, err := decodeChunk(op.Payload)

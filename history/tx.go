@@ -256,6 +256,7 @@ func (tx *Tx) CopyData(dst, src ObjID, at TID) error {
 }
 
 func (tx *Tx) copyData(dst, src ObjID, at TID) error {
+	at = tx.s.snap(at)
 	srcIno, err := tx.s.inode(nil, src, at)
 	if err != nil {
 		return err
@@ -445,23 +446,23 @@ func (tx *Tx) Xattrs(obj ObjID) ([]string, error) {
 // do, without leaving the Tx.
 
 // InodeAt reads attributes as of at.
-func (tx *Tx) InodeAt(obj ObjID, at TID) (Inode, error) { return tx.s.inode(nil, obj, at) }
+func (tx *Tx) InodeAt(obj ObjID, at TID) (Inode, error) { return tx.s.inode(nil, obj, tx.s.snap(at)) }
 
 // ReadDirAt lists a directory as of at.
 func (tx *Tx) ReadDirAt(dir ObjID, at TID, fn func(name string, child ObjID, k Kind) bool) error {
-	return tx.s.readDir(nil, dir, "", at, fn)
+	return tx.s.readDir(nil, dir, "", tx.s.snap(at), fn)
 }
 
 // ReadlinkAt reads a symlink target as of at.
 func (tx *Tx) ReadlinkAt(obj ObjID, at TID) (string, error) {
-	b, err := tx.s.kvGet(nil, obj, keySymlink, at)
+	b, err := tx.s.kvGet(nil, obj, keySymlink, tx.s.snap(at))
 	return string(b), err
 }
 
 // XattrsAt lists extended attributes with their values as of at.
 func (tx *Tx) XattrsAt(obj ObjID, at TID) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	err := tx.s.scanKV(nil, obj, prefixXatt, "", at, func(key string, p []byte) bool {
+	err := tx.s.scanKV(nil, obj, prefixXatt, "", tx.s.snap(at), func(key string, p []byte) bool {
 		out[key[len(prefixXatt):]] = append([]byte(nil), p...)
 		return true
 	})

@@ -14,23 +14,46 @@ import (
 //
 //	frame  = magic "ATX1" | body length u32 | crc32c(body) u32 | crc32c(previous 12 bytes) u32 | body
 //	body   = tid u64 | intent seq u64 | object high-water u64 | nops u32 | op* | nnotes u32 | note*
-//	op     = kind u8 (1 create, 2 end) | obj u64 | key length u16 | key | create tid u64
-//	         | [create: payload length u32 | payload] | crc32c(op bytes) u32
+//	op     = kind u8 | obj u64 | key length u16 | key | create tid u64
+//	         | [create, version, collapse: payload length u32 | payload] | crc32c(op bytes) u32
 //	note   = obj u64 | change u8 | size u64
 //
-// An end op ends the record (obj, key, create tid) at the frame's tid.
+// An end op ends the record (obj, key, create tid) at the frame's tid. The
+// prune ops (drop, version, collapse) are written by the cleaner: see
+// prune.go.
 const (
 	txMagic      = "ATX1"
 	txHdrLen     = 16
-	segMaxSize   = 64 << 20
-	opCreate     = 1
-	opEnd        = 2
 	maxFrameBody = 1 << 31
 )
 
+// segMaxSize is where a log segment ends (tests make it small).
+var segMaxSize int64 = 64 << 20
+
+// OpKind says what an op does; on disk it is stored plus one.
+type OpKind uint8
+
+const (
+	// OpCreate creates the record (Obj, Key, frame tid) with Payload.
+	OpCreate OpKind = iota
+	// OpEnd ends the record (Obj, Key, Create) at the frame's tid.
+	OpEnd
+	// OpDrop removes the record (Obj, Key, Create): no kept moment sees it.
+	OpDrop
+	// OpVersion rewrites the version entry (Obj, Create) to Payload
+	// (change u8 | size u64), or removes it when Payload is empty.
+	OpVersion
+	// OpCollapse says the moments from Create up to (not including) the
+	// tid in Payload (u64) read as the state at that tid.
+	OpCollapse
+	opKinds
+)
+
+func (k OpKind) hasPayload() bool { return k == OpCreate || k == OpVersion || k == OpCollapse }
+
 // Op is one record change of a transaction, as the change stream carries it.
 type Op struct {
-	End     bool // ends the record (Obj, Key, Create); otherwise creates it
+	Kind    OpKind
 	Obj     ObjID
 	Key     string
 	Create  TID
@@ -67,16 +90,12 @@ func (t *Txn) encode() []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(t.Ops)))
 	for _, op := range t.Ops {
 		start := len(b)
-		kind := byte(opCreate)
-		if op.End {
-			kind = opEnd
-		}
-		b = append(b, kind)
+		b = append(b, byte(op.Kind)+1)
 		b = binary.BigEndian.AppendUint64(b, uint64(op.Obj))
 		b = binary.BigEndian.AppendUint16(b, uint16(len(op.Key)))
 		b = append(b, op.Key...)
 		b = binary.BigEndian.AppendUint64(b, uint64(op.Create))
-		if !op.End {
+		if op.Kind.hasPayload() {
 			b = binary.BigEndian.AppendUint32(b, uint32(len(op.Payload)))
 			b = append(b, op.Payload...)
 		}
@@ -107,14 +126,15 @@ func decodeTxn(body []byte) (*Txn, error) {
 	t.Ops = make([]Op, 0, n)
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		start := r.off
-		kind := r.u8()
-		op := Op{End: kind == opEnd, Obj: ObjID(r.u64())}
+		kind := OpKind(r.u8() - 1)
+		if kind >= opKinds && r.err == nil {
+			return nil, fmt.Errorf("%w: op kind %d", ErrCorrupt, kind+1)
+		}
+		op := Op{Kind: kind, Obj: ObjID(r.u64())}
 		op.Key = string(r.bytes(int(r.u16())))
 		op.Create = TID(r.u64())
-		if kind == opCreate {
+		if kind.hasPayload() {
 			op.Payload = r.bytes(int(r.u32()))
-		} else if kind != opEnd && r.err == nil {
-			return nil, fmt.Errorf("%w: op kind %d", ErrCorrupt, kind)
 		}
 		end := r.off
 		if c := r.u32(); r.err == nil && c != crc32.Checksum(body[start:end], castagnoli) {

@@ -43,6 +43,8 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	// Hold commits back so the log, packs and index stay in step.
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	s.logMu.RLock()
+	defer s.logMu.RUnlock()
 	rep := &Report{}
 
 	segs, err := listSegments(s.logDir())

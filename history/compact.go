@@ -1,0 +1,356 @@
+package history
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Space comes back after the cleaner dropped records in two ways: packs
+// whose blocks are mostly unreferenced are rewritten (their live blocks
+// copied to the current pack) or removed, and log segments that hold
+// dropped records are rewritten without them.
+
+// packRewriteBatch bounds how many block moves one index transaction makes.
+const packRewriteBatch = 256
+
+// compactPacks removes packs no block in the index lives in and rewrites
+// packs that are less than half live. A crash at any point leaves either
+// the old copy referenced or both: the extra copy is unreferenced space a
+// later pass reclaims.
+func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
+	cur := s.packs.current()
+	live := map[uint32]int64{}
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
+			e, err := decodeBlk(v)
+			if err != nil {
+				return err
+			}
+			live[e.Loc.Pack] += int64(e.Loc.Length) + packHdrLen
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	seqs, err := s.packs.list()
+	if err != nil {
+		return err
+	}
+	var rewrite []uint32
+	for _, seq := range seqs {
+		if seq >= cur {
+			continue
+		}
+		size := fileSize(s.packs.name(seq))
+		switch {
+		case live[seq] == 0:
+			if err := s.packs.remove(seq); err != nil {
+				return err
+			}
+			rep.Packs++
+		case live[seq]*2 < size:
+			rewrite = append(rewrite, seq)
+		}
+	}
+	for i, seq := range rewrite {
+		progress("packs", int64(i), int64(len(rewrite)))
+		if err := s.rewritePack(seq); err != nil {
+			return err
+		}
+		rep.Packs++
+	}
+	progress("packs", int64(len(rewrite)), int64(len(rewrite)))
+	return nil
+}
+
+// rewritePack copies the live blocks of pack seq to the current pack,
+// points the index at the copies, and removes the pack.
+func (s *Store) rewritePack(seq uint32) error {
+	type move struct {
+		h        Hash
+		from, to blockLoc
+	}
+	var moves []move
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
+			e, err := decodeBlk(v)
+			if err != nil {
+				return err
+			}
+			if e.Loc.Pack == seq && e.Loc.Vol == s.packs.vol {
+				moves = append(moves, move{h: Hash(k), from: e.Loc})
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	for start := 0; start < len(moves); start += packRewriteBatch {
+		batch := moves[start:min(start+packRewriteBatch, len(moves))]
+		for i := range batch {
+			data, err := s.packs.get(batch[i].from, batch[i].h)
+			if err != nil {
+				return fmt.Errorf("history: rewrite pack %d: %w", seq, err)
+			}
+			if batch[i].to, err = s.packs.put(batch[i].h, crc32.Checksum(data, castagnoli), data); err != nil {
+				return err
+			}
+		}
+		if err := s.packs.sync(); err != nil {
+			return err
+		}
+		// Under commitMu: a commit between its dedup check and its
+		// index update must find the block where the index says.
+		s.commitMu.Lock()
+		err := s.index.Update(func(tx *bolt.Tx) error {
+			blk := tx.Bucket(bucketBlk)
+			for _, m := range batch {
+				e, ok, err := getBlk(tx, m.h)
+				if err != nil {
+					return err
+				}
+				if !ok || e.Loc != m.from {
+					continue // freed or moved meanwhile: the copy is garbage
+				}
+				e.Loc = m.to
+				if err := blk.Put(m.h[:], e.encode()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		s.commitMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return s.packs.remove(seq)
+}
+
+// compactLog rewrites every log segment, but the one being appended to,
+// that holds records or ops the cleaner made useless.
+func (s *Store) compactLog(rep *PruneReport, progress Progress) error {
+	s.commitMu.Lock()
+	cur := s.txlog.seg
+	s.commitMu.Unlock()
+	var segs []uint32
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPseg).ForEach(func(k, _ []byte) error {
+			if seg := binary.BigEndian.Uint32(k); seg < cur {
+				segs = append(segs, seg)
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	// Oldest first: a drop or version op in one segment undoes records or
+	// notes in the same or an earlier one, which must go first.
+	sort.Slice(segs, func(i, j int) bool { return segs[i] < segs[j] })
+	for i, seg := range segs {
+		progress("log", int64(i), int64(len(segs)))
+		if err := s.rewriteSegment(seg); err != nil {
+			return err
+		}
+		rep.Segments++
+	}
+	progress("log", int64(len(segs)), int64(len(segs)))
+	return nil
+}
+
+var metaCompact = []byte("compact")
+
+// rewriteSegment writes segment seg again with only what the index still
+// holds: create and end ops of records that remain, notes of versions that
+// remain (with their merged change), the collapse ops in force. Frames left
+// empty go, except moments and each segment's last frame (recovery reads
+// the newest frame's object high-water and intent position).
+//
+// The new segment is written beside the old one and fsynced; then one index
+// transaction points the transaction entries at it and records the swap in
+// meta; then it is renamed over the old one; then the record is cleared.
+// Open finishes or undoes a swap a crash interrupted (finishCompaction).
+func (s *Store) rewriteSegment(seg uint32) error {
+	path := segName(s.logDir(), seg)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("history: compact log: %w", err)
+	}
+	var frames []*Txn
+	for off := int64(0); ; {
+		t, next, err := readFrame(f, off)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("%w: log segment %s at offset %d", ErrCorrupt, path, off)
+		}
+		frames = append(frames, t)
+		off = next
+	}
+	f.Close()
+	cs := s.collapsed()
+	var out []*Txn
+	err = s.index.View(func(tx *bolt.Tx) error {
+		rec, ver, gone := tx.Bucket(bucketRec), tx.Bucket(bucketVer), tx.Bucket(bucketGone)
+		for i, t := range frames {
+			nt := &Txn{TID: t.TID, IntentSeq: t.IntentSeq, ObjHigh: t.ObjHigh}
+			for _, op := range t.Ops {
+				keep := false
+				switch op.Kind {
+				case OpCreate:
+					keep = rec.Get(recKey(op.Obj, op.Key, t.TID)) != nil
+				case OpEnd, OpDrop:
+					keep = rec.Get(recKey(op.Obj, op.Key, op.Create)) != nil
+				case OpCollapse:
+					v := gone.Get(op.Payload)
+					keep = v != nil && TID(binary.BigEndian.Uint64(v)) == op.Create
+				}
+				if keep {
+					nt.Ops = append(nt.Ops, op)
+				}
+			}
+			for _, n := range t.Notes {
+				k := binary.BigEndian.AppendUint64(nil, uint64(n.Obj))
+				k = binary.BigEndian.AppendUint64(k, uint64(t.TID))
+				if v := ver.Get(k); len(v) == 9 {
+					nt.Notes = append(nt.Notes, Note{Obj: n.Obj, Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
+				}
+			}
+			moment := cs.snap(t.TID) == t.TID && changesState(t)
+			if len(nt.Ops) > 0 || len(nt.Notes) > 0 || moment || i == len(frames)-1 {
+				out = append(out, nt)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	w, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("history: compact log: %w", err)
+	}
+	type placed struct {
+		tid   TID
+		off   int64
+		flags byte
+	}
+	var at []placed
+	var off int64
+	for _, t := range out {
+		b := t.encode()
+		if _, err := w.WriteAt(b, off); err != nil {
+			w.Close()
+			os.Remove(tmp)
+			return fmt.Errorf("history: compact log: %w", err)
+		}
+		var flags byte
+		if !changesState(t) {
+			flags = txnPruneOnly
+		}
+		at = append(at, placed{t.TID, off, flags})
+		off += int64(len(b))
+	}
+	if err := w.Sync(); err != nil {
+		w.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("history: compact log: %w", err)
+	}
+	w.Close()
+
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	err = s.index.Update(func(tx *bolt.Tx) error {
+		txn := tx.Bucket(bucketTxn)
+		for _, t := range frames {
+			if err := txn.Delete(binary.BigEndian.AppendUint64(nil, uint64(t.TID))); err != nil {
+				return err
+			}
+		}
+		for _, p := range at {
+			v := binary.BigEndian.AppendUint32(nil, seg)
+			v = binary.BigEndian.AppendUint64(v, uint64(p.off))
+			if p.flags != 0 {
+				v = append(v, p.flags)
+			}
+			if err := txn.Put(binary.BigEndian.AppendUint64(nil, uint64(p.tid)), v); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketPseg).Delete(binary.BigEndian.AppendUint32(nil, seg)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaCompact, binary.BigEndian.AppendUint32(nil, seg))
+	})
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return s.finishCompaction()
+}
+
+// changesState reports whether a frame changes any record or version: one
+// that does not is the cleaner's, or a commit that changed nothing, and is
+// no moment of its own.
+func changesState(t *Txn) bool {
+	if len(t.Notes) > 0 {
+		return true
+	}
+	for _, op := range t.Ops {
+		if op.Kind == OpCreate || op.Kind == OpEnd {
+			return true
+		}
+	}
+	return false
+}
+
+// finishCompaction completes a segment swap the index has recorded, or
+// removes a rewritten segment the index never adopted. Open calls it before
+// reading the log.
+func (s *Store) finishCompaction() error {
+	var seg uint32
+	var pending bool
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaCompact); len(v) == 4 {
+			seg, pending = binary.BigEndian.Uint32(v), true
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if pending {
+		path := segName(s.logDir(), seg)
+		if err := os.Rename(path+".new", path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("history: compact log: %w", err)
+		}
+		if err := syncDir(s.logDir()); err != nil {
+			return err
+		}
+		if err := s.index.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Delete(metaCompact)
+		}); err != nil {
+			return err
+		}
+	}
+	// Rewrites the index never adopted.
+	ents, err := os.ReadDir(s.logDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if n := e.Name(); len(n) > 4 && n[len(n)-4:] == ".new" {
+			os.Remove(s.logDir() + "/" + n)
+		}
+	}
+	return nil
+}
