@@ -88,13 +88,26 @@ func (p *packStore) name(seq uint32) string {
 
 func (p *packStore) list() ([]uint32, error) { return listSeq32(p.dir, ".pack", "packs") }
 
-// current is the pack being appended to: packs before it are complete.
-// After Open nothing is appended to the newest pack (its tail may be torn),
-// but it still counts as current until a new one starts.
-func (p *packStore) current() uint32 {
+// sealedBelow is the first pack that may still be appended to: every pack
+// before it is complete. After Open nothing is appended to the newest pack
+// (its tail may be torn): a new one starts at the first put.
+func (p *packStore) sealedBelow() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.cur == nil {
+		return p.curSeq + 1
+	}
 	return p.curSeq
+}
+
+// seal makes the next put start a new pack if seq is still the one being
+// appended to, so that seq can be rewritten.
+func (p *packStore) seal(seq uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != nil && p.curSeq == seq {
+		p.cur = nil
+	}
 }
 
 // remove deletes a complete pack the index no longer points into. A reader

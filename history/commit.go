@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"runtime"
 	"sort"
 	"sync"
@@ -45,6 +46,10 @@ func (s *Store) commit() error {
 	objHigh := s.objHigh
 	s.mu.Unlock()
 
+	// Until the index knows this commit's blocks, the cleaner must not
+	// rewrite the packs they go to.
+	s.packFloor.Store(s.packs.sealedBelow())
+	defer s.packFloor.Store(math.MaxUint32)
 	t, blocks, err := s.build(fr, tid, objHigh, old.seq)
 	if err == nil {
 		err = s.packs.sync()

@@ -20,14 +20,17 @@ import (
 // packRewriteBatch bounds how many block moves one index transaction makes.
 const packRewriteBatch = 256
 
-// compactPacks removes packs no block in the index lives in and rewrites
-// packs that are less than half live. A crash at any point leaves either
-// the old copy referenced or both: the extra copy is unreferenced space a
-// later pass reclaims.
-func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
-	cur := s.packs.current()
+// packMinReclaim is the dead space worth sealing the current pack for.
+const packMinReclaim = 1 << 20
+
+// deadEnough: a pack is rewritten once a third of it is dead, so the space
+// packs take stays within 1.5 times what is referenced.
+func deadEnough(live, size int64) bool { return live*3 < size*2 }
+
+// liveBytes sums, per pack, the bytes of the blocks the index references.
+func (s *Store) liveBytes() (map[uint32]int64, error) {
 	live := map[uint32]int64{}
-	if err := s.index.View(func(tx *bolt.Tx) error {
+	err := s.index.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
 			e, err := decodeBlk(v)
 			if err != nil {
@@ -36,7 +39,31 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 			live[e.Loc.Pack] += int64(e.Loc.Length) + packHdrLen
 			return nil
 		})
-	}); err != nil {
+	})
+	return live, err
+}
+
+// compactPacks removes packs no block in the index lives in and rewrites
+// packs that are a third dead or more. A crash at any point leaves either
+// the old copy referenced or both: the extra copy is unreferenced space a
+// later pass reclaims.
+func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
+	// The pack being appended to, if it is mostly dead and big enough to
+	// matter, is sealed first so it can be rewritten too.
+	live, err := s.liveBytes()
+	if err != nil {
+		return err
+	}
+	if cur := s.packs.sealedBelow(); true {
+		size := fileSize(s.packs.name(cur))
+		if size-live[cur] >= packMinReclaim && deadEnough(live[cur], size) {
+			s.packs.seal(cur)
+		}
+	}
+	// Packs a commit in flight is writing to hold blocks the index does
+	// not know yet: never touch them.
+	cur := min(s.packs.sealedBelow(), s.packFloor.Load())
+	if live, err = s.liveBytes(); err != nil {
 		return err
 	}
 	seqs, err := s.packs.list()
@@ -55,11 +82,14 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 				return err
 			}
 			rep.Packs++
-		case live[seq]*2 < size:
+		case deadEnough(live[seq], size):
 			rewrite = append(rewrite, seq)
 		}
 	}
 	for i, seq := range rewrite {
+		if s.stopping() {
+			return ErrClosed
+		}
 		progress("packs", int64(i), int64(len(rewrite)))
 		if err := s.rewritePack(seq); err != nil {
 			return err
@@ -155,6 +185,9 @@ func (s *Store) compactLog(rep *PruneReport, progress Progress) error {
 	// notes in the same or an earlier one, which must go first.
 	sort.Slice(segs, func(i, j int) bool { return segs[i] < segs[j] })
 	for i, seg := range segs {
+		if s.stopping() {
+			return ErrClosed
+		}
 		progress("log", int64(i), int64(len(segs)))
 		if err := s.rewriteSegment(seg); err != nil {
 			return err

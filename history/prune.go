@@ -76,6 +76,7 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
+	first := !s.prunedOnce
 	rep := &PruneReport{DryRun: o.DryRun}
 	before, err := s.Stats(0)
 	if err != nil {
@@ -96,6 +97,12 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 			rep.Moments++
 		}
 	}
+	// Records and versions can only become droppable when a range is new
+	// or grew. The first pass after Open looks anyway: a pass a crash or
+	// a stop cut short may have left some behind.
+	if len(changed) == 0 && !first {
+		return rep, nil
+	}
 	if len(changed) > 0 && !o.DryRun {
 		ops := make([]Op, len(changed))
 		for i, c := range changed {
@@ -110,6 +117,9 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 		dryRefs = map[Hash]uint64{}
 	}
 	emit := func(ops []Op) error {
+		if s.stopping() {
+			return ErrClosed
+		}
 		if o.DryRun {
 			return s.countDry(ops, dryRefs, rep)
 		}
@@ -157,7 +167,19 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 		return nil, err
 	}
 	rep.StoredAfter, rep.Oldest = after.StoredBytes, after.Oldest
+	s.prunedOnce = true
 	return rep, nil
+}
+
+// stopping reports whether Close has begun: a cleaner pass stops at its
+// next batch, and the next pass after Open finishes the work.
+func (s *Store) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *Store) checkOpen() error {

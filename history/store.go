@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,11 +53,13 @@ type Store struct {
 	broken   error         // set when a commit failed after its frame was durable
 	retained []*intentFile // intent files whose changes are not yet committed
 
-	lastIntent uint64 // the intent file the newest transaction covers
+	lastIntent uint64        // the intent file the newest transaction covers
+	packFloor  atomic.Uint32 // the first pack the commit in flight may write to; MaxUint32 when none
 
-	gone    atomic.Pointer[collapses] // moments the cleaner collapsed
-	pruneMu sync.Mutex                // one cleaner pass at a time
-	logMu   sync.RWMutex              // held to read old log segments; the cleaner rewrites them under it
+	gone       atomic.Pointer[collapses] // moments the cleaner collapsed
+	pruneMu    sync.Mutex                // one cleaner pass at a time
+	prunedOnce bool                      // a pass has completed since Open (under pruneMu)
+	logMu      sync.RWMutex              // held to read old log segments; the cleaner rewrites them under it
 
 	commits  atomic.Uint64 // transactions committed since Open
 	commitMu sync.Mutex    // one commit at a time
@@ -94,6 +97,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), cache: newBlockCache(256),
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -363,6 +367,10 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	// A cleaner pass stops at its next batch (it watches s.stop); wait
+	// for it so nothing writes behind the closed files.
+	s.pruneMu.Lock()
+	defer s.pruneMu.Unlock()
 	err := s.commit()
 	s.mu.Lock()
 	s.closed = true

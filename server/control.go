@@ -23,6 +23,7 @@ import (
 //	POST /v1/clone    {"src": "/docs@@2007-08-06", "dst": "/docs-restored"}
 //	POST /v1/restore  {"path": "/docs@@2007-08-06"}
 //	POST /v1/verify   -> one JSON object per line: progress, then the report
+//	POST /v1/prune    {"dry_run": false} -> the same kind of stream; the report is a PruneReport
 //
 // Errors answer 4xx/5xx with {"error": "...", "errno": "ENOENT"}.
 
@@ -32,13 +33,35 @@ type APIError struct {
 	Errno string `json:"errno,omitempty"`
 }
 
-// VerifyLine is one line of the verify stream.
-type VerifyLine struct {
+// StreamLine is one line of a long operation's answer (verify, prune):
+// progress lines, then one line with the report or the error.
+type StreamLine struct {
 	Stage  string          `json:"stage,omitempty"`
 	Done   int64           `json:"done,omitempty"`
 	Total  int64           `json:"total,omitempty"`
-	Report *history.Report `json:"report,omitempty"`
+	Report json.RawMessage `json:"report,omitempty"`
 	Error  string          `json:"error,omitempty"`
+}
+
+// StatsReply is the answer to GET /v1/stats: the store's figures, the
+// retention policy, and what the last cleaner pass did.
+type StatsReply struct {
+	fs.Stats
+	Retention string     `json:"retention"`
+	LastPrune *LastPrune `json:"last_prune,omitempty"`
+}
+
+// LastPrune sums up the newest cleaner pass that changed something.
+type LastPrune struct {
+	At           time.Time `json:"at"`
+	Records      int64     `json:"records"`
+	StoredBefore int64     `json:"stored_before"`
+	StoredAfter  int64     `json:"stored_after"`
+}
+
+// PruneRequest is the body of POST /v1/prune.
+type PruneRequest struct {
+	DryRun bool `json:"dry_run"`
 }
 
 // startControl serves the admin API on the control socket.
@@ -74,7 +97,14 @@ func (s *Server) controlMux() *http.ServeMux {
 	admin := fs.Cred{} // the control socket is root's door: 0600, owner only
 	m.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.fs.Stats()
-		reply(w, st, err)
+		out := StatsReply{Stats: st, Retention: "keep everything"}
+		if len(s.cfg.Retention) > 0 {
+			out.Retention = fmt.Sprint(s.cfg.Retention)
+		}
+		s.pmu.Lock()
+		out.LastPrune = s.lastPrune
+		s.pmu.Unlock()
+		reply(w, out, err)
 	})
 	m.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
 		vs, err := s.fs.History(admin, r.URL.Query().Get("path"))
@@ -105,28 +135,51 @@ func (s *Server) controlMux() *http.ServeMux {
 		reply(w, map[string]string{"path": req.Path, "restored": fs.LivePath(req.Path)}, err)
 	})
 	m.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		enc := json.NewEncoder(w)
-		fl, _ := w.(http.Flusher)
-		last := time.Time{}
-		rep, err := s.store.Verify(func(stage string, done, total int64) {
-			if time.Since(last) < 200*time.Millisecond && done < total {
-				return
+		stream(w, func(progress history.Progress) (any, error) {
+			rep, err := s.store.Verify(progress)
+			if err == nil {
+				s.log.Info("verify", "frames", rep.Frames, "records", rep.Records, "blocks", rep.Blocks, "problems", len(rep.Problems))
 			}
-			last = time.Now()
-			enc.Encode(VerifyLine{Stage: stage, Done: done, Total: total})
-			if fl != nil {
-				fl.Flush()
-			}
+			return rep, err
 		})
-		if err != nil {
-			enc.Encode(VerifyLine{Error: err.Error()})
+	})
+	m.HandleFunc("POST /v1/prune", func(w http.ResponseWriter, r *http.Request) {
+		var req PruneRequest
+		if !decode(w, r, &req) {
 			return
 		}
-		s.log.Info("verify", "frames", rep.Frames, "records", rep.Records, "blocks", rep.Blocks, "problems", len(rep.Problems))
-		enc.Encode(VerifyLine{Report: rep})
+		stream(w, func(progress history.Progress) (any, error) {
+			return s.prune(req.DryRun, progress)
+		})
 	})
 	return m
+}
+
+// stream answers a long operation: progress lines at most five a second,
+// then its result or error.
+func stream(w http.ResponseWriter, run func(history.Progress) (any, error)) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	fl, _ := w.(http.Flusher)
+	last := time.Time{}
+	res, err := run(func(stage string, done, total int64) {
+		if time.Since(last) < 200*time.Millisecond && done < total {
+			return
+		}
+		last = time.Now()
+		enc.Encode(StreamLine{Stage: stage, Done: done, Total: total})
+		if fl != nil {
+			fl.Flush()
+		}
+	})
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(res); err == nil {
+			enc.Encode(StreamLine{Report: b})
+			return
+		}
+	}
+	enc.Encode(StreamLine{Error: err.Error()})
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

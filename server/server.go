@@ -29,6 +29,9 @@ type Server struct {
 
 	listeners []net.Listener
 	wg        sync.WaitGroup
+	stopClean chan struct{} // closed to stop the cleaner
+	pmu       sync.Mutex
+	lastPrune *LastPrune
 	observer  fs.Observer
 	// Addrs are the addresses actually listened on, by service name
 	// ("nfs", "9p", "control"), for tests that listen on port 0.
@@ -61,12 +64,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 }
 
 // warnUnbuilt says which configured features this build does not have
-// yet, rather than ignoring them in silence. None of them loses data: an
-// unapplied retention policy keeps everything.
+// yet, rather than ignoring them in silence. None of them loses data.
 func (s *Server) warnUnbuilt() {
-	if len(s.cfg.Retention) > 0 {
-		s.log.Warn("retention is configured but pruning is not built yet: all history is kept", "rules", len(s.cfg.Retention))
-	}
 	if len(s.cfg.Volumes) > 0 {
 		s.log.Warn("volumes are configured but this build keeps every block in the data directory", "data", s.cfg.Data)
 	}
@@ -138,6 +137,13 @@ func (s *Server) startServices() error {
 		return err
 	}
 	s.logMounts()
+	if p := s.policy(); len(p) > 0 {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+		s.log.Info("cleaner: thinning history by the retention policy", "rules", fmt.Sprint(s.cfg.Retention), "every", cleanEvery(p))
+	}
+	s.startCleaner()
 	return nil
 }
 
@@ -173,6 +179,10 @@ func absPath(p string) string {
 func (s *Server) closeListeners() {
 	for _, l := range s.listeners {
 		l.Close()
+	}
+	if s.stopClean != nil {
+		close(s.stopClean)
+		s.stopClean = nil
 	}
 }
 

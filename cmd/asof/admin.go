@@ -20,6 +20,7 @@ import (
 
 	"github.com/asof/asof/config"
 	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
 	"github.com/asof/asof/server"
 )
 
@@ -179,7 +180,7 @@ func statsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st fs.Stats
+			var st server.StatsReply
 			if err := c.call("GET", "/v1/stats", nil, &st); err != nil {
 				return fmt.Errorf("stats: %w", err)
 			}
@@ -195,6 +196,10 @@ func statsCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "records\t%d\n", st.Records)
 			fmt.Fprintf(w, "oldest\t%s\n", st.Oldest.UTC().Format(time.RFC3339Nano))
 			fmt.Fprintf(w, "newest\t%s\n", st.Newest.UTC().Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "retention\t%s\n", st.Retention)
+			if p := st.LastPrune; p != nil {
+				fmt.Fprintf(w, "last prune\t%s: %d records, stored %d -> %d\n", p.At.Format(time.RFC3339), p.Records, p.StoredBefore, p.StoredAfter)
+			}
 			return w.Flush()
 		},
 	}
@@ -208,60 +213,134 @@ func verifyCmd(g *globals) *cobra.Command {
 		Short: "Check every record and block against its checksum",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(g)
-			if err != nil {
+			var r history.Report
+			if err := streamCall(g, cmd, "verify", "/v1/verify", nil, &r); err != nil {
 				return err
 			}
-			resp, err := c.do("POST", "/v1/verify", nil)
-			if err != nil {
-				return fmt.Errorf("verify: %w", err)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "checked %d transactions, %d records, %d blocks\n", r.Frames, r.Records, r.Blocks)
+			for _, p := range r.Problems {
+				fmt.Fprintln(out, "DAMAGED:", p)
 			}
-			defer resp.Body.Close()
-			bar := newProgress(cmd.ErrOrStderr())
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(make([]byte, 1<<20), 64<<20)
-			for sc.Scan() {
-				var l server.VerifyLine
-				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-					return fmt.Errorf("verify: bad answer: %w", err)
-				}
-				switch {
-				case l.Error != "":
-					bar.done()
-					return fmt.Errorf("verify: %s", l.Error)
-				case l.Report != nil:
-					bar.done()
-					r := l.Report
-					out := cmd.OutOrStdout()
-					fmt.Fprintf(out, "checked %d transactions, %d records, %d blocks\n", r.Frames, r.Records, r.Blocks)
-					for _, p := range r.Problems {
-						fmt.Fprintln(out, "DAMAGED:", p)
-					}
-					if len(r.Problems) > 0 {
-						return fmt.Errorf("verify: %d problems found", len(r.Problems))
-					}
-					fmt.Fprintln(out, "ok: no damage found")
-					return nil
-				default:
-					bar.show(l.Stage, l.Done, l.Total)
-				}
+			if len(r.Problems) > 0 {
+				return fmt.Errorf("verify: %d problems found", len(r.Problems))
 			}
-			return fmt.Errorf("verify: the server stopped answering: %v", sc.Err())
+			fmt.Fprintln(out, "ok: no damage found")
+			return nil
 		},
 	}
+}
+
+func pruneCmd(g *globals) *cobra.Command {
+	var dry, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "prune [--dry-run]",
+		Short: "Run the cleaner now: thin history by the retention policy and free what no kept moment needs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var r history.PruneReport
+			if err := streamCall(g, cmd, "prune", "/v1/prune", server.PruneRequest{DryRun: dry}, &r); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(out).Encode(pruneJSON(r))
+			}
+			verb := "removed"
+			if dry {
+				verb = "would remove"
+				fmt.Fprintln(out, "dry run: nothing was changed")
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "moments collapsed\t%d\n", r.Moments)
+			fmt.Fprintf(w, "records %s\t%d\n", verb, r.Records)
+			fmt.Fprintf(w, "versions merged\t%d\n", r.Versions)
+			fmt.Fprintf(w, "blocks freed\t%d (%s)\n", r.Blocks, humanBytes(r.BlockBytes))
+			fmt.Fprintf(w, "stored bytes\t%s -> %s\n", humanBytes(r.StoredBefore), humanBytes(r.StoredAfter))
+			if r.Oldest != 0 {
+				fmt.Fprintf(w, "oldest moment\t%s\n", r.Oldest.Time().Format(time.RFC3339Nano))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "report what a pass would remove, change nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+// pruneJSON is the --json form of a prune report.
+func pruneJSON(r history.PruneReport) map[string]any {
+	m := map[string]any{
+		"dry_run": r.DryRun, "moments": r.Moments, "records": r.Records, "versions": r.Versions,
+		"blocks": r.Blocks, "block_bytes": r.BlockBytes, "stored_before": r.StoredBefore, "stored_after": r.StoredAfter,
+	}
+	if r.Oldest != 0 {
+		m["oldest"] = r.Oldest.Time().Format(time.RFC3339Nano)
+	}
+	return m
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// streamCall runs a long operation on the server, showing its progress,
+// and decodes its report into out.
+func streamCall(g *globals, cmd *cobra.Command, name, path string, body, out any) error {
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do("POST", path, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	bar := newProgress(cmd.ErrOrStderr(), name)
+	defer bar.done()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var l server.StreamLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("%s: bad answer: %w", name, err)
+		}
+		switch {
+		case l.Error != "":
+			return fmt.Errorf("%s: %s", name, l.Error)
+		case l.Report != nil:
+			if err := json.Unmarshal(l.Report, out); err != nil {
+				return fmt.Errorf("%s: bad report: %w", name, err)
+			}
+			return nil
+		default:
+			bar.show(l.Stage, l.Done, l.Total)
+		}
+	}
+	return fmt.Errorf("%s: the server stopped answering: %v", name, sc.Err())
 }
 
 // progress draws a bar on a terminal and writes a line now and then
 // otherwise.
 type progress struct {
 	w     io.Writer
+	name  string
 	tty   bool
 	last  time.Time
 	drawn bool
 }
 
-func newProgress(w io.Writer) *progress {
-	p := &progress{w: w}
+func newProgress(w io.Writer, name string) *progress {
+	p := &progress{w: w, name: name}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
@@ -283,12 +362,13 @@ func (p *progress) show(stage string, done, total int64) {
 	}
 	if time.Since(p.last) > 2*time.Second {
 		p.last = time.Now()
-		fmt.Fprintf(p.w, "verify: %s %.1f%%\n", stage, pct)
+		fmt.Fprintf(p.w, "%s: %s %.1f%%\n", p.name, stage, pct)
 	}
 }
 
 func (p *progress) done() {
 	if p.drawn {
 		fmt.Fprintln(p.w)
+		p.drawn = false
 	}
 }
