@@ -203,8 +203,9 @@ var metaCompact = []byte("compact")
 // rewriteSegment writes segment seg again with only what the index still
 // holds: create and end ops of records that remain, notes of versions that
 // remain (with their merged change), the collapse ops in force. Frames left
-// empty go, except moments and each segment's last frame (recovery reads
-// the newest frame's object high-water and intent position).
+// empty go, except kept moments (the planner must go on seeing them) and
+// each segment's last frame (recovery reads the newest frame's object
+// high-water and intent position).
 //
 // The new segment is written beside the old one and fsynced; then one index
 // transaction points the transaction entries at it and records the swap in
@@ -216,25 +217,49 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	if err != nil {
 		return fmt.Errorf("history: compact log: %w", err)
 	}
-	var frames []*Txn
-	for off := int64(0); ; {
-		t, next, err := readFrame(f, off)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("%w: log segment %s at offset %d", ErrCorrupt, path, off)
-		}
-		frames = append(frames, t)
-		off = next
+	defer f.Close()
+	tmp := path + ".new"
+	w, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("history: compact log: %w", err)
 	}
-	f.Close()
+	fail := func(err error) error {
+		w.Close()
+		os.Remove(tmp)
+		return err
+	}
+	type placed struct {
+		tid   TID
+		off   int64
+		flags byte
+	}
+	var old []TID   // every frame of the old segment
+	var at []placed // where the kept ones went
+	var woff int64
 	cs := s.collapsed()
-	var out []*Txn
+	// One frame at a time, looking one ahead (a segment's last frame is
+	// always kept): memory stays one frame, whatever the segment's size.
 	err = s.index.View(func(tx *bolt.Tx) error {
 		rec, ver, gone := tx.Bucket(bucketRec), tx.Bucket(bucketVer), tx.Bucket(bucketGone)
-		for i, t := range frames {
+		var roff int64
+		next := func() (*Txn, error) {
+			t, n, err := readFrame(f, roff)
+			if err == io.EOF {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: log segment %s at offset %d", ErrCorrupt, path, roff)
+			}
+			roff = n
+			return t, nil
+		}
+		t, err := next()
+		for t != nil && err == nil {
+			var after *Txn
+			if after, err = next(); err != nil {
+				break
+			}
+			old = append(old, t.TID)
 			nt := &Txn{TID: t.TID, IntentSeq: t.IntentSeq, ObjHigh: t.ObjHigh}
 			for _, op := range t.Ops {
 				keep := false
@@ -258,46 +283,31 @@ func (s *Store) rewriteSegment(seg uint32) error {
 					nt.Notes = append(nt.Notes, Note{Obj: n.Obj, Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
 				}
 			}
-			moment := cs.snap(t.TID) == t.TID && changesState(t)
-			if len(nt.Ops) > 0 || len(nt.Notes) > 0 || moment || i == len(frames)-1 {
-				out = append(out, nt)
+			moment := cs.snap(t.TID) == t.TID && !pruneOnly(t)
+			if len(nt.Ops) > 0 || len(nt.Notes) > 0 || moment || after == nil {
+				if pruneOnly(t) && len(nt.Ops) == 0 {
+					nt.Ops = []Op{{Kind: OpNop}}
+				}
+				b := nt.encode()
+				if _, err := w.WriteAt(b, woff); err != nil {
+					return fmt.Errorf("history: compact log: %w", err)
+				}
+				var flags byte
+				if pruneOnly(nt) {
+					flags = txnPruneOnly
+				}
+				at = append(at, placed{nt.TID, woff, flags})
+				woff += int64(len(b))
 			}
+			t = after
 		}
-		return nil
+		return err
 	})
 	if err != nil {
-		return err
-	}
-	tmp := path + ".new"
-	w, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("history: compact log: %w", err)
-	}
-	type placed struct {
-		tid   TID
-		off   int64
-		flags byte
-	}
-	var at []placed
-	var off int64
-	for _, t := range out {
-		b := t.encode()
-		if _, err := w.WriteAt(b, off); err != nil {
-			w.Close()
-			os.Remove(tmp)
-			return fmt.Errorf("history: compact log: %w", err)
-		}
-		var flags byte
-		if !changesState(t) {
-			flags = txnPruneOnly
-		}
-		at = append(at, placed{t.TID, off, flags})
-		off += int64(len(b))
+		return fail(err)
 	}
 	if err := w.Sync(); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("history: compact log: %w", err)
+		return fail(fmt.Errorf("history: compact log: %w", err))
 	}
 	w.Close()
 
@@ -305,8 +315,8 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	defer s.logMu.Unlock()
 	err = s.index.Update(func(tx *bolt.Tx) error {
 		txn := tx.Bucket(bucketTxn)
-		for _, t := range frames {
-			if err := txn.Delete(binary.BigEndian.AppendUint64(nil, uint64(t.TID))); err != nil {
+		for _, tid := range old {
+			if err := txn.Delete(binary.BigEndian.AppendUint64(nil, uint64(tid))); err != nil {
 				return err
 			}
 		}
@@ -332,19 +342,24 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	return s.finishCompaction()
 }
 
-// changesState reports whether a frame changes any record or version: one
-// that does not is the cleaner's, or a commit that changed nothing, and is
-// no moment of its own.
-func changesState(t *Txn) bool {
+// pruneOnly reports whether a frame is the cleaner's: it has cleaner ops
+// and no record changes or notes of its own, so it is no moment. Every
+// other frame is one, an empty one included: a kept moment whose end ops
+// all went stays a moment (its state differs from the one before it).
+func pruneOnly(t *Txn) bool {
 	if len(t.Notes) > 0 {
-		return true
+		return false
 	}
+	cleaner := false
 	for _, op := range t.Ops {
-		if op.Kind == OpCreate || op.Kind == OpEnd {
-			return true
+		switch op.Kind {
+		case OpCreate, OpEnd:
+			return false
+		default:
+			cleaner = true
 		}
 	}
-	return false
+	return cleaner
 }
 
 // finishCompaction completes a segment swap the index has recorded, or

@@ -166,8 +166,11 @@ func (p Policy) plan(txns []TID, old collapses, now TID) (all, changed collapses
 		}
 		open = false
 	}
+	// Kept moments stay in the transaction index, so every old range ends
+	// at one of txns; one that does not is carried over unless a new
+	// range swallowed it.
 	for _, c := range old {
-		if !inTxns[c.To] {
+		if !inTxns[c.To] && all.snap(c.Lo) == c.Lo {
 			all = append(all, c)
 		}
 	}

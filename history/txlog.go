@@ -46,6 +46,10 @@ const (
 	// OpCollapse says the moments from Create up to (not including) the
 	// tid in Payload (u64) read as the state at that tid.
 	OpCollapse
+	// OpNop does nothing: it stands in a cleaner frame whose ops a log
+	// rewrite removed but which must stay (a segment's last frame), so the
+	// frame is still known as the cleaner's.
+	OpNop
 	opKinds
 )
 
