@@ -806,6 +806,23 @@ func (r *modelRun) verifyAll(what string) {
 	}
 }
 
+// runModel makes ops random changes from seed on a new file system,
+// committing now and then, the model remembered at every commit.
+func runModel(t *testing.T, seed uint64, ops int) *modelRun {
+	e := newTEnv(t)
+	r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 0x5eed)), stats: map[string]int{}}
+	r.m = newMTree(e.attr(e.f.Root()).Mode)
+	r.moments = []moment{{e.s.LastTID(), r.m.clone()}}
+	for i := 0; i < ops; i++ {
+		r.step()
+		if r.rng.IntN(12) == 0 {
+			r.commit()
+		}
+	}
+	r.commit()
+	return r
+}
+
 func TestModel(t *testing.T) {
 	seeds, ops := []uint64{1, 2, 3, 4}, 1000
 	if testing.Short() {
@@ -814,17 +831,8 @@ func TestModel(t *testing.T) {
 	total := 0
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			e := newTEnv(t)
-			r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 0x5eed)), stats: map[string]int{}}
-			r.m = newMTree(e.attr(e.f.Root()).Mode)
-			r.moments = []moment{{e.s.LastTID(), r.m.clone()}}
-			for i := 0; i < ops; i++ {
-				r.step()
-				if r.rng.IntN(12) == 0 {
-					r.commit()
-				}
-			}
-			r.commit()
+			r := runModel(t, seed, ops)
+			e := r.e
 			// A few changes left uncommitted: they are live, not history.
 			for i := 0; i < 20; i++ {
 				r.step()

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -24,17 +23,8 @@ func TestModelPruned(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			e := newTEnv(t)
-			r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 0x5eed)), stats: map[string]int{}}
-			r.m = newMTree(e.attr(e.f.Root()).Mode)
-			r.moments = []moment{{e.s.LastTID(), r.m.clone()}}
-			for i := 0; i < ops; i++ {
-				r.step()
-				if r.rng.IntN(12) == 0 {
-					r.commit()
-				}
-			}
-			r.commit()
+			r := runModel(t, seed, ops)
+			e := r.e
 			rep, err := e.s.Prune(policy, history.PruneOptions{})
 			if err != nil {
 				t.Fatal(err)
