@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -78,7 +79,9 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 	}
 	first := !s.prunedOnce
 	rep := &PruneReport{DryRun: o.DryRun}
-	before, err := s.Stats(0)
+	// A pass with nothing to do answers from figures up to a few seconds
+	// old: the full count costs a scan of the index.
+	before, err := s.Stats(5 * time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +106,10 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 	if len(changed) == 0 && !first {
 		return rep, nil
 	}
+	if before, err = s.Stats(0); err != nil {
+		return nil, err
+	}
+	rep.StoredBefore, rep.StoredAfter = before.StoredBytes, before.StoredBytes
 	if len(changed) > 0 && !o.DryRun {
 		ops := make([]Op, len(changed))
 		for i, c := range changed {
