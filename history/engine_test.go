@@ -1720,3 +1720,56 @@ func TestOpenTwiceFailsWithErrLocked(t *testing.T) {
 	s = openTest(t, dir, nil)
 	s.Close()
 }
+
+// TestReservationSyncsEarlierEntries: a change that reserves object ids
+// fsyncs its intent entry at once; everything before it must become
+// durable with it — the entries of a commit still in flight too — or a
+// crash could keep the later change and lose the earlier ones it depends
+// on (found by the kill -9 prune test: the store then refused to open).
+func TestReservationSyncsEarlierEntries(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	defer s.Close()
+	newFile(t, s, RootID, "first") // reserves a block of ids
+	commit(t, s)
+	f := newFile(t, s, RootID, "f") // E1: no reservation needed
+	s.ilog.mu.Lock()
+	a := s.ilog.cur // E1's intent file, not fsynced
+	s.ilog.mu.Unlock()
+	// Hold a commit after it froze E1, before its frame is durable.
+	s.packs.mu.Lock()
+	committed := make(chan error, 1)
+	go func() { _, err := s.Commit(); committed <- err }()
+	for {
+		s.mu.RLock()
+		frozen := s.frozen != nil
+		s.mu.RUnlock()
+		if frozen {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	write(t, s, f, []byte("E2"), 0)
+	s.mu.Lock()
+	s.nextObj = s.objHigh // the next new object reserves a new block
+	s.mu.Unlock()
+	g := newFile(t, s, RootID, "g") // E3: reserves, so it is fsynced
+	img := crashImage(t, dir, intentSynced(s, a))
+	s.packs.mu.Unlock()
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(img, Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatalf("the crash image does not open: %v", err)
+	}
+	defer c.Close()
+	for name, id := range map[string]ObjID{"f": f, "g": g} {
+		if got, _, err := c.Lookup(RootID, name, Live); err != nil || got != id {
+			t.Fatalf("after the crash %s is %d, %v; want %d", name, got, err, id)
+		}
+	}
+	if got := readAll(t, c, f, Live); string(got) != "E2" {
+		t.Fatalf("after the crash f holds %q", got)
+	}
+}

@@ -224,6 +224,16 @@ func (l *intentLog) positions() []intentPos {
 	return ps
 }
 
+// syncAll makes every position durable, oldest file first.
+func (l *intentLog) syncAll(ps []intentPos) error {
+	for _, p := range ps {
+		if err := l.sync(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // sync returns once everything up to pos is durable. One caller writes and
 // fsyncs while the others wait for it; a caller whose entry came after that
 // fsync began takes the next one.

@@ -516,8 +516,16 @@ func applyPruneOp(tx *bolt.Tx, op Op) error {
 	case OpDrop:
 		rec := tx.Bucket(bucketRec)
 		k := recKey(op.Obj, op.Key, op.Create)
-		if rec.Get(k) == nil {
+		v := rec.Get(k)
+		if v == nil {
 			return nil
+		}
+		// The segment of the end op can shrink too (that of the create
+		// op is marked by the caller).
+		if d := TID(binary.BigEndian.Uint64(v)); d != 0 {
+			if err := markSegment(tx, d); err != nil {
+				return err
+			}
 		}
 		h, ok, err := recordBlock(tx, op)
 		if err != nil {

@@ -197,30 +197,7 @@ func TestPruneModel(t *testing.T) {
 			// Every record left is seen by some kept moment (or live),
 			// and the blocks left are exactly those records' (verify
 			// checks the reference counts against a rebuild).
-			var needed int64
-			err := s.index.View(func(tx *bolt.Tx) error {
-				if err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-					r, err := decodeRec(k, v)
-					if err != nil {
-						return err
-					}
-					if r.Delete == 0 {
-						return nil
-					}
-					i := sort.Search(len(keptTIDs), func(i int) bool { return keptTIDs[i] >= r.Create })
-					if i == len(keptTIDs) || keptTIDs[i] >= r.Delete {
-						return fmt.Errorf("record %d %q [%s, %s) is seen by no kept moment", r.Obj, r.Key, r.Create, r.Delete)
-					}
-					return nil
-				}); err != nil {
-					return err
-				}
-				return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-					e, err := decodeBlk(v)
-					needed += int64(e.Loc.Length) + packHdrLen
-					return err
-				})
-			})
+			needed, err := checkRecordsKept(s, keptTIDs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -365,4 +342,34 @@ func TestPlanMergesRanges(t *testing.T) {
 			t.Fatalf("%s reads as %s after going back to a finer policy, was %s", tx, all3.snap(tx), all2.snap(tx))
 		}
 	}
+}
+
+// checkRecordsKept checks that every record left is seen by one of the kept
+// moments (or is live), and returns the bytes of the blocks the index still
+// references (headers included): what the packs must hold at least.
+func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
+	err = s.index.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+			r, err := decodeRec(k, v)
+			if err != nil {
+				return err
+			}
+			if r.Delete == 0 {
+				return nil
+			}
+			i := sort.Search(len(kept), func(i int) bool { return kept[i] >= r.Create })
+			if i == len(kept) || kept[i] >= r.Delete {
+				return fmt.Errorf("record %d %q [%s, %s) is seen by no kept moment", r.Obj, r.Key, r.Create, r.Delete)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
+			e, err := decodeBlk(v)
+			needed += int64(e.Loc.Length) + packHdrLen
+			return err
+		})
+	})
+	return needed, err
 }

@@ -326,12 +326,7 @@ func (s *Store) Durable() error {
 	}
 	ps := s.ilog.positions()
 	s.mu.RUnlock()
-	for _, p := range ps {
-		if err := s.ilog.sync(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.ilog.syncAll(ps)
 }
 
 // Commits counts the transactions committed since Open.

@@ -40,31 +40,36 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		if tx.reserved {
 			// The ids reserved stay reserved: keep the reservation
 			// durable even though the change itself is dropped.
-			pos, aerr := s.ilog.append(appendIop(nil, iop{kind: iopReserve, n: uint64(s.objHigh)}))
+			_, aerr := s.ilog.append(appendIop(nil, iop{kind: iopReserve, n: uint64(s.objHigh)}))
+			ps := s.ilog.positions()
 			s.mu.Unlock()
 			if aerr == nil {
-				aerr = s.ilog.sync(pos)
+				aerr = s.ilog.syncAll(ps)
 			}
 			return errors.Join(err, aerr)
 		}
 		s.mu.Unlock()
 		return err
 	}
-	var pos intentPos
 	if tx.nops > 0 {
-		var err error
-		if pos, err = s.ilog.append(tx.ops); err != nil {
+		if _, err := s.ilog.append(tx.ops); err != nil {
 			s.mu.Unlock()
 			return err
 		}
 		tx.ov.mergeInto(s.pending)
 	}
 	held := s.pending.bytes + s.ilog.buffered()
-	s.mu.Unlock()
+	var ps []intentPos
 	if tx.reserved {
-		if err := s.ilog.sync(pos); err != nil {
-			return err
-		}
+		ps = s.ilog.positions()
+	}
+	s.mu.Unlock()
+	// A reservation must be durable before its ids are handed out; and
+	// nothing after an entry may survive a crash without it, so every
+	// intent file still unwritten goes with it — the frozen one of a
+	// commit in flight too — as Durable does.
+	if err := s.ilog.syncAll(ps); err != nil {
+		return err
 	}
 	switch {
 	case held > 2*s.opts.MaxPending:
