@@ -41,7 +41,7 @@ func (s *Server) startCleaner() {
 		t := time.NewTicker(cleanEvery(p))
 		defer t.Stop()
 		for {
-			if _, err := s.prune(false, nil); err != nil {
+			if _, err := s.prune(false, true, nil); err != nil {
 				if errors.Is(err, history.ErrClosed) {
 					return
 				}
@@ -57,10 +57,11 @@ func (s *Server) startCleaner() {
 }
 
 // prune runs one cleaner pass under the configured policy (none: nothing
-// is pruned) and logs what it did.
-func (s *Server) prune(dryRun bool, progress history.Progress) (*history.PruneReport, error) {
+// is pruned) and logs what it did. The continuous cleaner is gentle: it
+// rests between batches as long as each took.
+func (s *Server) prune(dryRun, gentle bool, progress history.Progress) (*history.PruneReport, error) {
 	start := time.Now()
-	rep, err := s.store.Prune(s.policy(), history.PruneOptions{DryRun: dryRun, Progress: progress})
+	rep, err := s.store.Prune(s.policy(), history.PruneOptions{DryRun: dryRun, Progress: progress, Gentle: gentle})
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func (s *Server) controlMux() *http.ServeMux {
 			return
 		}
 		stream(w, func(progress history.Progress) (any, error) {
-			return s.prune(req.DryRun, progress)
+			return s.prune(req.DryRun, false, progress)
 		})
 	})
 	return m
