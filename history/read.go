@@ -320,6 +320,9 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 		return 0, nil
 	}
 	p = p[:min(uint64(len(p)), ino.Size-uint64(off))]
+	if len(p) == 0 {
+		return 0, nil // an empty read: no chunk to resolve
+	}
 	type piece struct {
 		buf []byte // overlay data
 		ref *chunkRef

@@ -400,8 +400,10 @@ func (f *nfsFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // Write is durable when it returns: go-nfs answers every WRITE as
-// FILE_SYNC and its COMMIT does nothing. The engine's intent log makes that
-// one fsync shared by every write in flight, and history keeps its grain.
+// FILE_SYNC and its COMMIT does nothing. (The interposer answers WRITE and
+// COMMIT itself, honouring the client's stability; this is go-nfs's path,
+// kept right.) The engine's intent log makes that one fsync shared by every
+// write in flight, and history keeps its grain.
 func (f *nfsFile) Write(p []byte) (int, error) {
 	n, err := f.b.f.Write(f.b.cred, f.n, p, f.off, f.flag&os.O_APPEND != 0)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	billy "github.com/go-git/go-billy/v5"
@@ -53,7 +55,16 @@ type handler struct {
 	past     *billyFS // the one read-only value for the past
 	observer fs.Observer
 	cookies  cookieCache
+
+	// verified remembers handles whose MAC was checked (a SHA-256 HMAC,
+	// a good part of the cost of a small READ); nverified counts them.
+	verified  sync.Map // [handleLen]byte -> struct{}
+	nverified atomic.Int64
 }
+
+// verifiedMax bounds the handles remembered as genuine: beyond it the
+// memory starts again.
+const verifiedMax = 1 << 14
 
 // LoadKey reads the store's handle secret, creating it on first start.
 func LoadKey(dataDir string) ([]byte, error) {
@@ -104,7 +115,7 @@ func (h *handler) encode(n fs.Node, dir bool) []byte {
 }
 
 func (h *handler) decode(fh []byte) (fs.Node, bool, error) {
-	if len(fh) != handleLen || fh[0] != handleVersion || !hmac.Equal(h.mac(fh[:handleLen-macLen]), fh[handleLen-macLen:]) {
+	if len(fh) != handleLen || fh[0] != handleVersion || !h.genuine(fh) {
 		return fs.Node{}, false, errBadHandle
 	}
 	n := fs.Node{
@@ -113,6 +124,23 @@ func (h *handler) decode(fh []byte) (fs.Node, bool, error) {
 		Versions: fh[1]&flagVersions != 0,
 	}
 	return n, fh[1]&flagDir != 0, nil
+}
+
+// genuine checks the MAC of a handle of the right length.
+func (h *handler) genuine(fh []byte) bool {
+	k := [handleLen]byte(fh)
+	if _, ok := h.verified.Load(k); ok {
+		return true
+	}
+	if !hmac.Equal(h.mac(fh[:handleLen-macLen]), fh[handleLen-macLen:]) {
+		return false
+	}
+	if h.nverified.Add(1) > verifiedMax {
+		h.verified.Clear()
+		h.nverified.Store(0)
+	}
+	h.verified.Store(k, struct{}{})
+	return true
 }
 
 // node resolves a handle to a node that exists: a deleted object's handle

@@ -1,0 +1,277 @@
+package nfs
+
+import (
+	"crypto/rand"
+	"errors"
+	"math"
+
+	"github.com/asof/asof/fs"
+)
+
+// READ, WRITE, COMMIT and FSINFO, answered by the interposer. go-nfs
+// answers every WRITE as FILE_SYNC (so each one waited for an fsync), makes
+// COMMIT a no-op, copies READ data through a growing buffer and reflective
+// XDR, and advertises 1 GiB transfers (more than a call record may hold).
+//
+// Here a READ reads the file data straight into the reply record; a WRITE
+// honours the client's stability: UNSTABLE is applied to the engine (in
+// memory and its intent log, committed to history at the flush interval)
+// and answered at once, FILE_SYNC and DATA_SYNC are made durable first, and
+// COMMIT makes everything durable. The write verifier is new in every
+// server process, so a client resends its uncommitted writes after a
+// restart, as RFC 1813 intends.
+const (
+	procRead   = 6
+	procWrite  = 7
+	procFsinfo = 19
+	procCommit = 21
+
+	// maxIO is the largest READ and WRITE payload, and the preferred one.
+	maxIO = 1 << 20
+
+	stableUnstable = 0
+	stableDataSync = 1
+	stableFileSync = 2
+
+	nfsErrInval = 22
+
+	// FSINFO properties.
+	fsfLink        = 0x01
+	fsfSymlink     = 0x02
+	fsfHomogeneous = 0x08
+	fsfCanSetTime  = 0x10
+)
+
+// writeVerf is the write verifier: the same for the life of this process,
+// another after a restart.
+var writeVerf = func() (v [8]byte) {
+	rand.Read(v[:])
+	return v
+}()
+
+var dataProcs = map[procKey]dataFunc{
+	{progNFS, procRead}:   (*handler).read,
+	{progNFS, procWrite}:  (*handler).write,
+	{progNFS, procCommit}: (*handler).commit,
+	{progNFS, procFsinfo}: (*handler).fsinfo,
+}
+
+// grow makes room for n more bytes in the reply, moving it to a larger
+// pooled buffer when needed.
+func (c *rpcCall) grow(w *xdrWriter, n int) {
+	if cap(w.b)-len(w.b) >= n {
+		return
+	}
+	nb := getBuf(len(w.b) + n)
+	*nb = append((*nb)[:0], w.b...)
+	putBuf(c.pooled)
+	c.pooled = nb
+	w.b = *nb
+}
+
+// fileStatus is the status of a failed operation on a file whose
+// attributes are now a (nil when it could not be read): a handle whose
+// object is gone is stale.
+func fileStatus(err error, a *fs.Attr) uint32 {
+	if errors.Is(err, errBadHandle) {
+		return nfsErrBadHandl
+	}
+	if a == nil {
+		return nfsErrStale
+	}
+	return status(err)
+}
+
+// offset is a client's offset as fs takes it: one past int64 is past the
+// end of any file.
+func offset(off uint64) int64 { return int64(min(off, math.MaxInt64)) }
+
+func (h *handler) read(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	off := r.u64()
+	count := r.u32()
+	if r.err != nil {
+		return r.err
+	}
+	n, _, err := h.decode(fh)
+	if err != nil {
+		w.u32(status(err))
+		w.postOpAttr(nil)
+		return nil
+	}
+	count = min(count, maxIO)
+	// status, post_op_attr, count, eof and the data's length; the data
+	// follows, read straight into its place in the reply.
+	const head = 4 + postAttrLen + 4 + 4 + 4
+	at := len(w.b)
+	c.grow(w, head+int(count)+3)
+	data := w.b[at+head : at+head+int(count)]
+	from := offset(off)
+	if count == 0 {
+		// Nothing to read, but every check to make: read at the end of
+		// any file (the engine's ReadAt cannot take an empty buffer
+		// inside a file).
+		from = math.MaxInt64
+	}
+	k, err := h.f.Read(h.cred, n, data, from)
+	a := h.attr(n)
+	if err != nil {
+		w.u32(fileStatus(err, a))
+		w.postOpAttr(a)
+		return nil
+	}
+	h.observer.Bytes("nfs", k, 0)
+	eof := k < int(count)
+	if a != nil {
+		eof = off+uint64(k) >= a.Size
+	}
+	hw := &xdrWriter{b: w.b[:at]}
+	hw.u32(nfsOK)
+	hw.postOpAttr(a)
+	hw.u32(uint32(k))
+	hw.bool(eof)
+	hw.u32(uint32(k))
+	end := len(hw.b)
+	if end != at+head {
+		// No attributes after all (the file went meanwhile): close the gap.
+		copy(w.b[end:end+k], data[:k])
+	}
+	end += k
+	w.b = w.b[:(end+3)&^3]
+	clear(w.b[end:]) // the padding: the buffer held other replies before
+	return nil
+}
+
+func (h *handler) write(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	off := r.u64()
+	count := r.u32()
+	how := r.u32()
+	data := r.opaque(maxRecord)
+	if r.err != nil {
+		return r.err
+	}
+	if int(count) < len(data) {
+		data = data[:count]
+	}
+	n, _, err := h.decode(fh)
+	if err != nil {
+		w.u32(status(err))
+		w.wcc(nil, nil)
+		return nil
+	}
+	pre := h.attr(n)
+	switch {
+	case pre == nil:
+		err = errStale
+	case how > stableFileSync:
+		w.u32(nfsErrInval)
+		w.wcc(pre, pre)
+		return nil
+	default:
+		_, err = h.f.Write(h.cred, n, data, offset(off), false)
+	}
+	committed := uint32(stableUnstable)
+	if err == nil && how != stableUnstable {
+		// The reply promises the data is on stable storage: this fsync
+		// is shared with every other one waiting (group commit).
+		err = h.f.Sync()
+		committed = stableFileSync
+	}
+	var post *fs.Attr
+	if pre != nil {
+		post = h.attr(n)
+	}
+	if err != nil {
+		w.u32(fileStatus(err, post))
+		w.wcc(pre, post)
+		return nil
+	}
+	h.observer.Bytes("nfs", 0, len(data))
+	w.u32(nfsOK)
+	w.wcc(pre, post)
+	w.u32(uint32(len(data)))
+	w.u32(committed)
+	w.b = append(w.b, writeVerf[:]...)
+	return nil
+}
+
+var errStale = errors.New("nfs: stale handle")
+
+// commit makes every change so far durable, this file's among them: one
+// fsync of the engine's intent log, shared with every caller waiting.
+func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	r.u64() // offset and count: everything is made durable
+	r.u32()
+	if r.err != nil {
+		return r.err
+	}
+	n, _, err := h.decode(fh)
+	var pre *fs.Attr
+	if err == nil {
+		if pre = h.attr(n); pre == nil {
+			err = errStale
+		} else {
+			err = h.f.Sync()
+		}
+	}
+	var post *fs.Attr
+	if pre != nil {
+		post = h.attr(n)
+	}
+	if err != nil {
+		w.u32(fileStatus(err, post))
+		w.wcc(pre, post)
+		return nil
+	}
+	w.u32(nfsOK)
+	w.wcc(pre, post)
+	w.b = append(w.b, writeVerf[:]...)
+	return nil
+}
+
+// fsinfo advertises 1 MiB transfers: go-nfs advertised 1 GiB, which a
+// call record cannot hold (maxRecord) and which go-nfs-client takes at its
+// word.
+func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	if r.err != nil {
+		return r.err
+	}
+	n, _, err := h.decode(fh)
+	var a *fs.Attr
+	if err == nil {
+		a = h.attr(n)
+	}
+	if err != nil || a == nil {
+		w.u32(fileStatus(err, a))
+		w.postOpAttr(nil)
+		return nil
+	}
+	w.u32(nfsOK)
+	w.postOpAttr(a)
+	w.u32(maxIO) // rtmax
+	w.u32(maxIO) // rtpref
+	w.u32(4096)  // rtmult
+	w.u32(maxIO) // wtmax
+	w.u32(maxIO) // wtpref
+	w.u32(4096)  // wtmult
+	w.u32(8192)  // dtpref
+	w.u64(maxFileSize)
+	w.u32(0) // time_delta: 1 ns
+	w.u32(1)
+	props := uint32(fsfLink | fsfSymlink | fsfHomogeneous)
+	if n.Live() && !h.f.ReadOnly() {
+		props |= fsfCanSetTime
+	}
+	w.u32(props)
+	return nil
+}
+
+// maxFileSize is the largest file fs allows.
+const maxFileSize = 1 << 62
