@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -120,6 +121,15 @@ func intentSynced(s *Store, files ...*intentFile) map[string]int64 {
 func crashImage(t *testing.T, src string, synced map[string]int64) string {
 	t.Helper()
 	dst := t.TempDir()
+	copyTree(t, src, dst, synced)
+	return dst
+}
+
+// copyTree copies a store's directory to dst, streaming each file; an
+// intent-log file named in synced keeps only its first synced[name] bytes.
+// Sockets and the like are skipped.
+func copyTree(tb testing.TB, src, dst string, synced map[string]int64) {
+	tb.Helper()
 	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -132,21 +142,30 @@ func crashImage(t *testing.T, src string, synced map[string]int64) string {
 		if !fi.Mode().IsRegular() {
 			return nil // the control socket and the like
 		}
-		b, err := os.ReadFile(p)
+		n := fi.Size()
+		if filepath.Base(filepath.Dir(p)) == "intent" {
+			if k, ok := synced[fi.Name()]; ok && k < n {
+				n = k
+			}
+		}
+		in, err := os.Open(p)
 		if err != nil {
 			return err
 		}
-		if filepath.Base(filepath.Dir(p)) == "intent" {
-			if n, ok := synced[fi.Name()]; ok && int64(len(b)) > n {
-				b = b[:n]
-			}
+		defer in.Close()
+		out, err := os.Create(to)
+		if err != nil {
+			return err
 		}
-		return os.WriteFile(to, b, 0o644)
+		if _, err := io.CopyN(out, in, n); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
 	})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return dst
 }
 
 func flipByte(t *testing.T, path string, off int64) {

@@ -148,36 +148,7 @@ func pruneBenchFixture(b *testing.B) *pruneBench {
 func copyStore(b *testing.B, src string) string {
 	b.Helper()
 	dst := filepath.Join(b.TempDir(), "store")
-	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		to := filepath.Join(dst, rel)
-		if fi.IsDir() {
-			return os.MkdirAll(to, 0o755)
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(to)
-		if err != nil {
-			return err
-		}
-		if _, err := out.ReadFrom(in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	copyTree(b, src, dst, nil)
 	return dst
 }
 

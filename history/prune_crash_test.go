@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -257,37 +256,6 @@ func pruneCrashExpect(b *pcBase, p Policy, now time.Time) pcExpect {
 		e.target[tid] = next
 	}
 	return e
-}
-
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.Walk(src, func(path string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		to := filepath.Join(dst, rel)
-		if fi.IsDir() {
-			return os.MkdirAll(to, 0o755)
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(to)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // pcChild is what one child run reported.
@@ -577,7 +545,7 @@ func TestPruneCrashKill9(t *testing.T) {
 		pi := round % len(pcPolicies)
 		now := base.end.Add(time.Duration(1+rnd.IntN(360)) * time.Minute)
 		dir := filepath.Join(tmp, fmt.Sprintf("r%d", round))
-		copyDir(t, base.dir, dir)
+		copyTree(t, base.dir, dir, nil)
 		st := &pcState{base: base, exp: pruneCrashExpect(base, pcPolicies[pi], now), now: now,
 			live: base.last, remembered: map[TID]model{}}
 		kills := 1
