@@ -54,11 +54,9 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	if err != nil {
 		return err
 	}
-	if cur := s.packs.sealedBelow(); true {
-		size := fileSize(s.packs.name(cur))
-		if size-live[cur] >= packMinReclaim && deadEnough(live[cur], size) {
-			s.packs.seal(cur)
-		}
+	open := s.packs.sealedBelow()
+	if size := fileSize(s.packs.name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
+		s.packs.seal(open)
 	}
 	// Packs a commit in flight is writing to hold blocks the index does
 	// not know yet: never touch them.
