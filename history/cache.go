@@ -19,6 +19,9 @@ type cacheEntry struct {
 	data []byte
 }
 
+// blockCacheBytes bounds the cache whatever the store's chunk size.
+const blockCacheBytes = 16 << 20
+
 func newBlockCache(n int) *blockCache {
 	return &blockCache{max: n, order: list.New(), items: map[Hash]*list.Element{}}
 }

@@ -56,7 +56,9 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	}
 	open := s.packs.sealedBelow()
 	if size := fileSize(s.packs.name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
-		s.packs.seal(open)
+		if err := s.packs.seal(open); err != nil {
+			return err
+		}
 	}
 	// Packs a commit in flight is writing to hold blocks the index does
 	// not know yet: never touch them.

@@ -204,7 +204,8 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 	clk := epoch()
 	s := openTest(t, t.TempDir(), clk)
 	defer s.Close()
-	data := randData(1, 1<<20) // 16 distinct chunks
+	data := randData(1, 1<<20)
+	n := int64(len(data) / ChunkSize) // distinct chunks
 	perBlock := int64(ChunkSize + packHdrLen)
 
 	b0 := packBytes(t, s)
@@ -213,8 +214,8 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 	clk.add(time.Second)
 	commit(t, s)
 	b1 := packBytes(t, s)
-	if got, want := b1-b0, 16*perBlock; got != want {
-		t.Fatalf("first copy stored %d bytes, want %d (16 blocks)", got, want)
+	if got, want := b1-b0, n*perBlock; got != want {
+		t.Fatalf("first copy stored %d bytes, want %d (%d blocks)", got, want, n)
 	}
 
 	// The same bytes in another file: nothing new is stored.
@@ -240,7 +241,7 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 	write(t, s, d, data2, 0)
 	clk.add(time.Second)
 	commit(t, s)
-	if got, want := packBytes(t, s)-b1, 16*perBlock; got != want {
+	if got, want := packBytes(t, s)-b1, n*perBlock; got != want {
 		t.Fatalf("new data written to two files in one transaction stored %d bytes, want %d", got, want)
 	}
 
@@ -1514,6 +1515,11 @@ func TestVerifyFindsFlippedByteInPack(t *testing.T) {
 	n, err := s.ReadAt(file, p, 10, s.LastTID())
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("reading the damaged block: %d bytes, err %v; want ErrCorrupt", n, err)
+	}
+	// A read of whole blocks, which takes them in one run, finds it too.
+	whole := make([]byte, len(data))
+	if n, err := s.ReadAt(file, whole, 0, s.LastTID()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reading the file whole: %d bytes, err %v; want ErrCorrupt", n, err)
 	}
 	// The other block still reads.
 	if got := readRange(t, s, file, 2*ChunkSize-100, 100, s.LastTID()); !bytes.Equal(got, data[2*ChunkSize-100:]) {

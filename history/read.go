@@ -288,17 +288,26 @@ var errStop = errors.New("stop")
 // file's size and returns the count read; reading at or past the end
 // returns 0.
 func (s *Store) ReadAt(obj ObjID, p []byte, off int64, at TID) (int, error) {
-	ls, at, done, err := s.readLayers(at)
-	if err != nil {
-		return 0, err
-	}
-	n, err := s.readAt(ls, obj, p, off, at, done)
+	n, _, err := s.ReadInode(obj, p, off, at)
 	return n, err
 }
 
+// ReadInode is ReadAt that also returns the attributes the read went by,
+// of the same moment as the data: a server answering a read with the
+// file's attributes needs no second lookup, nor one that may see a later
+// change.
+func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
+	ls, at, done, err := s.readLayers(at)
+	if err != nil {
+		return 0, Inode{}, err
+	}
+	return s.readAt(ls, obj, p, off, at, done)
+}
+
 // readAt resolves which chunk holds each piece under the lock (release is
-// called once that is done), then reads the blocks without it.
-func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, release ...func()) (int, error) {
+// called once that is done), with one index transaction for whatever the
+// overlays do not decide, then reads the blocks without it.
+func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, release ...func()) (int, Inode, error) {
 	unlocked := false
 	unlock := func() {
 		if !unlocked {
@@ -309,84 +318,187 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 		}
 	}
 	defer unlock()
-	ino, err := s.inode(ls, obj, at)
-	if err != nil {
-		return 0, err
-	}
 	if off < 0 {
-		return 0, fmt.Errorf("history: negative offset %d", off)
+		return 0, Inode{}, fmt.Errorf("history: negative offset %d", off)
 	}
-	if uint64(off) >= ino.Size {
-		return 0, nil
-	}
-	p = p[:min(uint64(len(p)), ino.Size-uint64(off))]
-	if len(p) == 0 {
-		return 0, nil // an empty read: no chunk to resolve
+	var ino Inode
+	inoDecided := false
+	for _, l := range ls {
+		if i, ok := l.inode(obj); ok {
+			if i == nil {
+				return 0, Inode{}, ErrNotFound
+			}
+			ino, inoDecided = *i, true
+			break
+		}
 	}
 	type piece struct {
-		buf []byte // overlay data
-		ref *chunkRef
+		buf     []byte // overlay data
+		ref     *chunkRef
+		indexed bool     // no overlay decides the chunk: its record is looked up
+		loc     blockLoc // where ref's block was, when looked up
+		has     bool     // loc is set
 	}
-	first, last := uint64(off)/ChunkSize, (uint64(off)+uint64(len(p))-1)/ChunkSize
-	pieces := make([]piece, 0, last-first+1)
-	var missing []uint64
-	for idx := first; idx <= last; idx++ {
-		pc := piece{}
-		decided := false
-		for _, l := range ls {
-			if c, ok := l.chunk(obj, idx); ok {
-				pc.buf, pc.ref, decided = c.data, c.ref, true
-				break
+	var pieces []piece
+	cs := uint64(s.chunk)
+	var first uint64
+	// resolve finds each piece in the overlays, and in the index through
+	// tx (nil when the overlays decided everything so far).
+	resolve := func(tx *bolt.Tx) (needIndex bool, err error) {
+		if !inoDecided {
+			if tx == nil {
+				return true, nil
+			}
+			r, ok, err := latest(tx, obj, keyInode, at)
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				return false, ErrNotFound
+			}
+			if ino, err = decodeInode(r.Payload); err != nil {
+				return false, err
+			}
+			inoDecided = true
+		}
+		if uint64(off) >= ino.Size {
+			p = p[:0]
+			return false, nil
+		}
+		p = p[:min(uint64(len(p)), ino.Size-uint64(off))]
+		if len(p) == 0 {
+			return false, nil // an empty read: no chunk to resolve
+		}
+		var last uint64
+		first, last = uint64(off)/cs, (uint64(off)+uint64(len(p))-1)/cs
+		if pieces == nil {
+			pieces = make([]piece, last-first+1)
+			for idx := first; idx <= last; idx++ {
+				pc := &pieces[idx-first]
+				decided := false
+				for _, l := range ls {
+					if c, ok := l.chunk(obj, idx); ok {
+						pc.buf, pc.ref, decided = c.data, c.ref, true
+						break
+					}
+				}
+				pc.indexed = !decided
+				needIndex = needIndex || pc.indexed || pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil
 			}
 		}
-		if !decided {
-			missing = append(missing, idx)
+		if tx == nil {
+			return needIndex, nil
 		}
-		pieces = append(pieces, pc)
-	}
-	if len(missing) > 0 {
-		err := s.index.View(func(tx *bolt.Tx) error {
-			for _, idx := range missing {
-				r, ok, err := latest(tx, obj, chunkKey(idx), at)
+		for i := range pieces {
+			pc := &pieces[i]
+			if pc.indexed {
+				r, ok, err := latest(tx, obj, chunkKey(first+uint64(i)), at)
 				if err != nil {
-					return err
+					return false, err
 				}
 				if !ok {
-					continue
+					continue // a hole
 				}
 				ref, err := decodeChunk(r.Payload)
 				if err != nil {
-					return err
+					return false, err
 				}
-				pieces[idx-first].ref = &ref
+				pc.ref = &ref
 			}
-			return nil
-		})
-		if err != nil {
-			return 0, err
+			if pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil {
+				e, ok, err := getBlk(tx, pc.ref.hash)
+				if err != nil {
+					return false, err
+				}
+				pc.loc, pc.has = e.Loc, ok
+			}
 		}
+		return false, nil
+	}
+	needIndex, err := resolve(nil)
+	if err == nil && needIndex {
+		err = s.index.View(func(tx *bolt.Tx) error {
+			_, err := resolve(tx)
+			return err
+		})
+	}
+	if err != nil {
+		return 0, Inode{}, err
 	}
 	unlock()
-	for i, pc := range pieces {
-		idx := first + uint64(i)
-		data := pc.buf
-		if pc.ref != nil {
-			if data, err = s.chunkData(*pc.ref); err != nil {
-				return 0, err
+	// dst is the part of p chunk first+i covers, at offset in of the chunk.
+	dst := func(i int) (d []byte, in int64) {
+		start := int64(first+uint64(i)) * int64(cs)
+		from := max(start, off)
+		to := min(start+int64(cs), off+int64(len(p)))
+		return p[from-off : to-off], from - start
+	}
+	// whole reports whether piece i is a block read whole into p, straight
+	// from its pack.
+	whole := func(i int) bool {
+		pc := &pieces[i]
+		d, in := dst(i)
+		return pc.ref != nil && pc.ref.block && pc.has && in == 0 && len(d) >= int(pc.loc.Length)
+	}
+	for i := 0; i < len(pieces); {
+		// Blocks back to back in one pack, each read whole: one read for
+		// the run, into p.
+		if j := i; whole(i) {
+			for j++; j < len(pieces) && j-i < 512 && whole(j) && pieces[j].loc.Pack == pieces[j-1].loc.Pack &&
+				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+packHdrLen; j++ {
+			}
+			if j-i > 1 {
+				locs, hashes, dsts := make([]blockLoc, 0, j-i), make([]Hash, 0, j-i), make([][]byte, 0, j-i)
+				for k := i; k < j; k++ {
+					d, _ := dst(k)
+					locs, hashes, dsts = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash), append(dsts, d[:pieces[k].loc.Length])
+				}
+				if s.packs.getRun(locs, hashes, dsts) == nil {
+					for k := i; k < j; k++ {
+						d, _ := dst(k)
+						clear(d[pieces[k].loc.Length:])
+					}
+					i = j
+					continue
+				}
+				// Moved by the cleaner since, or damaged: block by block,
+				// which looks again and reports damage.
 			}
 		}
-		// The part of p this chunk covers.
-		cs := int64(idx) * ChunkSize
-		from := max(cs, off)
-		to := min(cs+ChunkSize, off+int64(len(p)))
-		dst := p[from-off : to-off]
-		n := 0
-		if int64(len(data)) > from-cs {
-			n = copy(dst, data[from-cs:])
+		pc := pieces[i]
+		data := pc.buf
+		if pc.ref != nil {
+			if data, err = s.blockData(*pc.ref, pc.loc, pc.has); err != nil {
+				return 0, Inode{}, err
+			}
 		}
-		clear(dst[n:]) // holes and the unwritten end of a chunk read as zeros
+		d, in := dst(i)
+		n := 0
+		if int64(len(data)) > in {
+			n = copy(d, data[in:])
+		}
+		clear(d[n:]) // holes and the unwritten end of a chunk read as zeros
+		i++
 	}
-	return len(p), nil
+	return len(p), ino, nil
+}
+
+// blockData is chunkData for a reference whose block was looked up in the
+// index already (has): read from there, and only if the block is gone
+// from there — the cleaner moved it since — look it up again.
+func (s *Store) blockData(ref chunkRef, loc blockLoc, has bool) ([]byte, error) {
+	if !ref.block || !has {
+		return s.chunkData(ref)
+	}
+	if b := s.cache.get(ref.hash); b != nil {
+		return b, nil
+	}
+	b, err := s.packs.get(loc, ref.hash)
+	if err != nil {
+		return s.chunkData(ref)
+	}
+	s.cache.put(ref.hash, b)
+	return b, nil
 }
 
 // chunkData returns the bytes of a committed chunk, checked.

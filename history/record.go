@@ -117,9 +117,17 @@ const (
 	chunkBlock  byte = 1
 )
 
-// ChunkSize is the file-offset grain of data records: a 1 GiB file is 16384
-// records, and rewriting 4 KiB costs one new 64 KiB block.
-const ChunkSize = 64 << 10
+// ChunkSize is the file-offset grain of data records in a new store: a
+// 1 GiB file is 65536 records, and rewriting 4 KiB costs one new 16 KiB
+// block. Smaller chunks cost more records (and index) per byte, larger
+// ones more bytes written and hashed per small write: 64 KiB chunks made
+// a 4 KiB random write 2.5x slower, 4 KiB ones a sequential write 4x
+// slower (see integration/bench/README.md). Stores made with 64 KiB keep
+// it (FORMAT).
+const ChunkSize = 16 << 10
+
+// ChunkSize is the chunk size this store was made with.
+func (s *Store) ChunkSize() int { return s.chunk }
 
 // InlineMax is the largest chunk kept inside its record instead of a block.
 const InlineMax = 4 << 10

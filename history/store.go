@@ -28,6 +28,10 @@ type Options struct {
 	Clock func() time.Time
 	// Logger receives recovery and commit problems. Default slog.Default().
 	Logger *slog.Logger
+	// ChunkSize is the file-offset grain of data records for a new store
+	// (default ChunkSize); an existing store keeps the one it was made
+	// with (see FORMAT).
+	ChunkSize int
 }
 
 // Store is an open history store in one data directory.
@@ -42,6 +46,7 @@ type Store struct {
 	lock  *os.File
 	cache *blockCache
 	stats statsCache
+	chunk int // the store's chunk size, from FORMAT
 
 	mu       sync.RWMutex // guards the fields below and the pending overlay
 	pending  *overlay
@@ -86,6 +91,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = ChunkSize
+	}
 	for _, d := range []string{dir, filepath.Join(dir, "log"), filepath.Join(dir, "intent")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("history: create %s: %w", d, err)
@@ -95,8 +103,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), cache: newBlockCache(256),
-		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	format, err := loadFormat(dir, opts.ChunkSize)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
+		cache: newBlockCache(blockCacheBytes / format.chunk),
+		stop:  make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
 		s.closeFiles()

@@ -324,11 +324,12 @@ func (tx *Tx) write(obj ObjID, p []byte, off int64) error {
 		st.chunks = map[uint64]*chunkBuf{}
 	}
 	for len(p) > 0 {
-		idx := uint64(off) / ChunkSize
-		in := int(uint64(off) % ChunkSize)
-		n := min(len(p), ChunkSize-in)
+		cs := uint64(tx.s.chunk)
+		idx := uint64(off) / cs
+		in := int(uint64(off) % cs)
+		n := min(len(p), int(cs)-in)
 		var base []byte
-		if n < ChunkSize {
+		if n < int(cs) {
 			// Only a partial write keeps some of the old chunk; one that
 			// covers it whole need not read it.
 			if base, err = tx.chunk(obj, idx); err != nil {
@@ -357,7 +358,8 @@ func (tx *Tx) truncate(obj ObjID, size uint64) error {
 	}
 	st := tx.ov.obj(obj)
 	if size < ino.Size {
-		idx, rem := size/ChunkSize, int(size%ChunkSize)
+		cs := uint64(tx.s.chunk)
+		idx, rem := size/cs, int(size%cs)
 		drop := idx
 		if rem > 0 {
 			base, err := tx.chunk(obj, idx)
@@ -427,7 +429,8 @@ func (tx *Tx) ReadDir(dir ObjID, after string, fn func(name string, child ObjID,
 
 // ReadAt reads live file data.
 func (tx *Tx) ReadAt(obj ObjID, p []byte, off int64) (int, error) {
-	return tx.s.readAt(tx.layers(), obj, p, off, Live)
+	n, _, err := tx.s.readAt(tx.layers(), obj, p, off, Live)
+	return n, err
 }
 
 // Readlink reads a symlink's live target.
