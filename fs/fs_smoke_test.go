@@ -115,3 +115,49 @@ func TestSmokeCreateWriteTimeTravel(t *testing.T) {
 		t.Fatalf("restore: %q", got)
 	}
 }
+
+// LookupIn, given the directory's attributes, answers as Lookup does.
+func TestLookupInAnswersAsLookup(t *testing.T) {
+	f, s := newTestFS(t)
+	user := Cred{Uid: 1000, Gid: 1000}
+	d, err := f.Mkdir(root, f.Root(), "d", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := f.Mkdir(root, f.Root(), "closed", 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, _, err := f.Create(root, d, "f", 0o644, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	versions, err := f.Lookup(root, d, "f@@")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	f.ReadDir(root, versions, "", func(e Dirent) bool { first = e.Name; return false })
+	for _, tc := range []struct {
+		c    Cred
+		dir  Node
+		name string
+	}{
+		{root, d, "f"}, {root, d, "missing"}, {root, d, "."}, {root, d, ".."}, {root, f.Root(), ".."},
+		{root, file, "x"}, {user, closed, "x"}, {root, closed, "x"}, {root, d, "f@@bad"}, {root, d, "f@@"},
+		{root, d, "@@0x7fffffffffffffff"}, {root, versions, first}, {root, versions, "nope"},
+	} {
+		want, werr := f.Lookup(tc.c, tc.dir, tc.name)
+		da, err := f.Getattr(tc.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gerr := f.LookupIn(tc.c, tc.dir, da, tc.name)
+		if got != want || Errno(gerr) != Errno(werr) {
+			t.Errorf("%v %q: LookupIn %v %v, Lookup %v %v", tc.dir, tc.name, got, gerr, want, werr)
+		}
+	}
+}

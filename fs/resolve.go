@@ -112,27 +112,25 @@ func (f *FS) ParseWhen(when string) (When, error) {
 // name@@ is the directory of name's versions.
 func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
 	if dir.Versions {
-		if len(name) > NameMax {
-			return Node{}, syscall.ENAMETOOLONG
-		}
-		tid, ok := ParseVersionName(name)
-		if !ok {
-			return Node{}, syscall.ENOENT
-		}
-		n := Node{Obj: dir.Obj, At: history.TID(tid)}
-		if _, _, err := f.getattr(n); err != nil {
-			return Node{}, err
-		}
-		return n, nil
+		return f.lookupVersion(dir, name)
 	}
-	_, dino, err := f.getattr(dir)
+	da, _, err := f.getattr(dir)
 	if err != nil {
 		return Node{}, err
 	}
-	if dino.Kind != history.KindDir {
+	return f.LookupIn(c, dir, da, name)
+}
+
+// LookupIn is Lookup in a directory whose attributes da the caller has just
+// read with Getattr: an NFS reply carries them, and so they are read once.
+func (f *FS) LookupIn(c Cred, dir Node, da Attr, name string) (Node, error) {
+	if dir.Versions {
+		return f.lookupVersion(dir, name)
+	}
+	if da.Kind != history.KindDir {
 		return Node{}, syscall.ENOTDIR
 	}
-	if err := access(c, dino, AccessExec); err != nil {
+	if err := access(c, history.Inode{Kind: da.Kind, Mode: da.Mode, Uid: da.Uid, Gid: da.Gid}, AccessExec); err != nil {
 		return Node{}, err
 	}
 	base, when, has := SplitWhen(name)
@@ -173,6 +171,23 @@ func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
 		return Node{}, err
 	}
 	return then, nil
+}
+
+// lookupVersion finds a version in name@@, the directory of dir.Obj's
+// versions.
+func (f *FS) lookupVersion(dir Node, name string) (Node, error) {
+	if len(name) > NameMax {
+		return Node{}, syscall.ENAMETOOLONG
+	}
+	tid, ok := ParseVersionName(name)
+	if !ok {
+		return Node{}, syscall.ENOENT
+	}
+	n := Node{Obj: dir.Obj, At: history.TID(tid)}
+	if _, _, err := f.getattr(n); err != nil {
+		return Node{}, err
+	}
+	return n, nil
 }
 
 func (f *FS) lookupPlain(dir Node, name string) (Node, error) {

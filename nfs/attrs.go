@@ -1,7 +1,6 @@
 package nfs
 
 import (
-	"syscall"
 	"time"
 
 	"github.com/asof/asof/fs"
@@ -20,34 +19,23 @@ const (
 	nfsErrNotSync = 10002
 )
 
-// targetAttr resolves a handle and reads the attributes of what it names.
-func (h *handler) targetAttr(fh []byte) (fs.Node, fs.Attr, error) {
-	n, err := h.target(fh)
-	if err != nil {
-		return n, fs.Attr{}, err
-	}
-	a, err := h.f.Getattr(n)
-	return n, a, err
-}
-
-func (h *handler) getattr(c *rpcCall) ([]byte, error) {
+func (h *handler) getattr(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh := r.handle()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
 	_, a, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
-		return w.b, nil
+		return nil
 	}
 	w.u32(nfsOK)
 	w.fattr3(a)
-	return w.b, nil
+	return nil
 }
 
-func (h *handler) setattr(c *rpcCall) ([]byte, error) {
+func (h *handler) setattr(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh := r.handle()
 	attrs := r.sattr3()
@@ -58,25 +46,20 @@ func (h *handler) setattr(c *rpcCall) ([]byte, error) {
 		ctime = time.Unix(int64(sec), int64(nsec))
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
-	n, err := h.target(fh)
+	n, a, err := h.targetAttr(fh)
 	var pre *fs.Attr
 	if err == nil {
-		pre = h.attr(n)
-		switch {
-		case pre == nil:
-			err = syscall.ESTALE
-		case guard && !pre.Ctime.Equal(ctime):
+		pre = &a
+		if guard && !pre.Ctime.Equal(ctime) {
 			// The client's view of the object is out of date.
 			w.u32(nfsErrNotSync)
 			w.wcc(pre, pre)
-			return w.b, nil
-		default:
-			if _, err = h.f.Setattr(h.cred, n, attrs.set); err == nil {
-				err = h.f.Sync()
-			}
+			return nil
+		}
+		if _, err = h.f.Setattr(h.cred, n, attrs.set); err == nil {
+			err = h.f.Sync()
 		}
 	}
 	w.u32(status(err))
@@ -85,37 +68,39 @@ func (h *handler) setattr(c *rpcCall) ([]byte, error) {
 		post = h.attr(n)
 	}
 	w.wcc(pre, post)
-	return w.b, nil
+	return nil
 }
 
-func (h *handler) lookup(c *rpcCall) ([]byte, error) {
+// lookup reads three things: the directory's attributes (which also tell
+// that its handle is not stale, and are its post-op attributes), the entry,
+// and the attributes of what it names.
+func (h *handler) lookup(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
-	dir, err := h.target(fh)
+	dir, da, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		w.postOpAttr(nil)
-		return w.b, nil
+		return nil
 	}
-	n, err := h.f.Lookup(h.cred, dir, name)
+	n, err := h.f.LookupIn(h.cred, dir, da, name)
 	var a fs.Attr
 	if err == nil {
 		a, err = h.f.Getattr(n)
 	}
 	if err != nil {
 		w.u32(status(err))
-		w.postOpAttr(h.attr(dir))
-		return w.b, nil
+		w.postOpAttr(&da)
+		return nil
 	}
 	w.u32(nfsOK)
-	w.opaque(h.encode(n, a.Kind == history.KindDir))
+	h.putHandle(w, n, a.Kind == history.KindDir)
 	w.postOpAttr(&a)
-	w.postOpAttr(h.attr(dir))
-	return w.b, nil
+	w.postOpAttr(&da)
+	return nil
 }
 
 // NFS ACCESS bits.
@@ -130,25 +115,24 @@ const (
 
 // access answers which of the asked rights the export's identity has, by
 // the rules fs applies: a client then fails early, as on a local disk.
-func (h *handler) access(c *rpcCall) ([]byte, error) {
+func (h *handler) access(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh := r.handle()
 	want := r.u32()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
 	n, a, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		w.postOpAttr(nil)
-		return w.b, nil
+		return nil
 	}
 	ok, err := h.f.Access(h.cred, n, fs.AccessRead|fs.AccessWrite|fs.AccessExec)
 	if err != nil {
 		w.u32(status(err))
 		w.postOpAttr(&a)
-		return w.b, nil
+		return nil
 	}
 	var got uint32
 	dir := a.Kind == history.KindDir
@@ -171,5 +155,5 @@ func (h *handler) access(c *rpcCall) ([]byte, error) {
 	w.u32(nfsOK)
 	w.postOpAttr(&a)
 	w.u32(got & want)
-	return w.b, nil
+	return nil
 }

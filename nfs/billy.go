@@ -2,7 +2,6 @@ package nfs
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -27,11 +26,10 @@ import (
 // (go-nfs compares them with reflect.DeepEqual to allow a rename, and
 // answers ROFS when the value lacks the write capability).
 type billyFS struct {
-	f        *fs.FS
-	cred     fs.Cred
-	live     bool
-	root     fs.Node // what an empty path means (the mounted node)
-	observer fs.Observer
+	f    *fs.FS
+	cred fs.Cred
+	live bool
+	root fs.Node // what an empty path means (the mounted node)
 }
 
 func token(n fs.Node) string {
@@ -175,52 +173,17 @@ func (b *billyFS) Readlink(p string) (string, error) {
 	return t, pathErr("readlink", p, err)
 }
 
+// Open, Create and OpenFile refuse: go-nfs opens a file only to serve
+// READ, WRITE, CREATE and a SETATTR of the size, which the interposer
+// answers itself (procs.go, data.go).
 func (b *billyFS) Open(p string) (billy.File, error) { return b.OpenFile(p, os.O_RDONLY, 0) }
 
-// Create opens name, creating it when missing. Unlike os.Create it never
-// truncates an existing file: NFS CREATE UNCHECKED carries the size to set,
-// if any, in its attributes, and go-nfs applies them after.
 func (b *billyFS) Create(p string) (billy.File, error) {
 	return b.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
 }
 
 func (b *billyFS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error) {
-	if flag&os.O_CREATE != 0 {
-		dir, name, err := b.parent(p)
-		if err != nil {
-			return nil, pathErr("open", p, err)
-		}
-		n, _, err := b.f.Create(b.cred, dir, name, uint32(perm.Perm()), flag&os.O_EXCL != 0)
-		if err != nil {
-			return nil, pathErr("open", p, err)
-		}
-		return &nfsFile{b: b, n: n, name: p, flag: flag}, nil
-	}
-	n, err := b.resolve(p)
-	if err != nil {
-		return nil, pathErr("open", p, err)
-	}
-	want := uint32(fs.AccessRead)
-	if flag&(os.O_WRONLY|os.O_RDWR) != 0 {
-		want = fs.AccessWrite
-		if !b.live {
-			return nil, pathErr("open", p, syscall.EROFS)
-		}
-	}
-	a, err := b.f.Getattr(n)
-	if err != nil {
-		return nil, pathErr("open", p, err)
-	}
-	if a.Kind == history.KindDir && want == fs.AccessWrite {
-		return nil, pathErr("open", p, syscall.EISDIR)
-	}
-	if flag&os.O_TRUNC != 0 {
-		zero := uint64(0)
-		if _, err := b.f.Setattr(b.cred, n, fs.SetAttr{Size: &zero}); err != nil {
-			return nil, pathErr("open", p, err)
-		}
-	}
-	return &nfsFile{b: b, n: n, name: p, flag: flag}, nil
+	return nil, pathErr("open", p, syscall.ENOTSUP)
 }
 
 func (b *billyFS) Rename(from, to string) error {
@@ -367,83 +330,6 @@ func (b *billyFS) syncAfter(err error) error {
 		return err
 	}
 	return b.f.Sync()
-}
-
-// nfsFile is what go-nfs reads and writes through. NFS has no open or
-// close, so it carries only a position.
-type nfsFile struct {
-	b    *billyFS
-	n    fs.Node
-	name string
-	off  int64
-	flag int
-}
-
-func (f *nfsFile) Name() string { return f.name }
-
-func (f *nfsFile) Read(p []byte) (int, error) {
-	n, err := f.ReadAt(p, f.off)
-	f.off += int64(n)
-	return n, err
-}
-
-func (f *nfsFile) ReadAt(p []byte, off int64) (int, error) {
-	n, err := f.b.f.Read(f.b.cred, f.n, p, off)
-	f.b.observer.Bytes("nfs", n, 0)
-	if err != nil {
-		return n, pathErr("read", f.name, err)
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// Write is durable when it returns: go-nfs answers every WRITE as
-// FILE_SYNC and its COMMIT does nothing. (The interposer answers WRITE and
-// COMMIT itself, honouring the client's stability; this is go-nfs's path,
-// kept right.) The engine's intent log makes that one fsync shared by every
-// write in flight, and history keeps its grain.
-func (f *nfsFile) Write(p []byte) (int, error) {
-	n, err := f.b.f.Write(f.b.cred, f.n, p, f.off, f.flag&os.O_APPEND != 0)
-	if err != nil {
-		return 0, pathErr("write", f.name, err)
-	}
-	f.off += int64(n)
-	f.b.observer.Bytes("nfs", 0, n)
-	if err := f.b.f.Sync(); err != nil {
-		return 0, pathErr("write", f.name, err)
-	}
-	return n, nil
-}
-
-func (f *nfsFile) Seek(off int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-		f.off = off
-	case io.SeekCurrent:
-		f.off += off
-	case io.SeekEnd:
-		a, err := f.b.f.Getattr(f.n)
-		if err != nil {
-			return 0, pathErr("seek", f.name, err)
-		}
-		f.off = int64(a.Size) + off
-	}
-	return f.off, nil
-}
-
-func (f *nfsFile) Close() error  { return nil }
-func (f *nfsFile) Lock() error   { return nil }
-func (f *nfsFile) Unlock() error { return nil }
-
-func (f *nfsFile) Truncate(size int64) error {
-	if size < 0 {
-		return pathErr("truncate", f.name, syscall.EINVAL)
-	}
-	s := uint64(size)
-	_, err := f.b.f.Setattr(f.b.cred, f.n, fs.SetAttr{Size: &s})
-	return pathErr("truncate", f.name, f.b.syncAfter(err))
 }
 
 // fileInfo carries the attributes go-nfs turns into fattr3; Sys gives it

@@ -49,7 +49,7 @@ var writeVerf = func() (v [8]byte) {
 	return v
 }()
 
-var dataProcs = map[procKey]dataFunc{
+var dataProcs = map[procKey]procFunc{
 	{progNFS, procRead}:   (*handler).read,
 	{progNFS, procWrite}:  (*handler).write,
 	{progNFS, procCommit}: (*handler).commit,
@@ -180,21 +180,10 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 		err = h.f.Sync()
 		committed = stableFileSync
 	}
-	var post *fs.Attr
-	if pre != nil {
-		post = h.attr(n)
+	if err == nil {
+		h.observer.Bytes("nfs", 0, len(data))
 	}
-	if err != nil {
-		w.u32(fileStatus(err, post))
-		w.wcc(pre, post)
-		return nil
-	}
-	h.observer.Bytes("nfs", 0, len(data))
-	w.u32(nfsOK)
-	w.wcc(pre, post)
-	w.u32(uint32(len(data)))
-	w.u32(committed)
-	w.b = append(w.b, writeVerf[:]...)
+	h.finishFile(w, n, pre, err, uint32(len(data)), committed)
 	return nil
 }
 
@@ -219,6 +208,15 @@ func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
 			err = h.f.Sync()
 		}
 	}
+	h.finishFile(w, n, pre, err)
+	return nil
+}
+
+// finishFile ends the replies of WRITE and COMMIT alike: the status, the
+// file's wcc data (pre, and its attributes now), and for a success the
+// results (WRITE's count and stability; none for COMMIT) and the write
+// verifier.
+func (h *handler) finishFile(w *xdrWriter, n fs.Node, pre *fs.Attr, err error, results ...uint32) {
 	var post *fs.Attr
 	if pre != nil {
 		post = h.attr(n)
@@ -226,12 +224,14 @@ func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
 	if err != nil {
 		w.u32(fileStatus(err, post))
 		w.wcc(pre, post)
-		return nil
+		return
 	}
 	w.u32(nfsOK)
 	w.wcc(pre, post)
+	for _, v := range results {
+		w.u32(v)
+	}
 	w.b = append(w.b, writeVerf[:]...)
-	return nil
 }
 
 // fsinfo advertises 1 MiB transfers: go-nfs advertised 1 GiB, which a

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"net"
 	"os"
@@ -60,6 +61,8 @@ type handler struct {
 	// a good part of the cost of a small READ); nverified counts them.
 	verified  sync.Map // [handleLen]byte -> struct{}
 	nverified atomic.Int64
+
+	macs sync.Pool // keyed HMAC states (hash.Hash) for appendMAC
 }
 
 // verifiedMax bounds the handles remembered as genuine: beyond it the
@@ -94,24 +97,47 @@ func LoadKey(dataDir string) ([]byte, error) {
 	return key, nil
 }
 
-func (h *handler) mac(b []byte) []byte {
-	m := hmac.New(sha256.New, h.key)
+// appendMAC appends the MAC of b to dst. The keyed HMAC states are kept
+// for reuse: setting one up again costs more than the MAC itself.
+func (h *handler) appendMAC(dst, b []byte) []byte {
+	m, _ := h.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, h.key)
+	} else {
+		m.Reset()
+	}
 	m.Write(b)
-	return m.Sum(nil)[:macLen]
+	var sum [sha256.Size]byte
+	dst = append(dst, m.Sum(sum[:0])[:macLen]...)
+	h.macs.Put(m)
+	return dst
+}
+
+// appendHandle appends the handle of n to dst.
+func (h *handler) appendHandle(dst []byte, n fs.Node, dir bool) []byte {
+	var flags byte
+	if n.Versions {
+		flags |= flagVersions
+	}
+	if dir {
+		flags |= flagDir
+	}
+	at := len(dst)
+	dst = append(dst, handleVersion, flags, 0, 0)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(n.Obj))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(n.At))
+	return h.appendMAC(dst, dst[at:])
 }
 
 func (h *handler) encode(n fs.Node, dir bool) []byte {
-	b := make([]byte, 4, handleLen)
-	b[0] = handleVersion
-	if n.Versions {
-		b[1] |= flagVersions
-	}
-	if dir {
-		b[1] |= flagDir
-	}
-	b = binary.BigEndian.AppendUint64(b, uint64(n.Obj))
-	b = binary.BigEndian.AppendUint64(b, uint64(n.At))
-	return append(b, h.mac(b)...)
+	return h.appendHandle(make([]byte, 0, handleLen), n, dir)
+}
+
+// putHandle writes the handle of n as an nfs_fh3 (a handle needs no XDR
+// padding).
+func (h *handler) putHandle(w *xdrWriter, n fs.Node, dir bool) {
+	w.u32(handleLen)
+	w.b = h.appendHandle(w.b, n, dir)
 }
 
 func (h *handler) decode(fh []byte) (fs.Node, bool, error) {
@@ -132,7 +158,8 @@ func (h *handler) genuine(fh []byte) bool {
 	if _, ok := h.verified.Load(k); ok {
 		return true
 	}
-	if !hmac.Equal(h.mac(fh[:handleLen-macLen]), fh[handleLen-macLen:]) {
+	var mac [macLen]byte
+	if !hmac.Equal(h.appendMAC(mac[:0], fh[:handleLen-macLen]), fh[handleLen-macLen:]) {
 		return false
 	}
 	if h.nverified.Add(1) > verifiedMax {

@@ -36,19 +36,17 @@ type rpcCall struct {
 	proc  uint32
 	args  []byte
 	start time.Time // when its record arrived
+	fn    procFunc  // what answers it
 	// pooled is a buffer from the pool that the reply was built in, given
 	// back once the reply is sent.
 	pooled *[]byte
 }
 
-// procFunc answers a call with the body of its reply; an error means the
-// arguments did not decode (GARBAGE_ARGS).
-type procFunc func(h *handler, c *rpcCall) ([]byte, error)
-
-// dataFunc answers a call by appending the body of its reply to w, which
-// holds the record mark and the RPC reply header already: READ puts file
-// data straight into the reply this way.
-type dataFunc func(h *handler, c *rpcCall, w *xdrWriter) error
+// procFunc answers a call by appending the body of its reply to w, which
+// holds the record mark and the RPC reply header already (READ puts file
+// data straight into the reply this way); an error means the arguments did
+// not decode (GARBAGE_ARGS).
+type procFunc func(h *handler, c *rpcCall, w *xdrWriter) error
 
 // maxInflight bounds the calls of one connection being answered at once,
 // and so the call records one connection holds: at most maxInflight, each
@@ -420,7 +418,10 @@ func (h *handler) decodeCall(rec []byte) (*rpcCall, bool) {
 		return nil, false
 	}
 	k := procKey{c.prog, c.proc}
-	if procs[k] == nil && dataProcs[k] == nil {
+	if c.fn = procs[k]; c.fn == nil {
+		c.fn = dataProcs[k]
+	}
+	if c.fn == nil {
 		return nil, false
 	}
 	if (c.prog == progNFS && c.vers != 3) || (c.prog == progMount && c.vers != 3) {
@@ -447,14 +448,7 @@ func (h *handler) reply(c *rpcCall) []byte {
 	w.u32(0) // AUTH_NONE
 	w.u32(0)
 	w.u32(0) // SUCCESS
-	var err error
-	if fn := dataProcs[k]; fn != nil {
-		err = fn(h, c, w)
-	} else {
-		var body []byte
-		body, err = procs[k](h, c)
-		w.b = append(w.b, body...)
-	}
+	err := c.fn(h, c, w)
 	if err != nil {
 		// Arguments that do not decode: GARBAGE_ARGS.
 		h.log.Debug("nfs: garbage arguments", "prog", c.prog, "proc", c.proc, "err", err)

@@ -89,16 +89,25 @@ func (r *xdrReader) dirop() ([]byte, string) {
 	return fh, string(name)
 }
 
-// liveDir resolves a handle that names a directory to change.
+// target resolves a handle to the node it names, which must exist: a bad
+// handle is BADHANDLE, one whose object is gone STALE.
 func (h *handler) target(fh []byte) (fs.Node, error) {
-	n, _, err := h.node(fh)
-	if errors.Is(err, errBadHandle) {
-		return n, err
-	}
+	n, _, err := h.targetAttr(fh)
+	return n, err
+}
+
+// targetAttr is target that also returns the attributes it read: most
+// replies carry them.
+func (h *handler) targetAttr(fh []byte) (fs.Node, fs.Attr, error) {
+	n, _, err := h.decode(fh)
 	if err != nil {
-		return n, syscall.ESTALE
+		return n, fs.Attr{}, err
 	}
-	return n, nil
+	a, err := h.f.Getattr(n)
+	if err != nil {
+		return n, a, syscall.ESTALE
+	}
+	return n, a, nil
 }
 
 func (h *handler) attr(n fs.Node) *fs.Attr {
@@ -112,10 +121,10 @@ func (h *handler) attr(n fs.Node) *fs.Attr {
 // change runs a change to directory dir and writes the status and the
 // directory's wcc data, then whatever more writes for a success.
 func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, more func()) {
-	dir, err := h.target(fh)
+	dir, da, err := h.targetAttr(fh)
 	var pre *fs.Attr
 	if err == nil {
-		pre = h.attr(dir)
+		pre = &da
 		err = do(dir)
 		if err == nil {
 			// The reply promises the change is on stable storage.
@@ -134,8 +143,7 @@ func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, mo
 }
 
 // made writes the result of CREATE, MKDIR, SYMLINK and MKNOD.
-func (h *handler) made(c *rpcCall, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs sattr3) []byte {
-	w := &xdrWriter{}
+func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs sattr3) {
 	var n fs.Node
 	h.change(w, fh, func(dir fs.Node) error {
 		var err error
@@ -150,14 +158,13 @@ func (h *handler) made(c *rpcCall, fh []byte, do func(dir fs.Node) (fs.Node, err
 		a := h.attr(n)
 		w.bool(a != nil) // post_op_fh3
 		if a != nil {
-			w.opaque(h.encode(n, a.Kind == history.KindDir))
+			h.putHandle(w, n, a.Kind == history.KindDir)
 		}
 		w.postOpAttr(a)
 	})
-	return w.b
 }
 
-func (h *handler) create(c *rpcCall) ([]byte, error) {
+func (h *handler) create(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	how := r.u32()
@@ -170,13 +177,12 @@ func (h *handler) create(c *rpcCall) ([]byte, error) {
 		verf = r.fixed(8)
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	if how > 2 {
-		w := &xdrWriter{}
 		w.u32(uint32(syscall.EINVAL))
 		w.wcc(nil, nil)
-		return w.b, nil
+		return nil
 	}
 	mode := uint32(0o644)
 	if attrs.set.Mode != nil {
@@ -187,7 +193,7 @@ func (h *handler) create(c *rpcCall) ([]byte, error) {
 		// UNCHECKED; a new file is empty.
 		attrs.set.Size = nil
 	}
-	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		if how == 2 {
 			return h.exclusiveCreate(dir, name, verf)
 		}
@@ -196,7 +202,8 @@ func (h *handler) create(c *rpcCall) ([]byte, error) {
 			attrs.set.Mode = nil // already given
 		}
 		return n, err
-	}, attrs), nil
+	}, attrs)
+	return nil
 }
 
 // exclusiveCreate keeps the client's verifier in the new file's mtime, as
@@ -225,37 +232,39 @@ func (h *handler) exclusiveCreate(dir fs.Node, name string, verf []byte) (fs.Nod
 	return n, err
 }
 
-func (h *handler) mkdir(c *rpcCall) ([]byte, error) {
+func (h *handler) mkdir(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	attrs := r.sattr3()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	mode := uint32(0o755)
 	if attrs.set.Mode != nil {
 		mode, attrs.set.Mode = *attrs.set.Mode, nil
 	}
-	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Mkdir(h.cred, dir, name, mode)
-	}, attrs), nil
+	}, attrs)
+	return nil
 }
 
-func (h *handler) symlink(c *rpcCall) ([]byte, error) {
+func (h *handler) symlink(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	attrs := r.sattr3()
 	target := string(r.opaque(fs.PathMax))
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	attrs.set.Mode = nil // a symlink's mode is always 0777
-	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Symlink(h.cred, dir, name, target)
-	}, attrs), nil
+	}, attrs)
+	return nil
 }
 
-func (h *handler) mknod(c *rpcCall) ([]byte, error) {
+func (h *handler) mknod(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	t := r.u32()
@@ -278,54 +287,53 @@ func (h *handler) mknod(c *rpcCall) ([]byte, error) {
 		}
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	if a.Kind == 0 {
-		w := &xdrWriter{}
 		w.u32(10007) // NFS3ERR_BADTYPE
 		w.wcc(nil, nil)
-		return w.b, nil
+		return nil
 	}
 	a.Mode = 0o644
 	if attrs.set.Mode != nil {
 		a.Mode, attrs.set.Mode = *attrs.set.Mode, nil
 	}
-	return h.made(c, fh, func(dir fs.Node) (fs.Node, error) {
+	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Mknod(h.cred, dir, name, a)
-	}, attrs), nil
+	}, attrs)
+	return nil
 }
 
 // remove answers REMOVE and RMDIR with their real statuses (NOTEMPTY,
 // ISDIR, NOTDIR), which go-nfs turns into IO.
-func (h *handler) remove(c *rpcCall) ([]byte, error) {
+func (h *handler) remove(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	fh, name := r.dirop()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
 	h.change(w, fh, func(dir fs.Node) error {
 		return h.f.Remove(h.cred, dir, name, c.proc == procRmdir)
 	}, nil)
-	return w.b, nil
+	return nil
 }
 
-func (h *handler) rename(c *rpcCall) ([]byte, error) {
+func (h *handler) rename(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	sfh, sname := r.dirop()
 	dfh, dname := r.dirop()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
-	sdir, err := h.target(sfh)
+	sdir, sa, err := h.targetAttr(sfh)
 	var ddir fs.Node
+	var da fs.Attr
 	if err == nil {
-		ddir, err = h.target(dfh)
+		ddir, da, err = h.targetAttr(dfh)
 	}
 	var spre, dpre *fs.Attr
 	if err == nil {
-		spre, dpre = h.attr(sdir), h.attr(ddir)
+		spre, dpre = &sa, &da
 		err = h.f.Rename(h.cred, sdir, sname, ddir, dname)
 		if err == nil {
 			err = h.f.Sync()
@@ -338,26 +346,26 @@ func (h *handler) rename(c *rpcCall) ([]byte, error) {
 	}
 	w.wcc(spre, spost)
 	w.wcc(dpre, dpost)
-	return w.b, nil
+	return nil
 }
 
 // link answers LINK, which go-nfs decodes as if it were SYMLINK.
-func (h *handler) link(c *rpcCall) ([]byte, error) {
+func (h *handler) link(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	ffh := r.handle()
 	dfh, name := r.dirop()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
 	file, err := h.target(ffh)
 	var dir fs.Node
+	var da fs.Attr
 	if err == nil {
-		dir, err = h.target(dfh)
+		dir, da, err = h.targetAttr(dfh)
 	}
 	var pre *fs.Attr
 	if err == nil {
-		pre = h.attr(dir)
+		pre = &da
 		err = h.f.Link(h.cred, file, dir, name)
 		if err == nil {
 			err = h.f.Sync()
@@ -374,24 +382,22 @@ func (h *handler) link(c *rpcCall) ([]byte, error) {
 		post = h.attr(dir)
 	}
 	w.wcc(pre, post)
-	return w.b, nil
+	return nil
 }
 
 // exports answers MOUNTPROC3_EXPORT (showmount -e; libnfs asks it first):
 // one export, the whole tree, open to every host exports.allow admits.
 // Any path below it, @@ forms included, can be mounted.
-func (h *handler) exports(c *rpcCall) ([]byte, error) {
-	w := &xdrWriter{}
+func (h *handler) exports(c *rpcCall, w *xdrWriter) error {
 	w.bool(true)
 	w.opaque([]byte("/"))
 	w.bool(false) // no groups: allowed by address
 	w.bool(false)
-	return w.b, nil
+	return nil
 }
 
 // dump answers MOUNTPROC3_DUMP with an empty list: mounts are not tracked.
-func (h *handler) dump(c *rpcCall) ([]byte, error) {
-	w := &xdrWriter{}
+func (h *handler) dump(c *rpcCall, w *xdrWriter) error {
 	w.bool(false)
-	return w.b, nil
+	return nil
 }

@@ -109,7 +109,7 @@ const (
 	postFhLen   = 4 + 4 + handleLen
 )
 
-func (h *handler) readdir(c *rpcCall) ([]byte, error) {
+func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 	plus := c.proc == procReaddirPlus
 	r := &xdrReader{b: c.args}
 	fh := r.handle()
@@ -121,24 +121,21 @@ func (h *handler) readdir(c *rpcCall) ([]byte, error) {
 		maxcount = r.u32()
 	}
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	w := &xdrWriter{}
-	dir, err := h.target(fh)
+	dir, dattr, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		w.postOpAttr(nil)
-		return w.b, nil
+		return nil
 	}
-	da := h.attr(dir)
-	fail := func(st uint32) ([]byte, error) {
-		w.b = w.b[:0]
+	da := &dattr
+	start := len(w.b)
+	fail := func(st uint32) error {
+		w.b = w.b[:start]
 		w.u32(st)
 		w.postOpAttr(da)
-		return w.b, nil
-	}
-	if da == nil {
-		return fail(status(syscall.ESTALE))
+		return nil
 	}
 	if da.Kind != history.KindDir {
 		return fail(status(syscall.ENOTDIR))
@@ -167,8 +164,8 @@ func (h *handler) readdir(c *rpcCall) ([]byte, error) {
 
 	w.u32(nfsOK)
 	w.postOpAttr(da)
-	w.u64(0)             // cookie verifier
-	size := len(w.b) + 8 // and the final value_follows and eof
+	w.u64(0)                     // cookie verifier
+	size := len(w.b) - start + 8 // and the final value_follows and eof
 	dsize := 0
 	full := false
 	emit := func(name string, n fs.Node, a *fs.Attr, ck uint64) bool {
@@ -189,7 +186,7 @@ func (h *handler) readdir(c *rpcCall) ([]byte, error) {
 		if plus {
 			w.postOpAttr(a)
 			w.bool(true)
-			w.opaque(h.encode(n, a.Kind == history.KindDir))
+			h.putHandle(w, n, a.Kind == history.KindDir)
 		}
 		return true
 	}
@@ -234,8 +231,8 @@ func (h *handler) readdir(c *rpcCall) ([]byte, error) {
 }
 
 // finish ends a directory list.
-func (w *xdrWriter) finish(eof bool) ([]byte, error) {
+func (w *xdrWriter) finish(eof bool) error {
 	w.bool(false)
 	w.bool(eof)
-	return w.b, nil
+	return nil
 }

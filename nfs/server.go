@@ -34,8 +34,8 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 		opts.Observer = fs.NopObserver{}
 	}
 	h := &handler{f: f, cred: opts.Cred, key: opts.Key, log: opts.Logger, observer: opts.Observer}
-	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root(), observer: opts.Observer}
-	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root(), observer: opts.Observer}
+	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root()}
+	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root()}
 	// go-nfs has one logger for the whole process: set it once.
 	setLogger.Do(func() { gonfs.SetLogger(quietLogger{opts.Logger}) })
 	err := gonfs.Serve(&listener{Listener: l, h: h}, h)

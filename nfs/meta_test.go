@@ -1,0 +1,183 @@
+package nfs
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/asof/asof/fs"
+)
+
+// lookupRes is a LOOKUP reply.
+type lookupRes struct {
+	status    uint32
+	fh        []byte
+	obj, dir  *fattr
+	remaining int
+}
+
+func (r *rawConn) lookup(dir []byte, name string) lookupRes {
+	r.t.Helper()
+	x := r.call(procLookup, diropArgs(dir, name))
+	var res lookupRes
+	res.status = x.u32()
+	if res.status == nfsOK {
+		res.fh = bytes.Clone(x.handle())
+		res.obj = x.postOp()
+	}
+	res.dir = x.postOp()
+	if x.err != nil {
+		r.t.Fatalf("LOOKUP %q: short reply", name)
+	}
+	res.remaining = len(x.b)
+	return res
+}
+
+// LOOKUP, GETATTR, CREATE and REMOVE answer with their statuses, handles
+// and attributes, each read once: the directory's attributes in a LOOKUP
+// reply and the pre-op ones of a change are those read to check the handle.
+func TestMetadataReplies(t *testing.T) {
+	s := newTestStore(t)
+	f := fs.New(s, fs.Options{})
+	ts := serveFS(t, f, root)
+	user := serveFS(t, f, fs.Cred{Uid: 1000, Gid: 1000})
+	file := mustCreate(t, f, f.Root(), "file", 0o644)
+	dir, err := f.Mkdir(root, f.Root(), "dir", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := f.Mkdir(root, f.Root(), "closed", 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := f.Mkdir(root, f.Root(), "gone", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneFH := ts.fh(gone)
+	if err := f.Remove(root, f.Root(), "gone", true); err != nil {
+		t.Fatal(err)
+	}
+	rootFH, fileFH, dirFH := ts.fh(f.Root()), ts.fh(file), ts.fh(dir)
+	rootIno := f.Root().Ino()
+	c, cu := dialRaw(t, ts.addr), dialRaw(t, user.addr)
+
+	// Found: the handle, the object's attributes, the directory's.
+	res := c.lookup(rootFH, "file")
+	if res.status != nfsOK || !bytes.Equal(res.fh, fileFH) || res.obj == nil || res.obj.ino != file.Ino() ||
+		res.obj.kind != 1 || res.dir == nil || res.dir.ino != rootIno || res.remaining != 0 {
+		t.Errorf("LOOKUP file: %+v", res)
+	}
+	res = c.lookup(rootFH, "dir")
+	if res.status != nfsOK || !bytes.Equal(res.fh, dirFH) || res.obj == nil || res.obj.kind != 2 {
+		t.Errorf("LOOKUP dir: %+v", res)
+	}
+	if res = c.lookup(dirFH, ".."); res.status != nfsOK || res.obj == nil || res.obj.ino != rootIno ||
+		res.dir == nil || res.dir.ino != dir.Ino() {
+		t.Errorf("LOOKUP ..: %+v", res)
+	}
+	for _, tc := range []struct {
+		c       *rawConn
+		dir     []byte
+		name    string
+		want    uint32
+		dirAttr bool
+	}{
+		{c, rootFH, "missing", 2, true},      // NOENT, with the directory's attributes
+		{c, fileFH, "x", 20, true},           // NOTDIR, with the file's
+		{cu, ts.fh(closed), "x", 13, true},   // ACCES: no search permission
+		{c, rootFH, "file@@bad", 22, true},   // INVAL: a WHEN that does not parse
+		{c, goneFH, "x", nfsErrStale, false}, // the directory is gone
+		{c, bytes.Repeat([]byte{7}, handleLen), "x", nfsErrBadHandl, false},
+	} {
+		res := tc.c.lookup(tc.dir, tc.name)
+		if res.status != tc.want || (res.dir != nil) != tc.dirAttr || res.remaining != 0 {
+			t.Errorf("LOOKUP %q: status %d, dir attributes %v; want %d, %v", tc.name, res.status, res.dir != nil, tc.want, tc.dirAttr)
+		}
+	}
+	if _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.lookup(rootFH, "file@@"); res.status != nfsOK || res.obj == nil || res.obj.kind != 2 {
+		t.Errorf("LOOKUP file@@: %+v", res)
+	}
+
+	// GETATTR.
+	x := c.call(procGetattr, xdrHandle(fileFH))
+	if st := x.u32(); st != nfsOK {
+		t.Errorf("GETATTR: %d", st)
+	} else if a := x.fattr(); a.ino != file.Ino() || a.mode != 0o644 || len(x.b) != 0 {
+		t.Errorf("GETATTR: %+v", a)
+	}
+	if st := c.call(procGetattr, xdrHandle(goneFH)).u32(); st != nfsErrStale {
+		t.Errorf("GETATTR of a removed directory: %d", st)
+	}
+
+	// CREATE then REMOVE: the directory's size and times before, its
+	// attributes after.
+	w := &xdrWriter{b: diropArgs(dirFH, "new")}
+	w.u32(1) // GUARDED
+	w.bool(true)
+	w.u32(0o600)
+	w.b = append(w.b, make([]byte, 5*4)...)
+	x = c.call(procCreate, w.b)
+	if st := x.u32(); st != nfsOK {
+		t.Fatalf("CREATE: %d", st)
+	}
+	if !x.bool() {
+		t.Fatal("CREATE: no handle")
+	}
+	nfh := bytes.Clone(x.handle())
+	a := x.postOp()
+	pre, post := x.wccData()
+	if a == nil || a.mode != 0o600 || a.kind != 1 || pre < 0 || post == nil || post.ino != dir.Ino() || x.err != nil || len(x.b) != 0 {
+		t.Errorf("CREATE: %+v pre %d post %+v", a, pre, post)
+	}
+	if res := c.lookup(dirFH, "new"); res.status != nfsOK || !bytes.Equal(res.fh, nfh) {
+		t.Errorf("LOOKUP of the new file: %+v", res)
+	}
+	x = c.call(procRemove, diropArgs(dirFH, "new"))
+	st := x.u32()
+	pre, post = x.wccData()
+	if st != nfsOK || pre < 0 || post == nil || post.ino != dir.Ino() || x.err != nil || len(x.b) != 0 {
+		t.Errorf("REMOVE: %d pre %d post %+v", st, pre, post)
+	}
+	if n, err := f.Lookup(root, dir, "new"); err == nil {
+		t.Errorf("removed, yet found: %v", n)
+	}
+	x = c.call(procRemove, diropArgs(goneFH, "x"))
+	st = x.u32()
+	if pre, post = x.wccData(); st != nfsErrStale || pre != -1 || post != nil {
+		t.Errorf("REMOVE in a removed directory: %d pre %d post %v", st, pre, post)
+	}
+}
+
+// go-nfs still answers READLINK, FSSTAT and PATHCONF, through the billy
+// adapter (which no longer opens files).
+func TestGoNFSProcs(t *testing.T) {
+	f := fs.New(newTestStore(t), fs.Options{})
+	ts := serveFS(t, f, root)
+	link, err := f.Symlink(root, f.Root(), "link", "some/target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, ts.addr)
+	x := c.call(5, xdrHandle(ts.fh(link))) // READLINK
+	st := x.u32()
+	x.postOp()
+	if target := string(x.opaque(4096)); st != nfsOK || target != "some/target" || x.err != nil {
+		t.Errorf("READLINK: %d %q %v", st, target, x.err)
+	}
+	for _, proc := range []uint32{18, 20} { // FSSTAT, PATHCONF
+		x := c.call(proc, xdrHandle(ts.fh(f.Root())))
+		if st := x.u32(); st != nfsOK || x.postOp() == nil {
+			t.Errorf("proc %d: %d", proc, st)
+		}
+	}
+}
+
+// xdrHandle encodes a handle as GETATTR's arguments.
+func xdrHandle(fh []byte) []byte {
+	w := &xdrWriter{}
+	w.opaque(fh)
+	return w.b
+}
