@@ -280,31 +280,49 @@ func (f *FS) ReadDir(c Cred, dir Node, after string, fn func(Dirent) bool) error
 
 // Read reads file data.
 func (f *FS) Read(c Cred, n Node, p []byte, off int64) (int, error) {
+	k, _, err := f.ReadAttr(c, n, p, off)
+	return k, err
+}
+
+// ReadAttr is Read that also returns the file's attributes as of the data
+// read (an NFS READ reply carries them). The engine reads the attributes
+// with the data, in one lookup, so the checks come after the read; what
+// a refused read put in p is wiped.
+func (f *FS) ReadAttr(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
 	if n.Versions {
-		return 0, syscall.EISDIR
-	}
-	_, ino, err := f.getattr(n)
-	if err != nil {
-		return 0, err
-	}
-	switch ino.Kind {
-	case history.KindFile:
-	case history.KindDir:
-		return 0, syscall.EISDIR
-	default:
-		return 0, syscall.EINVAL
-	}
-	if err := dataAccess(c, ino, AccessRead); err != nil {
-		return 0, err
+		a, _, err := f.getattr(n)
+		if err != nil {
+			return 0, Attr{}, err
+		}
+		return 0, a, syscall.EISDIR
 	}
 	if off < 0 {
-		return 0, syscall.EINVAL
+		return 0, Attr{}, syscall.EINVAL
 	}
-	k, err := f.s.ReadAt(n.Obj, p, off, n.At)
-	if err == nil && n.Live() {
+	k, ino, err := f.s.ReadInode(n.Obj, p, off, n.At)
+	if errors.Is(err, history.ErrNotFound) {
+		return 0, Attr{}, fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
+	}
+	if err != nil {
+		return 0, Attr{}, err
+	}
+	a := attrOf(n, ino)
+	switch ino.Kind {
+	case history.KindFile:
+		err = dataAccess(c, ino, AccessRead)
+	case history.KindDir:
+		err = syscall.EISDIR
+	default:
+		err = syscall.EINVAL
+	}
+	if err != nil {
+		clear(p[:k])
+		return 0, a, err
+	}
+	if n.Live() {
 		f.touchAtime(n, ino)
 	}
-	return k, err
+	return k, a, nil
 }
 
 // touchAtime updates the access time as Linux's relatime does: when it is

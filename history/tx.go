@@ -336,9 +336,14 @@ func (tx *Tx) write(obj ObjID, p []byte, off int64) error {
 				return err
 			}
 		}
-		buf := make([]byte, max(len(base), in+n))
-		copy(buf, base)
-		copy(buf[in:], p[:n])
+		var buf []byte
+		if in == 0 && n >= len(base) {
+			buf = append([]byte(nil), p[:n]...) // no zeroing of what is overwritten at once
+		} else {
+			buf = make([]byte, max(len(base), in+n))
+			copy(buf, base)
+			copy(buf[in:], p[:n])
+		}
 		st.chunks[idx] = &chunkBuf{data: buf}
 		tx.ov.bytes += int64(len(buf))
 		p, off = p[n:], off+int64(n)

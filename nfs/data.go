@@ -114,8 +114,11 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		// inside a file).
 		from = math.MaxInt64
 	}
-	k, err := h.f.Read(h.cred, n, data, from)
-	a := h.attr(n)
+	k, attr, err := h.f.ReadAttr(h.cred, n, data, from)
+	var a *fs.Attr
+	if attr.Ino != 0 {
+		a = &attr
+	}
 	if err != nil {
 		w.u32(fileStatus(err, a))
 		w.postOpAttr(a)
