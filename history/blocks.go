@@ -203,34 +203,9 @@ func (p *packStore) flush() error {
 	return nil
 }
 
-// pwritev writes every byte of iov at off, resuming after short writes.
+// pwritev writes every byte of iov at off.
 func pwritev(f *os.File, iov [][]byte, off int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for len(iov) > 0 {
-		var n int
-		var werr error
-		if err := rc.Write(func(fd uintptr) bool {
-			n, werr = unix.Pwritev(int(fd), iov, off)
-			return true
-		}); err != nil {
-			return err
-		}
-		if werr == unix.EINTR {
-			continue
-		}
-		if werr != nil {
-			return fmt.Errorf("%s: %w", f.Name(), werr)
-		}
-		if n == 0 {
-			return fmt.Errorf("%s: %w", f.Name(), io.ErrShortWrite)
-		}
-		off += int64(n)
-		iov = skipIov(iov, n)
-	}
-	return nil
+	return vectored(f, iov, off, unix.Pwritev)
 }
 
 // rotate starts a new pack after the newest one. A partly written pack left
@@ -365,27 +340,30 @@ func skipIov(iov [][]byte, n int) [][]byte {
 
 // preadv fills every byte of iov from off; the end of the file is an error.
 func preadv(f *os.File, iov [][]byte, off int64) error {
+	return vectored(f, iov, off, unix.Preadv)
+}
+
+// vectored moves every byte of iov with op (unix.Preadv or unix.Pwritev)
+// from off, resuming after short transfers and interrupted calls.
+func vectored(f *os.File, iov [][]byte, off int64, op func(fd int, iovs [][]byte, off int64) (int, error)) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	for len(iov) > 0 {
 		var n int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, rerr = unix.Preadv(int(fd), iov, off)
-			return true
-		}); err != nil {
+		var oerr error
+		if err := rc.Control(func(fd uintptr) { n, oerr = op(int(fd), iov, off) }); err != nil {
 			return err
 		}
-		if rerr == unix.EINTR {
+		if oerr == unix.EINTR {
 			continue
 		}
-		if rerr != nil {
-			return rerr
+		if oerr != nil {
+			return fmt.Errorf("%s: %w", f.Name(), oerr)
 		}
 		if n == 0 {
-			return io.ErrUnexpectedEOF
+			return fmt.Errorf("%s: %w", f.Name(), io.ErrUnexpectedEOF)
 		}
 		off += int64(n)
 		iov = skipIov(iov, n)

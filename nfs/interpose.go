@@ -67,6 +67,11 @@ type interposed struct {
 	forward chan *[]byte    // call records for go-nfs, in arrival order
 	workers sync.WaitGroup
 
+	qmu     sync.Mutex    // guards queue, spare, writing
+	queue   []queuedReply // replies of the interposer's waiting to be written
+	spare   []queuedReply // the previous batch's slice, for the next
+	writing bool          // a goroutine is writing the queue
+
 	wmu     sync.Mutex // held from the first byte of a reply to its last
 	out     []byte     // a partial fragment header of go-nfs's output
 	left    int        // bytes of the current fragment still to come
@@ -165,21 +170,62 @@ func mayWait(c *rpcCall) bool {
 	return c.prog == progNFS && (c.proc == procWrite || c.proc == procCommit)
 }
 
-// serveCall answers one call and writes the reply.
+// serveCall answers one call and sends the reply. The call keeps its slot
+// until the reply is written.
 func (ic *interposed) serveCall(c *rpcCall, rb *[]byte) {
-	defer func() {
-		<-ic.slots
-		ic.workers.Done()
-	}()
 	if hook := testHook.Load(); hook != nil {
 		(*hook)(c)
 	}
 	reply := ic.h.reply(c)
 	putBuf(rb) // the arguments pointed into it
-	if err := ic.writeRecord(reply); err != nil {
-		ic.Conn.Close() // ends readCalls
+	ic.send(queuedReply{rec: reply, pooled: c.pooled})
+}
+
+// A queuedReply waits to be written: the record, and the pooled buffer it
+// lives in.
+type queuedReply struct {
+	rec    []byte
+	pooled *[]byte
+}
+
+// send writes a reply, or leaves it to the goroutine writing already,
+// which takes every reply queued meanwhile into its next write: replies
+// that are ready together go out in one system call (each costs about as
+// much as a small READ's whole work on loopback). Once a reply is out its
+// buffer goes back to the pool and its call's slot is freed.
+func (ic *interposed) send(q queuedReply) {
+	ic.qmu.Lock()
+	ic.queue = append(ic.queue, q)
+	if ic.writing {
+		ic.qmu.Unlock()
+		return
 	}
-	putBuf(c.pooled)
+	ic.writing = true
+	for len(ic.queue) > 0 {
+		batch := ic.queue
+		ic.queue = ic.spare[:0]
+		ic.qmu.Unlock()
+		bufs := make(net.Buffers, len(batch))
+		for i, q := range batch {
+			bufs[i] = q.rec
+		}
+		ic.wmu.Lock()
+		_, err := bufs.WriteTo(ic.Conn)
+		ic.wmu.Unlock()
+		if err != nil {
+			ic.Conn.Close() // ends readCalls
+		}
+		for i, q := range batch {
+			putBuf(q.pooled)
+			batch[i] = queuedReply{}
+			<-ic.slots
+			ic.workers.Done()
+		}
+		ic.qmu.Lock()
+		ic.spare = batch
+	}
+	ic.writing = false
+	ic.qmu.Unlock()
 }
 
 // forwardCalls hands go-nfs its calls, one whole record at a time (go-nfs
@@ -282,15 +328,6 @@ func putBuf(b *[]byte) {
 	case bigBuf:
 		bigBufs.Put(b)
 	}
-}
-
-// writeRecord sends one of the interposer's replies, record mark
-// included, between go-nfs's.
-func (ic *interposed) writeRecord(rec []byte) error {
-	ic.wmu.Lock()
-	defer ic.wmu.Unlock()
-	_, err := ic.Conn.Write(rec)
-	return err
 }
 
 // Write passes go-nfs's output on, following its record marking so the
