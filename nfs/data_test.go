@@ -40,6 +40,16 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 // send sends one call and returns its xid.
 func (r *rawConn) send(prog, proc uint32, args []byte) uint32 {
 	xid := r.xid.Add(1)
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if _, err := r.c.Write(encodeCall(xid, prog, proc, args)); err != nil {
+		r.t.Fatalf("send: %v", err)
+	}
+	return xid
+}
+
+// encodeCall is the record of one call, with its record mark.
+func encodeCall(xid, prog, proc uint32, args []byte) []byte {
 	w := &xdrWriter{}
 	w.u32(0) // record mark, below
 	w.u32(xid)
@@ -60,12 +70,7 @@ func (r *rawConn) send(prog, proc uint32, args []byte) uint32 {
 	w.u32(0)
 	w.b = append(w.b, args...)
 	binary.BigEndian.PutUint32(w.b, uint32(len(w.b)-4)|1<<31)
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if _, err := r.c.Write(w.b); err != nil {
-		r.t.Fatalf("send: %v", err)
-	}
-	return xid
+	return w.b
 }
 
 // recv reads one reply: its xid, accept status and body.
@@ -651,6 +656,74 @@ func TestConcurrentCalls(t *testing.T) {
 			t.Fatalf("block %d: %x...", i, r.data[:8])
 		}
 	}
+}
+
+// Calls that arrive together, in one segment, are answered by the reader
+// with their replies held back until the input runs dry (or the slots run
+// out): every call gets its reply, also when more arrive than there are
+// slots, and when a slow read has put the connection in parallel mode.
+func TestBurstInOneWrite(t *testing.T) {
+	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
+	fh := ts.fh(n)
+	c := dialRaw(t, ts.addr)
+	data := randBytes(64 << 10)
+	if w := c.write(fh, 0, stableUnstable, data); w.status != nfsOK {
+		t.Fatalf("WRITE: %+v", w)
+	}
+	getattr := func() []byte { w := &xdrWriter{}; w.opaque(fh); return w.b }()
+	burst := func(calls int) {
+		t.Helper()
+		var buf []byte
+		want := map[uint32]int{} // xid -> offset read, -1 for a GETATTR
+		for i := 0; i < calls; i++ {
+			xid := c.xid.Add(1)
+			proc, args, off := uint32(procGetattr), getattr, -1
+			if i%2 == 1 {
+				off = i % 16 * 4096
+				proc, args = procRead, readArgs(fh, uint64(off), 4096)
+			}
+			want[xid] = off
+			buf = append(buf, encodeCall(xid, progNFS, proc, args)...)
+		}
+		// Last, a call go-nfs answers: the replies held back must not wait
+		// for another call from the client.
+		xid := c.xid.Add(1)
+		want[xid] = -2
+		buf = append(buf, encodeCall(xid, progNFS, 18, getattr)...) // FSSTAT
+		if _, err := c.c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		for len(want) > 0 {
+			xid, st, body := c.recv()
+			off, ok := want[xid]
+			if !ok || st != 0 {
+				t.Fatalf("reply to xid %d (accept_stat %d): not a call sent or not answered once", xid, st)
+			}
+			delete(want, xid)
+			if off >= 0 {
+				r := parseRead(t, &xdrReader{b: body})
+				if r.status != nfsOK || !bytes.Equal(r.data, data[off:off+4096]) {
+					t.Fatalf("READ at %d in a burst: status %d, %d bytes, or not the data written", off, r.status, len(r.data))
+				}
+			} else if binary.BigEndian.Uint32(body) != nfsOK {
+				t.Fatalf("GETATTR or FSSTAT in a burst: status %d", binary.BigEndian.Uint32(body))
+			}
+		}
+	}
+	burst(5)
+	burst(3 * maxInflight)
+	// A read that takes long puts the connection in parallel mode.
+	hook := func(c *rpcCall) {
+		if c.proc == procRead {
+			time.Sleep(3 * time.Millisecond)
+		}
+	}
+	testHook.Store(&hook)
+	t.Cleanup(func() { testHook.Store(nil) })
+	burst(3 * maxInflight)
+	testHook.Store(nil)
+	burst(3 * maxInflight)
 }
 
 // Many clients pipelining reads and writes of their own files and of a
