@@ -17,10 +17,16 @@ import (
 	"github.com/asof/asof/integration/vm"
 )
 
-// nfsScenarioServer is asof for the scenario boots: NFS only, the guest's network allowed,
-// history at a 100ms grain; it returns the command and its control socket.
+// nfsScenarioServer is asof for the scenario boots: the guest's network allowed, history
+// at a 100ms grain, or at $ASOF_VM_FLUSH_INTERVAL: the time-travel scenario must pass at
+// any grain (1ms puts a file's creation and its first write in different transactions,
+// 2s puts many changes in one); it returns the command and its control socket.
 func nfsScenarioServer(t *testing.T, proto string) (vm.Command, string) {
 	bin := serverproc.Binary(t)
+	flush := "100ms"
+	if v := os.Getenv("ASOF_VM_FLUSH_INTERVAL"); v != "" {
+		flush = v
+	}
 	dir, err := os.MkdirTemp("", "asof-vm-sock-") // short: sun_path holds 107 bytes
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +41,7 @@ func nfsScenarioServer(t *testing.T, proto string) (vm.Command, string) {
 			"ASOF_NINEP_LISTEN=@HOST@:5640",
 			"ASOF_CONTROL_SOCKET=" + sock,
 			"ASOF_EXPORTS_ALLOW=@GUESTNET@",
-			"ASOF_HISTORY_FLUSH_INTERVAL=100ms",
+			"ASOF_HISTORY_FLUSH_INTERVAL=" + flush,
 		},
 	}, sock
 }
@@ -58,6 +64,25 @@ func asofAdmin(ctx context.Context, t *testing.T, sock string, args ...string) (
 		return "", fmt.Errorf("asof %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// version is one entry of asof history --json.
+type version struct {
+	TID  string    `json:"tid"`
+	Time time.Time `json:"time"`
+}
+
+// versions is asof history --json PATH: the committed versions of PATH, oldest first.
+func versions(ctx context.Context, t *testing.T, sock, path string) ([]version, error) {
+	out, err := asofAdmin(ctx, t, sock, "history", "--json", path)
+	if err != nil {
+		return nil, err
+	}
+	var vs []version
+	if err := json.Unmarshal([]byte(out), &vs); err != nil {
+		return nil, fmt.Errorf("asof history --json %s: %v: %s", path, err, out)
+	}
+	return vs, nil
 }
 
 // scenarioRE matches the workload's verdict lines.
@@ -86,22 +111,56 @@ func runScenarios(t *testing.T, proto string) {
 		switch {
 		case len(words) == 1 && words[0] == "now":
 			return time.Now().UTC().Format(time.RFC3339Nano), nil
-		case len(words) == 2 && words[0] == "tids":
-			out, err := asofAdmin(ctx, t, sock, "history", "--json", words[1])
+		case (len(words) == 2 || len(words) == 3) && words[0] == "tids":
+			// tids PATH [UNTIL]: the transaction ids of PATH's versions, oldest first; with
+			// UNTIL (RFC 3339) only those committed at or before it.
+			until := time.Unix(1<<40, 0)
+			if len(words) == 3 {
+				var err error
+				if until, err = time.Parse(time.RFC3339Nano, words[2]); err != nil {
+					return "", err
+				}
+			}
+			vs, err := versions(ctx, t, sock, words[1])
 			if err != nil {
 				return "", err
 			}
-			var vs []struct {
-				TID string `json:"tid"`
-			}
-			if err := json.Unmarshal([]byte(out), &vs); err != nil {
-				return "", fmt.Errorf("asof history --json %s: %v: %s", words[1], err, out)
-			}
 			var tids []string
 			for _, v := range vs {
-				tids = append(tids, v.TID)
+				if !v.Time.After(until) {
+					tids = append(tids, v.TID)
+				}
 			}
 			return strings.Join(tids, " "), nil
+		case len(words) == 2 && words[0] == "committed":
+			// committed PATH: waits until PATH has a committed version (asof history lists
+			// nothing else) and prints its transaction id.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				vs, err := versions(ctx, t, sock, words[1])
+				if err != nil {
+					return "", err
+				}
+				if len(vs) > 0 {
+					return vs[0].TID, nil
+				}
+				if time.Now().After(deadline) {
+					return "", fmt.Errorf("%s: no committed version after 30s", words[1])
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		case len(words) == 3 && words[0] == "after":
+			// after WHEN DURATION: returns once the clock is DURATION past WHEN.
+			when, err := time.Parse(time.RFC3339Nano, words[1])
+			if err != nil {
+				return "", err
+			}
+			d, err := time.ParseDuration(words[2])
+			if err != nil {
+				return "", err
+			}
+			time.Sleep(time.Until(when.Add(d)) + time.Millisecond)
+			return time.Now().UTC().Format(time.RFC3339Nano), nil
 		}
 		return "", fmt.Errorf("unknown call %q", words)
 	}

@@ -10,8 +10,10 @@
 #               live and the historical directory is exactly the changes made; writes into
 #               the past: "Read-only file system"
 # Each scenario prints "GUEST: scenario NAME: pass" or "GUEST: scenario NAME: FAIL (N)".
-# The host answers "host-call now" (the server's clock, RFC 3339) and
-# "host-call tids PATH" (the transaction ids of asof history PATH, oldest first).
+# The host answers "host-call now" (the server's clock, RFC 3339), "host-call tids PATH
+# [UNTIL]" (the transaction ids of asof history PATH, oldest first; with UNTIL only those
+# at or before it), "host-call committed PATH" (waits until PATH has a committed version)
+# and "host-call after WHEN DURATION" (waits until the clock is DURATION past WHEN).
 # usage (in the guest): nfs_scenarios.sh MOUNTPOINT nfs|9p
 mnt=$1
 fails=0 sfails=0 scen=
@@ -225,6 +227,24 @@ check "rm -r" rm -r "$d"
 end
 
 # ---------------------------------------------------------------- time travel
+# What a moment shows is decided by when the server commits (once per flush interval), not
+# by when the guest wrote: the moments compared against come from the server, and no
+# check assumes that two changes share a transaction or that a sleep outlasts a flush.
+# committed returns once everything done so far is committed: a flush commits every
+# buffered change as one transaction, so when a file made after everything else shows in
+# asof history (which lists committed versions only), all that came before it is in.
+nmark=0
+committed() {
+  nmark=$((nmark + 1)); m=.committed-$nmark
+  sync; : > "$mnt/$m" || return 1
+  host-call committed "/$m" > /dev/null; rc=$?
+  rm -f "$mnt/$m"; return $rc
+}
+last() { [ $# -gt 0 ] && eval "echo \${$#}"; }
+# contents PATH TID...: what PATH@@TID reads for each TID, each followed by a slash
+contents() { local path=$1 v; shift; for v in "$@"; do printf '%s/' "$(cat "$path@@$v")"; done; }
+# matches TEXT ERE: TEXT is all ERE
+matches() { echo "$1" | grep -Eqx "$2" || { echo "     got:  $1"; echo "     want: $2"; return 1; }; }
 begin timetravel
 cd "$mnt" || fail "cd $mnt"
 mkdir -p tt/sub tt/olddir
@@ -233,17 +253,17 @@ echo old > tt/changed.txt
 echo bye > tt/removed.txt
 echo deep-old > tt/sub/deep.txt
 echo x > tt/olddir/x
-sync; sleep 1                       # committed (flush interval 100ms)
+check "the old state is committed (a flush boundary)" committed
+# every change above is committed at or before T, every change below after it
 T=$(host-call now) || fail "host-call now"
 echo "     the moment before the changes: $T"
-sleep 1
 echo new > tt/changed.txt
 rm tt/removed.txt
 echo hello > tt/added.txt
 echo deep-new >> tt/sub/deep.txt
 rm -r tt/olddir
 mkdir tt/newdir
-sync; sleep 1
+check "the changes are committed (a flush boundary)" committed
 check "ls tt@@T is the old listing" same "$(ls tt@@$T | tr '\n' ' ')" "changed.txt olddir removed.txt same.txt sub "
 check "ls tt/@@T is the same" same "$(ls tt/@@$T | tr '\n' ' ')" "changed.txt olddir removed.txt same.txt sub "
 check "ls tt is the new listing" same "$(ls tt | tr '\n' ' ')" "added.txt changed.txt newdir same.txt sub "
@@ -257,25 +277,34 @@ diff -r tt "tt@@$T" > /tmp/got.diff; rc=$?
 check "diff -r tt tt@@T exits 1" same "$rc" 1
 check "diff -r tt tt@@T shows exactly the changes" diff -u /tmp/want.diff /tmp/got.diff
 check "diff -r tt@@T tt@@T: no differences" diff -r "tt@@$T" "tt@@$T"
-# by transaction id (asof history on the host)
+# by transaction id (asof history on the host, oldest first; "tids PATH T": those at or
+# before T). A file's creation and its first write can be two transactions, and so can
+# the truncation and the write of "echo new >": a version may read empty, none reads
+# anything but old or new, old comes before new, the version live at T reads old.
 tids=$(host-call tids /tt/changed.txt) || fail "host-call tids"
-set -- $tids
-echo "     tids of tt/changed.txt: $*"
-first=$1; shift $(($# - 1)); last=$1
-check "cat tt/changed.txt@@<first tid>" same "$(cat tt/changed.txt@@$first)" old
-check "cat tt/changed.txt@@<last tid>" same "$(cat tt/changed.txt@@$last)" new
+tidsT=$(host-call tids /tt/changed.txt "$T") || fail "host-call tids ... T"
+echo "     tids of tt/changed.txt: $tids (at or before T: $tidsT)"
+first=${tids%% *} atT=$(last $tidsT) newest=$(last $tids)
+check "tt/changed.txt has a version at or before T" test -n "$atT"
+check "cat tt/changed.txt@@<its tid at T>" same "$(cat tt/changed.txt@@$atT)" old
+check "cat tt/changed.txt@@<newest tid>" same "$(cat tt/changed.txt@@$newest)" new
+seq=$(contents tt/changed.txt $tids)
+check "the versions read [empty] old... [empty] new..." matches "$seq" '/?(old/)+/?(new/)+'
 check "ls tt@@<first tid of changed.txt> has changed.txt" test -e "tt@@$first/changed.txt"
-# the versions listing: one entry per version, each readable
+dtidsT=$(host-call tids /tt "$T") || fail "host-call tids /tt T"
+check "ls tt@@<tid of tt at T> is the old listing" same "$(ls tt@@$(last $dtidsT) | tr '\n' ' ')" "changed.txt olddir removed.txt same.txt sub "
+# the versions listing: one entry per version, in time order, each that version
 n=$(ls tt/changed.txt@@ | wc -l)
 check "tt/changed.txt@@ lists every version" same "$n" "$(echo $tids | wc -w)"
-vlist=
-for v in $(ls tt/changed.txt@@); do vlist="$vlist$(cat tt/changed.txt@@/$v)/"; done
-check "the versions read old ... new" sh -c "case '$vlist' in *old/*new/*|*new/*old/*) exit 0;; esac; echo \"     $vlist\"; exit 1"
+vseq=; for v in $(ls tt/changed.txt@@); do vseq="$vseq$(cat tt/changed.txt@@/$v)/"; done
+check "the versions listing reads as the tids do" same "$vseq" "$seq"
 check "tt@@ lists versions of the directory" test "$(ls tt@@ | wc -l)" -ge 2
 found=0
 for v in $(ls tt@@); do [ "$(ls tt@@/$v | tr '\n' ' ')" = "changed.txt olddir removed.txt same.txt sub " ] && found=1; done
 check "one version of tt@@ is the old listing" same "$found" 1
-# relative WHEN: tt existed a second ago, not a week ago
+# relative WHEN: tt existed a second ago (the host waits until T is a second old), not a
+# week ago
+check "a second after T" host-call after "$T" 1s
 check "ls tt@@-1s" test -e tt@@-1s/same.txt
 check "ls tt@@-1w: No such file or directory" fails_with "No such file or directory" ls tt@@-1w
 # the past is read-only
