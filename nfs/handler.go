@@ -190,40 +190,64 @@ func (h *handler) fsFor(n fs.Node) *billyFS {
 	return h.past
 }
 
+// Mount answers MOUNTPROC3_MNT: the export path names a live or historical
+// directory. A refusal is logged once, at Info, with the path and why: the
+// client shows only a status (libnfs: "mount_cb: ... MNT3ERR_NOTDIR").
 func (h *handler) Mount(ctx context.Context, conn net.Conn, req gonfs.MountRequest) (gonfs.MountStatus, billy.Filesystem, []gonfs.AuthFlavor) {
 	path := string(req.Dirpath)
+	client := ""
+	if conn != nil {
+		client = conn.RemoteAddr().String()
+	}
+	refuse := func(err error, why string) (gonfs.MountStatus, billy.Filesystem, []gonfs.AuthFlavor) {
+		st, name := mountStatus(err)
+		args := []any{"client", client, "path", path, "status", name, "why", why}
+		switch st {
+		case gonfs.MountStatusErrNoEnt, gonfs.MountStatusErrNotDir, gonfs.MountStatusErrInval:
+			// libnfs MOUNTs the part of a file URL's path before its last slash:
+			// nfs://host/docs/a.txt asks for /docs.
+			args = append(args, "hint", "MOUNT takes a directory; for a file, a libnfs URL puts it after a double slash: nfs://host//path/to/file")
+		}
+		h.log.Info("nfs: mount refused", args...)
+		return st, nil, nil
+	}
+	if path == "" {
+		// libnfs asks for it with a file URL at the root (nfs://host/a.txt):
+		// the directory part of "/a.txt".
+		path = "/"
+	}
 	n, err := h.f.Resolve(h.cred, path)
 	if err != nil {
-		h.log.Info("nfs: mount refused", "client", conn.RemoteAddr().String(), "path", path, "err", err)
-		return mountStatus(err), nil, nil
+		return refuse(err, err.Error())
 	}
 	a, err := h.f.Getattr(n)
 	if err != nil {
-		return mountStatus(err), nil, nil
+		return refuse(err, err.Error())
 	}
 	if a.Kind != history.KindDir {
-		return gonfs.MountStatusErrNotDir, nil, nil
+		return refuse(syscall.ENOTDIR, "names a "+a.Kind.String()+", not a directory")
 	}
-	h.log.Debug("nfs: mounted", "client", conn.RemoteAddr().String(), "path", path)
+	h.log.Debug("nfs: mounted", "client", client, "path", path)
 	b := *h.fsFor(n)
 	b.root = n
 	return gonfs.MountStatusOk, &b, []gonfs.AuthFlavor{gonfs.AuthFlavorNull, gonfs.AuthFlavorUnix}
 }
 
-func mountStatus(err error) gonfs.MountStatus {
+// mountStatus is the mountstat3 for an error, with its name (RFC 1813).
+func mountStatus(err error) (gonfs.MountStatus, string) {
 	switch fs.Errno(err) {
 	case syscall.ENOENT:
-		return gonfs.MountStatusErrNoEnt
+		return gonfs.MountStatusErrNoEnt, "MNT3ERR_NOENT"
 	case syscall.EACCES, syscall.EPERM:
-		return gonfs.MountStatusErrAcces
+		return gonfs.MountStatusErrAcces, "MNT3ERR_ACCES"
 	case syscall.ENOTDIR:
-		return gonfs.MountStatusErrNotDir
+		return gonfs.MountStatusErrNotDir, "MNT3ERR_NOTDIR"
 	case syscall.EINVAL:
-		return gonfs.MountStatusErrInval
+		return gonfs.MountStatusErrInval, "MNT3ERR_INVAL"
 	case syscall.ENAMETOOLONG:
-		return gonfs.MountStatusErrNameTooLong
+		return gonfs.MountStatusErrNameTooLong, "MNT3ERR_NAMETOOLONG"
 	}
-	return gonfs.MountStatusErrIO
+	return gonfs.MountStatusErrIO, "MNT3ERR_IO"
 }
 
 // Change gives go-nfs the attribute-changing side of a live filesystem.

@@ -37,6 +37,7 @@ type rpcCall struct {
 	args  []byte
 	start time.Time // when its record arrived
 	fn    procFunc  // what answers it
+	conn  net.Conn  // whom from
 	// pooled is a buffer from the pool that the reply was built in, given
 	// back once the reply is sent.
 	pooled *[]byte
@@ -163,7 +164,7 @@ func (ic *interposed) readCalls(br *bufio.Reader) {
 		}
 		start := time.Now()
 		if c, ok := ic.h.decodeCall(*rb); ok {
-			c.start = start
+			c.start, c.conn = start, ic.Conn
 			ic.workers.Add(1)
 			more := recordBuffered(br)
 			switch {

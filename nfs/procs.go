@@ -1,8 +1,11 @@
 package nfs
 
 import (
+	"context"
 	"errors"
 	"syscall"
+
+	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
@@ -19,6 +22,7 @@ const (
 	procRename  = 14
 	procLink    = 15
 
+	mountProcMnt    = 1
 	mountProcDump   = 2
 	mountProcExport = 5
 )
@@ -38,6 +42,7 @@ var procs = map[procKey]procFunc{
 	{progNFS, procLink}:          (*handler).link,
 	{progNFS, procReaddir}:       (*handler).readdir,
 	{progNFS, procReaddirPlus}:   (*handler).readdir,
+	{progMount, mountProcMnt}:    (*handler).mnt,
 	{progMount, mountProcExport}: (*handler).exports,
 	{progMount, mountProcDump}:   (*handler).dump,
 }
@@ -395,6 +400,31 @@ func (h *handler) exports(c *rpcCall, w *xdrWriter) error {
 	w.bool(false)
 	return nil
 }
+
+// mnt answers MOUNTPROC3_MNT through Mount. go-nfs cannot read an empty
+// path (it takes the empty opaque for the end of its input and answers
+// GARBAGE_ARGS, which libnfs shows as a bare "mount_cb: (null)"), and
+// libnfs asks for one for every file URL at the root, nfs://host/a.txt.
+func (h *handler) mnt(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	path := r.opaque(mountPathMax)
+	if r.err != nil {
+		return r.err
+	}
+	st, b, flavors := h.Mount(context.Background(), c.conn, gonfs.MountRequest{Dirpath: path})
+	w.u32(uint32(st))
+	if st == gonfs.MountStatusOk {
+		w.opaque(h.ToHandle(b, nil))
+		w.u32(uint32(len(flavors)))
+		for _, f := range flavors {
+			w.u32(uint32(f))
+		}
+	}
+	return nil
+}
+
+// mountPathMax is MNTPATHLEN (RFC 1813).
+const mountPathMax = 1024
 
 // dump answers MOUNTPROC3_DUMP with an empty list: mounts are not tracked.
 func (h *handler) dump(c *rpcCall, w *xdrWriter) error {

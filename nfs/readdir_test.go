@@ -37,10 +37,7 @@ func serve(t *testing.T) (*fs.FS, string) {
 
 func mount(t *testing.T, addr, path string) *nfsc.Target {
 	t.Helper()
-	c, err := rpc.DialTCP("tcp", addr, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialRPC(t, addr)
 	m := &nfsc.Mount{Client: c}
 	tgt, err := m.Mount(path, rpc.NewAuthUnix("test", 0, 0).Auth())
 	if err != nil {

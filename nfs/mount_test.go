@@ -1,0 +1,182 @@
+package nfs
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	nfsc "github.com/willscott/go-nfs-client/nfs"
+	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
+)
+
+// logBuf is a log sink the server's goroutines may write to while a test reads it.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// take returns what was logged since the last take.
+func (l *logBuf) take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	l.b.Reset()
+	return s
+}
+
+// mountFixture is a store with a directory /docs and a file /h.txt, and a logger into logs.
+func mountFixture(t *testing.T) (*fs.FS, *slog.Logger, *logBuf) {
+	t.Helper()
+	s, err := history.Open(t.TempDir(), history.Options{FlushInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	f := fs.New(s, fs.Options{})
+	root := fs.Cred{}
+	if _, err := f.Mkdir(root, f.Root(), "docs", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Create(root, f.Root(), "h.txt", 0o644, true); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	return f, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), logs
+}
+
+// mountCall sends MOUNTPROC3_MNT for path on a connection of its own; nil when mounted.
+func mountCall(t *testing.T, addr, path string) error {
+	t.Helper()
+	c := dialRPC(t, addr)
+	defer c.Close()
+	m := &nfsc.Mount{Client: c}
+	_, err := m.Mount(path, rpc.NewAuthUnix("test", 0, 0).Auth())
+	return err
+}
+
+// dialRPC connects go-nfs-client's RPC client, which binds a random local port of its own
+// choosing and fails when that port is taken (say, by an earlier connection of the test in
+// TIME_WAIT): it tries again.
+func dialRPC(t testing.TB, addr string) *rpc.Client {
+	t.Helper()
+	for try := 0; ; try++ {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil {
+			return c
+		}
+		if try == 20 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A refused MOUNT answers the status that says why (a file: MNT3ERR_NOTDIR, a missing path:
+// MNT3ERR_NOENT, a bad @@WHEN: MNT3ERR_INVAL) and logs one Info line naming the client, the
+// path, the status and why, with a hint at libnfs's file URLs where a client may have meant a
+// file. A mount that works logs nothing at Info.
+func TestMountRefusalSaysWhy(t *testing.T) {
+	f, logger, logs := mountFixture(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Serve(l, f, Options{Key: make([]byte, 32), Logger: logger})
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	addr := l.Addr().String()
+	logs.take() // whatever Serve says when it starts
+
+	tid, err := f.Store().Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/", "/docs", "/docs/", "/@@" + tid.String(), "/docs@@" + tid.String()} {
+		if err := mountCall(t, addr, p); err != nil {
+			t.Errorf("MOUNT %q: %v, want it mounted", p, err)
+		}
+	}
+	if got := logs.take(); strings.Contains(got, "level=INFO") || strings.Contains(got, "level=WARN") {
+		t.Errorf("mounts that worked logged:\n%s", got)
+	}
+
+	hint := "nfs://host//path/to/file"
+	for _, c := range []struct {
+		path, status, why string
+		client            string // how go-nfs-client words the status
+	}{
+		{"/h.txt", "MNT3ERR_NOTDIR", "names a file, not a directory", "MNT3ERR_NOTDIR"},
+		{"/h.txt/sub", "MNT3ERR_NOTDIR", "", "MNT3ERR_NOTDIR"},
+		{"/h.txt@@" + tid.String(), "MNT3ERR_NOTDIR", "names a file, not a directory", "MNT3ERR_NOTDIR"},
+		{"/missing", "MNT3ERR_NOENT", "", "MNT3ERR_NOENT"},
+		{"/missing/deeper", "MNT3ERR_NOENT", "", "MNT3ERR_NOENT"},
+		{"/@@1971-01-01", "MNT3ERR_NOENT", "", "MNT3ERR_NOENT"},
+		{"/docs@@not-a-time", "MNT3ERR_INVAL", "not-a-time", "mount stat: 22"},
+	} {
+		err := mountCall(t, addr, c.path)
+		if err == nil || !strings.Contains(err.Error(), c.client) {
+			t.Errorf("MOUNT %q: %v, want %s", c.path, err, c.status)
+		}
+		got := logs.take()
+		lines := strings.Split(strings.TrimSpace(got), "\n")
+		if len(lines) != 1 {
+			t.Errorf("MOUNT %q logged %d lines, want one:\n%s", c.path, len(lines), got)
+			continue
+		}
+		line := lines[0]
+		for _, want := range []string{"level=INFO", `msg="nfs: mount refused"`, "client=127.0.0.1:", "path=" + c.path, "status=" + c.status, c.why, hint} {
+			if !strings.Contains(line, want) {
+				t.Errorf("MOUNT %q: log line lacks %q:\n%s", c.path, want, line)
+			}
+		}
+	}
+}
+
+// An empty export path, which libnfs sends for a file URL at the root (nfs://host/a.txt: the
+// part before the last slash), is the root: such URLs work as they read. go-nfs could not
+// decode it (GARBAGE_ARGS, shown by libnfs as a bare "mount_cb: (null)"); the interposer
+// answers MOUNT itself.
+func TestMountEmptyPath(t *testing.T) {
+	f, logger, logs := mountFixture(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Serve(l, f, Options{Key: make([]byte, 32), Logger: logger})
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	c := dialRPC(t, l.Addr().String())
+	defer c.Close()
+	m := &nfsc.Mount{Client: c}
+	target, err := m.Mount("", rpc.NewAuthUnix("test", 0, 0).Auth())
+	if err != nil {
+		t.Fatalf("MOUNT \"\": %v", err)
+	}
+	// The handle is the root's: h.txt is found in it.
+	if _, _, err := target.Lookup("h.txt"); err != nil {
+		t.Errorf("LOOKUP h.txt in what MOUNT \"\" gave: %v", err)
+	}
+	if got := logs.take(); strings.Contains(got, "level=INFO") {
+		t.Errorf("MOUNT \"\" logged:\n%s", got)
+	}
+}
