@@ -289,6 +289,19 @@ func (f *FS) Read(c Cred, n Node, p []byte, off int64) (int, error) {
 // with the data, in one lookup, so the checks come after the read; what
 // a refused read put in p is wiped.
 func (f *FS) ReadAttr(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
+	return f.readAttr(c, n, p, off, false)
+}
+
+// ReadAttrCached is ReadAttr that does not wait for the disk: ErrWouldBlock
+// where the data is not in memory (nothing is read then, nor checked).
+func (f *FS) ReadAttrCached(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
+	return f.readAttr(c, n, p, off, true)
+}
+
+// ErrWouldBlock: a read asked not to wait for the disk would have to.
+var ErrWouldBlock = history.ErrWouldBlock
+
+func (f *FS) readAttr(c Cred, n Node, p []byte, off int64, nowait bool) (int, Attr, error) {
 	if n.Versions {
 		a, _, err := f.getattr(n)
 		if err != nil {
@@ -299,7 +312,11 @@ func (f *FS) ReadAttr(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
 	if off < 0 {
 		return 0, Attr{}, syscall.EINVAL
 	}
-	k, ino, err := f.s.ReadInode(n.Obj, p, off, n.At)
+	read := f.s.ReadInode
+	if nowait {
+		read = f.s.ReadInodeCached
+	}
+	k, ino, err := read(n.Obj, p, off, n.At)
 	if errors.Is(err, history.ErrNotFound) {
 		return 0, Attr{}, fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
 	}

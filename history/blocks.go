@@ -278,13 +278,19 @@ func (p *packStore) file(seq uint32) (*os.File, error) {
 
 // get reads a block with its header and checks both: the header names the
 // block asked for, and the data matches its CRC.
-func (p *packStore) get(loc blockLoc, h Hash) ([]byte, error) {
+// With nowait, a block not in the page cache is ErrWouldBlock.
+func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
 	f, err := p.file(loc.Pack)
 	if err != nil {
 		return nil, err
 	}
 	buf := make([]byte, packHdrLen+int(loc.Length))
-	if _, err := f.ReadAt(buf, int64(loc.Off)-packHdrLen); err != nil {
+	if nowait {
+		err = preadvNoWait(f, [][]byte{buf}, int64(loc.Off)-packHdrLen)
+	} else {
+		_, err = f.ReadAt(buf, int64(loc.Off)-packHdrLen)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("history: read block %s from %s: %w", h, f.Name(), err)
 	}
 	hdr, data := buf[:packHdrLen], buf[packHdrLen:]
@@ -301,7 +307,7 @@ func (p *packStore) get(loc blockLoc, h Hash) ([]byte, error) {
 // one preadv for the whole run, headers into a scratch slab, each block's
 // header and CRC checked as get does. Used for reads that cover whole
 // blocks, where a copy through a block buffer would be wasted.
-func (p *packStore) getRun(locs []blockLoc, hashes []Hash, dsts [][]byte) error {
+func (p *packStore) getRun(locs []blockLoc, hashes []Hash, dsts [][]byte, nowait bool) error {
 	f, err := p.file(locs[0].Pack)
 	if err != nil {
 		return err
@@ -311,7 +317,11 @@ func (p *packStore) getRun(locs []blockLoc, hashes []Hash, dsts [][]byte) error 
 	for i := range locs {
 		iov = append(iov, hdrs[i*packHdrLen:(i+1)*packHdrLen], dsts[i])
 	}
-	if err := preadv(f, iov, int64(locs[0].Off)-packHdrLen); err != nil {
+	read := preadv
+	if nowait {
+		read = preadvNoWait
+	}
+	if err := read(f, iov, int64(locs[0].Off)-packHdrLen); err != nil {
 		return fmt.Errorf("history: read blocks from %s: %w", f.Name(), err)
 	}
 	for i, loc := range locs {
@@ -358,6 +368,9 @@ func vectored(f *os.File, iov [][]byte, off int64, op func(fd int, iovs [][]byte
 		}
 		if oerr == unix.EINTR {
 			continue
+		}
+		if oerr == unix.EAGAIN {
+			return ErrWouldBlock
 		}
 		if oerr != nil {
 			return fmt.Errorf("%s: %w", f.Name(), oerr)

@@ -125,7 +125,7 @@ func (s *Store) rewritePack(seq uint32) error {
 	for start := 0; start < len(moves); start += packRewriteBatch {
 		batch := moves[start:min(start+packRewriteBatch, len(moves))]
 		for i := range batch {
-			data, err := s.packs.get(batch[i].from, batch[i].h)
+			data, err := s.packs.get(batch[i].from, batch[i].h, false)
 			if err != nil {
 				return fmt.Errorf("history: rewrite pack %d: %w", seq, err)
 			}

@@ -301,13 +301,25 @@ func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, e
 	if err != nil {
 		return 0, Inode{}, err
 	}
-	return s.readAt(ls, obj, p, off, at, done)
+	return s.readAt(ls, obj, p, off, at, false, done)
+}
+
+// ReadInodeCached is ReadInode that does not wait for the disk: where a
+// block is not in memory it returns ErrWouldBlock (and p holds nothing
+// of use). A server answers reads inline with it and hands the ones that
+// must wait to a goroutine, so that those reach the disk together.
+func (s *Store) ReadInodeCached(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
+	ls, at, done, err := s.readLayers(at)
+	if err != nil {
+		return 0, Inode{}, err
+	}
+	return s.readAt(ls, obj, p, off, at, true, done)
 }
 
 // readAt resolves which chunk holds each piece under the lock (release is
 // called once that is done), with one index transaction for whatever the
 // overlays do not decide, then reads the blocks without it.
-func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, release ...func()) (int, Inode, error) {
+func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, nowait bool, release ...func()) (int, Inode, error) {
 	unlocked := false
 	unlock := func() {
 		if !unlocked {
@@ -453,7 +465,11 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 					d, _ := dst(k)
 					locs, hashes, dsts = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash), append(dsts, d[:pieces[k].loc.Length])
 				}
-				if s.packs.getRun(locs, hashes, dsts) == nil {
+				err := s.packs.getRun(locs, hashes, dsts, nowait)
+				if errors.Is(err, ErrWouldBlock) {
+					return 0, Inode{}, err
+				}
+				if err == nil {
 					for k := i; k < j; k++ {
 						d, _ := dst(k)
 						clear(d[pieces[k].loc.Length:])
@@ -468,7 +484,7 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 		pc := pieces[i]
 		data := pc.buf
 		if pc.ref != nil {
-			if data, err = s.blockData(*pc.ref, pc.loc, pc.has); err != nil {
+			if data, err = s.blockData(*pc.ref, pc.loc, pc.has, nowait); err != nil {
 				return 0, Inode{}, err
 			}
 		}
@@ -486,23 +502,30 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, re
 // blockData is chunkData for a reference whose block was looked up in the
 // index already (has): read from there, and only if the block is gone
 // from there — the cleaner moved it since — look it up again.
-func (s *Store) blockData(ref chunkRef, loc blockLoc, has bool) ([]byte, error) {
+func (s *Store) blockData(ref chunkRef, loc blockLoc, has, nowait bool) ([]byte, error) {
 	if !ref.block || !has {
-		return s.chunkData(ref)
+		return s.readChunk(ref, nowait)
 	}
 	if b := s.cache.get(ref.hash); b != nil {
 		return b, nil
 	}
-	b, err := s.packs.get(loc, ref.hash)
+	b, err := s.packs.get(loc, ref.hash, nowait)
+	if errors.Is(err, ErrWouldBlock) {
+		return nil, err
+	}
 	if err != nil {
-		return s.chunkData(ref)
+		return s.readChunk(ref, nowait)
 	}
 	s.cache.put(ref.hash, b)
 	return b, nil
 }
 
 // chunkData returns the bytes of a committed chunk, checked.
-func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
+func (s *Store) chunkData(ref chunkRef) ([]byte, error) { return s.readChunk(ref, false) }
+
+// readChunk is chunkData, with nowait ErrWouldBlock where the block is
+// not in memory.
+func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 	if !ref.block {
 		return ref.inline, nil
 	}
@@ -525,8 +548,11 @@ func (s *Store) chunkData(ref chunkRef) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if b, err = s.packs.get(e.Loc, ref.hash); err == nil {
+		if b, err = s.packs.get(e.Loc, ref.hash, nowait); err == nil {
 			break
+		}
+		if errors.Is(err, ErrWouldBlock) {
+			return nil, err
 		}
 		// The cleaner may have moved the block to another pack between
 		// the lookup and the read: look again, once it says so.

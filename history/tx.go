@@ -434,7 +434,7 @@ func (tx *Tx) ReadDir(dir ObjID, after string, fn func(name string, child ObjID,
 
 // ReadAt reads live file data.
 func (tx *Tx) ReadAt(obj ObjID, p []byte, off int64) (int, error) {
-	n, _, err := tx.s.readAt(tx.layers(), obj, p, off, Live)
+	n, _, err := tx.s.readAt(tx.layers(), obj, p, off, Live, false)
 	return n, err
 }
 

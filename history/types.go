@@ -169,4 +169,7 @@ var (
 	ErrCorrupt = errors.New("history: checksum mismatch")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("history: store closed")
+	// ErrWouldBlock: a read asked for cached data only (ReadInodeCached)
+	// needs the disk.
+	ErrWouldBlock = errors.New("history: data not in memory")
 )

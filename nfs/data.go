@@ -114,7 +114,14 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		// inside a file).
 		from = math.MaxInt64
 	}
-	k, attr, err := h.f.ReadAttr(h.cred, n, data, from)
+	read := h.f.ReadAttr
+	if c.nowait {
+		read = h.f.ReadAttrCached
+	}
+	k, attr, err := read(h.cred, n, data, from)
+	if errors.Is(err, fs.ErrWouldBlock) {
+		return errWouldBlock
+	}
 	var a *fs.Attr
 	if attr.Ino != 0 {
 		a = &attr

@@ -38,6 +38,9 @@ type rpcCall struct {
 	start time.Time // when its record arrived
 	fn    procFunc  // what answers it
 	conn  net.Conn  // whom from
+	// nowait asks a READ not to wait for the disk: answered by the reader
+	// goroutine, it hands such a call to a goroutine of its own instead.
+	nowait bool
 	// pooled is a buffer from the pool that the reply was built in, given
 	// back once the reply is sent.
 	pooled *[]byte
@@ -175,8 +178,14 @@ func (ic *interposed) readCalls(br *bufio.Reader) {
 			case more && start.Before(parallelUntil):
 				go ic.serveCall(c, rb)
 			default:
-				ic.answer(c, rb, !more)
-				if time.Since(start) > slowCall {
+				c.nowait = true
+				if !ic.answer(c, rb, !more) {
+					// It needs the disk: from now on a while, so do the
+					// reads after it, and they should reach it together.
+					c.nowait = false
+					go ic.serveCall(c, rb)
+					parallelUntil = time.Now().Add(time.Second)
+				} else if time.Since(start) > slowCall {
 					parallelUntil = time.Now().Add(time.Second)
 				}
 			}
@@ -241,15 +250,24 @@ func recordBuffered(br *bufio.Reader) bool {
 // until the reply is written.
 func (ic *interposed) serveCall(c *rpcCall, rb *[]byte) { ic.answer(c, rb, true) }
 
+// errWouldBlock from a procedure: the call has nowait set and would wait
+// for the disk; it has written nothing that counts.
+var errWouldBlock = errors.New("nfs: would wait for the disk")
+
 // answer answers a call; its reply goes out now, or with flush false waits
-// for the next one that does.
-func (ic *interposed) answer(c *rpcCall, rb *[]byte, flush bool) {
+// for the next one that does. It reports false, having answered nothing,
+// for a call with nowait set that would wait for the disk.
+func (ic *interposed) answer(c *rpcCall, rb *[]byte, flush bool) bool {
 	if hook := testHook.Load(); hook != nil {
 		(*hook)(c)
 	}
 	reply := ic.h.reply(c)
+	if reply == nil {
+		return false
+	}
 	putBuf(rb) // the arguments pointed into it
 	ic.send(queuedReply{rec: reply, pooled: c.pooled}, flush)
+	return true
 }
 
 // flush writes the replies held back, unless a goroutine is at it.
@@ -563,6 +581,11 @@ func (h *handler) reply(c *rpcCall) []byte {
 	w.u32(0)
 	w.u32(0) // SUCCESS
 	err := c.fn(h, c, w)
+	if err == errWouldBlock {
+		putBuf(c.pooled)
+		c.pooled = nil
+		return nil
+	}
 	if err != nil {
 		// Arguments that do not decode: GARBAGE_ARGS.
 		h.log.Debug("nfs: garbage arguments", "prog", c.prog, "proc", c.proc, "err", err)
