@@ -185,11 +185,18 @@ func (s *Store) recover() error {
 	if s.ilog, err = newIntentLog(idir, next); err != nil {
 		return err
 	}
-	replayed := 0
+	replayed, replayedFiles := 0, 0
 	for _, seq := range replay {
 		entries, err := readIntent(intentName(idir, seq))
 		if err != nil {
 			return err
+		}
+		if len(entries) == 0 {
+			// Nothing acknowledged in it (a preallocated file never
+			// written, or a torn first entry): it can go now, so that
+			// opens that never commit do not pile files up.
+			os.Remove(intentName(idir, seq))
+			continue
 		}
 		for _, body := range entries {
 			ops, err := decodeIops(body)
@@ -205,6 +212,13 @@ func (s *Store) recover() error {
 			tx.ov.mergeInto(s.pending)
 			replayed++
 		}
+		replayedFiles++
+		// The commit that holds its changes retires it.
+		f, err := s.ilog.adopt(seq)
+		if err != nil {
+			return err
+		}
+		s.retained = append(s.retained, f)
 	}
 	if s.pending.empty() && s.lastTID == 0 {
 		// A new store: its first transaction creates the root directory.
@@ -221,7 +235,7 @@ func (s *Store) recover() error {
 	// that did not survive it: never hand them out again.
 	s.nextObj = s.objHigh
 	if replayed > 0 {
-		s.log.Info("history: replayed intent log", "entries", replayed, "files", len(replay))
+		s.log.Info("history: replayed intent log", "entries", replayed, "files", replayedFiles)
 	}
 	// The replayed changes are pending again; commit them now so their
 	// intent files can go.
