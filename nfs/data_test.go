@@ -661,7 +661,7 @@ func TestConcurrentCalls(t *testing.T) {
 // Calls that arrive together, in one segment, are answered by the reader
 // with their replies held back until the input runs dry (or the slots run
 // out): every call gets its reply, also when more arrive than there are
-// slots, and when a slow read has put the connection in parallel mode.
+// slots, and when the reads are slow.
 func TestBurstInOneWrite(t *testing.T) {
 	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
 	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
@@ -713,7 +713,7 @@ func TestBurstInOneWrite(t *testing.T) {
 	}
 	burst(5)
 	burst(3 * maxInflight)
-	// A read that takes long puts the connection in parallel mode.
+	// Slow reads, answered inline one after another, hold back nothing for good.
 	hook := func(c *rpcCall) {
 		if c.proc == procRead {
 			time.Sleep(3 * time.Millisecond)

@@ -131,9 +131,12 @@ var testHook atomic.Pointer[func(c *rpcCall)]
 //     in flight together share one fsync (group commit); alone it is
 //     answered inline. WRITE and COMMIT always go to a goroutine: they may
 //     wait for a whole commit;
-//   - after a read that took long (the page cache missed, or a write had
-//     to wait for a commit), reads too go to goroutines for a while when
-//     more calls wait, so that a disk sees them at once, not one by one.
+//   - the reader answers a READ only from memory (the page cache); one
+//     that needs the disk goes to a goroutine of its own, and for a second
+//     the reads after it do too when more calls wait, so that the disk
+//     sees them at once, not one by one. (An UNSTABLE WRITE may wait for
+//     a commit when too much is buffered, and the connection with it: the
+//     writer is held back either way.)
 //
 // A call holds one of maxInflight slots from before its record is read
 // until its reply is written (or go-nfs has taken it), so a client that
@@ -185,8 +188,6 @@ func (ic *interposed) readCalls(br *bufio.Reader) {
 					c.nowait = false
 					go ic.serveCall(c, rb)
 					parallelUntil = time.Now().Add(time.Second)
-				} else if time.Since(start) > slowCall {
-					parallelUntil = time.Now().Add(time.Second)
 				}
 			}
 			continue
@@ -199,10 +200,6 @@ func (ic *interposed) readCalls(br *bufio.Reader) {
 		ic.forward <- rb
 	}
 }
-
-// slowCall is how long a call answered inline may take before reads go to
-// goroutines for a while: more than a page-cache hit, less than a disk read.
-const slowCall = 2 * time.Millisecond
 
 // mayWait tells the calls that may wait long for the engine: a WRITE for a
 // commit when too much is buffered (and a stable one for an fsync), a
