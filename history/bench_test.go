@@ -165,15 +165,23 @@ func reportMBps(b *testing.B, bytes int64) {
 // BenchmarkSeqWrite1GiB: 1 MiB writes into one file, one Commit at the end
 // (the sync); the time includes the Commit. MaxPending (256 MiB) makes the
 // engine commit early along the way, as it would in service.
+// Sub-benchmarks for the chunk size of new stores and the 64 KiB of stores
+// made before FORMAT.
 func BenchmarkSeqWrite1GiB(b *testing.B) {
 	size := scaledBytes(1 << 30)
-	b.Run(sizeName(size), func(b *testing.B) {
+	for _, cs := range []int{ChunkSize, legacyChunk} {
+		b.Run(fmt.Sprintf("%s/chunk=%dKiB", sizeName(size), cs>>10), func(b *testing.B) { benchSeqWrite(b, size, cs) })
+	}
+}
+
+func benchSeqWrite(b *testing.B, size int64, chunk int) {
+	{
 		w := newSeqWriter(1)
 		var wrote int64
 		for n := 0; n < b.N; n++ {
 			b.StopTimer()
 			dir := filepath.Join(b.TempDir(), "store")
-			s := benchOpen(b, dir, Options{})
+			s := benchOpen(b, dir, Options{ChunkSize: chunk})
 			id := benchNewFile(b, s, RootID, "big")
 			if _, err := s.Commit(); err != nil {
 				b.Fatal(err)
@@ -198,7 +206,7 @@ func BenchmarkSeqWrite1GiB(b *testing.B) {
 		}
 		reportMBps(b, size)
 		b.ReportMetric(float64(wrote)/float64(size*int64(b.N)), "written-B/B")
-	})
+	}
 }
 
 // BenchmarkOSFileWrite1GiB: the same bytes to a plain file, one fsync.
