@@ -295,6 +295,14 @@ func newTestStore(t *testing.T) *history.Store {
 // serveFS serves f with the export identity cred.
 func serveFS(t *testing.T, f *fs.FS, cred fs.Cred) *testServer {
 	t.Helper()
+	addr := listenServe(t, f, Options{Key: testKey, Cred: cred})
+	return &testServer{f: f, s: f.Store(), h: &handler{f: f, key: testKey, cred: cred}, addr: addr}
+}
+
+// listenServe serves f on a new loopback port until the test ends, and
+// returns the address.
+func listenServe(t *testing.T, f *fs.FS, opts Options) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -302,10 +310,10 @@ func serveFS(t *testing.T, f *fs.FS, cred fs.Cred) *testServer {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Serve(l, f, Options{Key: testKey, Cred: cred})
+		Serve(l, f, opts)
 	}()
 	t.Cleanup(func() { l.Close(); <-done })
-	return &testServer{f: f, s: f.Store(), h: &handler{f: f, key: testKey, cred: cred}, addr: l.Addr().String()}
+	return l.Addr().String()
 }
 
 func (ts *testServer) fh(n fs.Node) []byte {

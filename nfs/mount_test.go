@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,17 +90,7 @@ func dialRPC(t testing.TB, addr string) *rpc.Client {
 // file. A mount that works logs nothing at Info.
 func TestMountRefusalSaysWhy(t *testing.T) {
 	f, logger, logs := mountFixture(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Serve(l, f, Options{Key: make([]byte, 32), Logger: logger})
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	addr := l.Addr().String()
+	addr := listenServe(t, f, Options{Key: make([]byte, 32), Logger: logger})
 	logs.take() // whatever Serve says when it starts
 
 	tid, err := f.Store().Commit()
@@ -155,17 +144,7 @@ func TestMountRefusalSaysWhy(t *testing.T) {
 // answers MOUNT itself.
 func TestMountEmptyPath(t *testing.T) {
 	f, logger, logs := mountFixture(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Serve(l, f, Options{Key: make([]byte, 32), Logger: logger})
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	c := dialRPC(t, l.Addr().String())
+	c := dialRPC(t, listenServe(t, f, Options{Key: make([]byte, 32), Logger: logger}))
 	defer c.Close()
 	m := &nfsc.Mount{Client: c}
 	target, err := m.Mount("", rpc.NewAuthUnix("test", 0, 0).Auth())

@@ -2,7 +2,6 @@ package nfs
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -21,18 +20,9 @@ func serve(t *testing.T) (*fs.FS, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // after the server stops (cleanups run last first)
 	f := fs.New(s, fs.Options{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Serve(l, f, Options{Key: make([]byte, 32)})
-	}()
-	t.Cleanup(func() { l.Close(); <-done; s.Close() })
-	return f, l.Addr().String()
+	return f, listenServe(t, f, Options{Key: make([]byte, 32)})
 }
 
 func mount(t *testing.T, addr, path string) *nfsc.Target {
