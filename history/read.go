@@ -307,7 +307,9 @@ func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, e
 // ReadInodeCached is ReadInode that does not wait for the disk: where a
 // block is not in memory it returns ErrWouldBlock (and p holds nothing
 // of use). A server answers reads inline with it and hands the ones that
-// must wait to a goroutine, so that those reach the disk together.
+// must wait to a goroutine, so that those reach the disk together. The
+// index is read through bbolt's mmap, which this cannot cover: a page of
+// it not in memory is waited for.
 func (s *Store) ReadInodeCached(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
 	ls, at, done, err := s.readLayers(at)
 	if err != nil {
