@@ -7,9 +7,11 @@ package nfs_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,7 +103,7 @@ func dialProto(t testing.TB, addr, export string) *proto {
 }
 
 func tryDialProto(t testing.TB, addr, export string) (*proto, error) {
-	c, err := rpc.DialTCP("tcp", addr, false)
+	c, err := dialRPC(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -139,11 +141,23 @@ func tryDialProto(t testing.TB, addr, export string) (*proto, error) {
 	return p, nil
 }
 
+// dialRPC connects go-nfs-client's RPC client, which binds a random local port of its own
+// choosing and fails when that port is taken (say, by an earlier connection in TIME_WAIT):
+// it tries again.
+func dialRPC(addr string) (*rpc.Client, error) {
+	for try := 0; ; try++ {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil || try == 20 || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
+}
+
 // redial is a fresh connection without MOUNT: what a client that kept its handles does
 // after the server came back.
 func (p *proto) redial() *proto {
 	p.t.Helper()
-	c, err := rpc.DialTCP("tcp", p.addr, false)
+	c, err := dialRPC(p.addr)
 	if err != nil {
 		p.t.Fatalf("dial %s: %v", p.addr, err)
 	}
