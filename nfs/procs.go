@@ -404,7 +404,8 @@ func (h *handler) exports(c *rpcCall, w *xdrWriter) error {
 // mnt answers MOUNTPROC3_MNT through Mount. go-nfs cannot read an empty
 // path (it takes the empty opaque for the end of its input and answers
 // GARBAGE_ARGS, which libnfs shows as a bare "mount_cb: (null)"), and
-// libnfs asks for one for every file URL at the root, nfs://host/a.txt.
+// libnfs asks for one for every file URL at the root, nfs://host/a.txt
+// (then refuses it itself unless auto-traverse-mounts=0).
 func (h *handler) mnt(c *rpcCall, w *xdrWriter) error {
 	r := &xdrReader{b: c.args}
 	path := r.opaque(mountPathMax)

@@ -12,8 +12,9 @@ import (
 
 // libnfs MOUNTs the part of a URL's path before its last slash. When that is not a
 // directory of the export, libnfs shows the MOUNT status, and asof logs one line that names
-// the path, the status and why, with a hint at double-slash file URLs. A file URL at the
-// root, whose directory part is empty, works.
+// the path, the status and why, with a hint at double-slash file URLs. A one-slash file URL
+// at the root, whose directory part is empty, works with auto-traverse-mounts=0 (which these
+// URLs carry; with libnfs's default, libnfs itself refuses an empty export after the MOUNT).
 func TestLibNFSMountRefusals(t *testing.T) {
 	needLibNFS(t)
 	s := start(t)
@@ -55,7 +56,7 @@ func TestLibNFSMountRefusals(t *testing.T) {
 		if err := os.WriteFile(local, []byte("new\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// nfs://host/new.txt: libnfs MOUNTs "" (the part before the last slash), the root
+		// nfs://host/new.txt: libnfs MOUNTs "" (the part before the last slash): the root
 		if _, _, err := clients.Run(ctx, 0, "nfs-cp", local, nfs.URL("/new.txt")); err != nil {
 			t.Fatalf("nfs-cp to %s: %v", nfs.URL("/new.txt"), err)
 		}
