@@ -51,3 +51,49 @@ func (c *blockCache) put(h Hash, data []byte) {
 		delete(c.items, e.Value.(*cacheEntry).h)
 	}
 }
+
+// locCache remembers where blocks were found in the index, so a read of a
+// block it has met skips that lookup (the index's block bucket is keyed by
+// hash: every lookup is a descent to a random leaf). It needs no
+// invalidation: a pack never changes where it holds a block, and a pack
+// the cleaner removed is never made again under its number, so a
+// remembered place holds that block (which the read checks against the
+// pack's header, as always) or no longer exists, and the read then looks
+// in the index again.
+type locCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[Hash]blockLoc
+}
+
+// locCacheMax bounds it: a 1 GiB file's blocks at 16 KiB, about 6 MiB.
+const locCacheMax = 64 << 10
+
+func newLocCache(n int) *locCache { return &locCache{max: n, m: make(map[Hash]blockLoc)} }
+
+func (c *locCache) get(h Hash) (blockLoc, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	loc, ok := c.m[h]
+	return loc, ok
+}
+
+// put remembers a place; when full it forgets one at random (map order),
+// which costs no bookkeeping per read.
+func (c *locCache) put(h Hash, loc blockLoc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[h]; !ok && len(c.m) >= c.max {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[h] = loc
+}
+
+func (c *locCache) forget(h Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, h)
+}

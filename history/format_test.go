@@ -228,3 +228,51 @@ func TestReadAnyRange(t *testing.T) {
 		s.Close()
 	}
 }
+
+// A remembered block place that is wrong (the cleaner moved the block, and
+// may have removed its pack) costs a second look, never wrong data.
+func TestStaleBlockPlaces(t *testing.T) {
+	clk := epoch()
+	s := openTest(t, t.TempDir(), clk)
+	defer s.Close()
+	id := newFile(t, s, RootID, "f")
+	data := randData(3, 6*ChunkSize)
+	write(t, s, id, data, 0)
+	clk.add(time.Second)
+	tid := commit(t, s)
+	if got := readAll(t, s, id, tid); !bytes.Equal(got, data) {
+		t.Fatal("first read differs")
+	}
+	var hashes []Hash
+	for i := 0; i < 6; i++ {
+		hashes = append(hashes, HashOf(data[i*ChunkSize:(i+1)*ChunkSize]))
+	}
+	for i, h := range hashes {
+		loc, ok := s.locs.get(h)
+		if !ok {
+			t.Fatalf("block %d: no place remembered after a read", i)
+		}
+		switch i % 3 {
+		case 0: // in a pack that is gone
+			loc.Pack += 1000
+		case 1: // where another block is
+			other, _ := s.locs.get(hashes[(i+1)%6])
+			loc = other
+		case 2: // past the end of the pack
+			loc.Off += 1 << 30
+		}
+		s.locs.put(h, loc)
+	}
+	s.cache = newBlockCache(s.cache.max) // no data cached either
+	if got := readAll(t, s, id, tid); !bytes.Equal(got, data) {
+		t.Fatal("read with wrong remembered places differs")
+	}
+	for i := 0; i < 6; i++ { // chunk by chunk too (chunkData's path)
+		s.locs.put(hashes[i], blockLoc{Pack: 9999, Off: 48, Length: ChunkSize})
+		s.cache = newBlockCache(s.cache.max)
+		b, err := s.chunkData(chunkRef{block: true, hash: hashes[i], length: ChunkSize})
+		if err != nil || !bytes.Equal(b, data[i*ChunkSize:(i+1)*ChunkSize]) {
+			t.Fatalf("chunk %d with a wrong place: %v", i, err)
+		}
+	}
+}

@@ -397,7 +397,11 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, no
 					}
 				}
 				pc.indexed = !decided
-				needIndex = needIndex || pc.indexed || pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil
+				if pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil {
+					pc.loc, pc.has = s.locs.get(pc.ref.hash)
+					needIndex = needIndex || !pc.has
+				}
+				needIndex = needIndex || pc.indexed
 			}
 		}
 		if tx == nil {
@@ -419,12 +423,18 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, no
 				}
 				pc.ref = &ref
 			}
-			if pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil {
+			if pc.ref != nil && pc.ref.block && !pc.has && s.cache.get(pc.ref.hash) == nil {
+				if pc.loc, pc.has = s.locs.get(pc.ref.hash); pc.has {
+					continue
+				}
 				e, ok, err := getBlk(tx, pc.ref.hash)
 				if err != nil {
 					return false, err
 				}
 				pc.loc, pc.has = e.Loc, ok
+				if ok {
+					s.locs.put(pc.ref.hash, e.Loc)
+				}
 			}
 		}
 		return false, nil
@@ -516,6 +526,7 @@ func (s *Store) blockData(ref chunkRef, loc blockLoc, has, nowait bool) ([]byte,
 		return nil, err
 	}
 	if err != nil {
+		s.locs.forget(ref.hash)
 		return s.readChunk(ref, nowait)
 	}
 	s.cache.put(ref.hash, b)
@@ -534,6 +545,17 @@ func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 	if b := s.cache.get(ref.hash); b != nil {
 		return b, nil
 	}
+	if loc, ok := s.locs.get(ref.hash); ok {
+		b, err := s.packs.get(loc, ref.hash, nowait)
+		if err == nil {
+			s.cache.put(ref.hash, b)
+			return b, nil
+		}
+		if errors.Is(err, ErrWouldBlock) {
+			return nil, err
+		}
+		s.locs.forget(ref.hash) // moved, or damaged: the index says
+	}
 	var b []byte
 	var prev blockLoc
 	for try := 0; ; try++ {
@@ -551,6 +573,7 @@ func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 			return nil, err
 		}
 		if b, err = s.packs.get(e.Loc, ref.hash, nowait); err == nil {
+			s.locs.put(ref.hash, e.Loc)
 			break
 		}
 		if errors.Is(err, ErrWouldBlock) {

@@ -45,6 +45,7 @@ type Store struct {
 	ilog  *intentLog
 	lock  *os.File
 	cache *blockCache
+	locs  *locCache
 	stats statsCache
 	chunk int // the store's chunk size, from FORMAT
 
@@ -109,7 +110,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
-		cache: newBlockCache(blockCacheBytes / format.chunk),
+		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
 		stop:  make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {

@@ -34,7 +34,7 @@ wait_port "$port" "$pid" || die "asof does not listen on $port, see $WORK/asof.l
 url="nfs://127.0.0.1/?version=3&nfsport=$port&mountport=$port"
 fio_job() { # fio_job NAME ARGS...: a job on bench.dat, terse output on stdout
   local name=$1; shift
-  timeout -k 5 $(( SECS + 120 )) "$FIO_NFS" --name="$name" --ioengine=nfs --nfs_url="$url" \
+  timeout -k 5 $(( SECS + 20 + MIB / 20 )) "$FIO_NFS" --name="$name" --ioengine=nfs --nfs_url="$url" \
     --filename=bench.dat --size="${MIB}M" --output-format=terse --terse-version=3 "$@" 2> "$WORK/fio-$name.err"
 }
 fio_job layout --rw=write --bs=1M --iodepth=1 |
