@@ -111,7 +111,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
 		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
-		stop:  make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
