@@ -49,13 +49,6 @@ var writeVerf = func() (v [8]byte) {
 	return v
 }()
 
-var dataProcs = map[procKey]procFunc{
-	{progNFS, procRead}:   (*handler).read,
-	{progNFS, procWrite}:  (*handler).write,
-	{progNFS, procCommit}: (*handler).commit,
-	{progNFS, procFsinfo}: (*handler).fsinfo,
-}
-
 // grow makes room for n more bytes in the reply, moving it to a larger
 // pooled buffer when needed.
 func (c *rpcCall) grow(w *xdrWriter, n int) {
@@ -166,23 +159,19 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 	if int(count) < len(data) {
 		data = data[:count]
 	}
-	n, _, err := h.decode(fh)
+	n, a, err := h.targetAttr(fh)
 	if err != nil {
 		w.u32(status(err))
 		w.wcc(nil, nil)
 		return nil
 	}
-	pre := h.attr(n)
-	switch {
-	case pre == nil:
-		err = errStale
-	case how > stableFileSync:
+	pre := &a
+	if how > stableFileSync {
 		w.u32(nfsErrInval)
 		w.wcc(pre, pre)
 		return nil
-	default:
-		_, err = h.f.Write(h.cred, n, data, offset(off), false)
 	}
+	_, err = h.f.Write(h.cred, n, data, offset(off), false)
 	committed := uint32(stableUnstable)
 	if err == nil && how != stableUnstable {
 		// The reply promises the data is on stable storage: this fsync
@@ -197,8 +186,6 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 	return nil
 }
 
-var errStale = errors.New("nfs: stale handle")
-
 // commit makes every change so far durable, this file's among them: one
 // fsync of the engine's intent log, shared with every caller waiting.
 func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
@@ -209,14 +196,11 @@ func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
 	if r.err != nil {
 		return r.err
 	}
-	n, _, err := h.decode(fh)
+	n, a, err := h.targetAttr(fh)
 	var pre *fs.Attr
 	if err == nil {
-		if pre = h.attr(n); pre == nil {
-			err = errStale
-		} else {
-			err = h.f.Sync()
-		}
+		pre = &a
+		err = h.f.Sync()
 	}
 	h.finishFile(w, n, pre, err)
 	return nil
@@ -253,18 +237,14 @@ func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
 	if r.err != nil {
 		return r.err
 	}
-	n, _, err := h.decode(fh)
-	var a *fs.Attr
-	if err == nil {
-		a = h.attr(n)
-	}
-	if err != nil || a == nil {
-		w.u32(fileStatus(err, a))
+	n, a, err := h.targetAttr(fh)
+	if err != nil {
+		w.u32(status(err))
 		w.postOpAttr(nil)
 		return nil
 	}
 	w.u32(nfsOK)
-	w.postOpAttr(a)
+	w.postOpAttr(&a)
 	w.u32(maxIO) // rtmax
 	w.u32(maxIO) // rtpref
 	w.u32(4096)  // rtmult

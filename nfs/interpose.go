@@ -17,9 +17,9 @@ import (
 // flattens most errors of the changing procedures into ACCESS or IO, and
 // serves the requests of a connection one at a time. The interposer sits
 // at the RPC record layer between each client connection and go-nfs: it
-// reads every call record, answers the procedures listed in procs and
-// dataProcs itself, several at once, and passes the rest through to go-nfs
-// unchanged, in order. Its replies and go-nfs's are whole records, never
+// reads every call record, answers the procedures listed in procs itself,
+// several at once, and passes the rest through to go-nfs unchanged, in
+// order. Its replies and go-nfs's are whole records, never
 // interleaved, in whatever order they are ready (RPC matches them by xid).
 const (
 	progNFS   = 100003
@@ -297,11 +297,11 @@ type queuedReply struct {
 }
 
 // send writes a reply (with flush false, only queues it), or leaves it to
-// the goroutine writing already,
-// which takes every reply queued meanwhile into its next write: replies
-// that are ready together go out in one system call (each costs about as
-// much as a small READ's whole work on loopback). Once a reply is out its
-// buffer goes back to the pool and its call's slot is freed.
+// the goroutine writing already, which takes every reply queued meanwhile
+// into its next write: replies that are ready together go out in one
+// system call (each costs about as much as a small READ's whole work on
+// loopback). Once a reply is out its buffer goes back to the pool and its
+// call's slot is freed.
 func (ic *interposed) send(q queuedReply, flush bool) {
 	ic.qmu.Lock()
 	if q.rec != nil {
@@ -567,9 +567,6 @@ func (h *handler) decodeCall(rec []byte) (*rpcCall, bool) {
 	}
 	k := procKey{c.prog, c.proc}
 	if c.fn = procs[k]; c.fn == nil {
-		c.fn = dataProcs[k]
-	}
-	if c.fn == nil {
 		return nil, false
 	}
 	if (c.prog == progNFS && c.vers != 3) || (c.prog == progMount && c.vers != 3) {
