@@ -280,26 +280,20 @@ func (p *packStore) file(seq uint32) (*os.File, error) {
 // block asked for, and the data matches its CRC.
 // With nowait, a block not in the page cache is ErrWouldBlock.
 func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
-	f, err := p.file(loc.Pack)
-	if err != nil {
+	data := make([]byte, loc.Length)
+	if err := p.getRun([]blockLoc{loc}, []Hash{h}, [][]byte{data}, nowait); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, packHdrLen+int(loc.Length))
-	if nowait {
-		err = preadvNoWait(f, [][]byte{buf}, int64(loc.Off)-packHdrLen)
-	} else {
-		_, err = f.ReadAt(buf, int64(loc.Off)-packHdrLen)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("history: read block %s from %s: %w", h, f.Name(), err)
-	}
-	hdr, data := buf[:packHdrLen], buf[packHdrLen:]
-	if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], castagnoli) != binary.BigEndian.Uint32(hdr[44:]) ||
-		binary.BigEndian.Uint32(hdr[4:]) != loc.Length || Hash(hdr[8:40]) != h ||
-		crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(hdr[40:]) {
-		return nil, fmt.Errorf("%w: block %s in %s at %d", ErrCorrupt, h, f.Name(), loc.Off)
-	}
 	return data, nil
+}
+
+// blockIntact checks a block as read from a pack: hdr is a block header
+// (magic, its own CRC) that names block h with data's length, and data
+// matches the CRC it gives.
+func blockIntact(hdr, data []byte, h Hash) bool {
+	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
+		binary.BigEndian.Uint32(hdr[4:]) == uint32(len(data)) && Hash(hdr[8:40]) == h &&
+		crc32.Checksum(data, castagnoli) == binary.BigEndian.Uint32(hdr[40:])
 }
 
 // getRun reads blocks that lie back to back in one pack, starting at
@@ -325,10 +319,7 @@ func (p *packStore) getRun(locs []blockLoc, hashes []Hash, dsts [][]byte, nowait
 		return fmt.Errorf("history: read blocks from %s: %w", f.Name(), err)
 	}
 	for i, loc := range locs {
-		hdr, data := hdrs[i*packHdrLen:(i+1)*packHdrLen], dsts[i]
-		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], castagnoli) != binary.BigEndian.Uint32(hdr[44:]) ||
-			binary.BigEndian.Uint32(hdr[4:]) != loc.Length || Hash(hdr[8:40]) != hashes[i] ||
-			crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(hdr[40:]) {
+		if !blockIntact(hdrs[i*packHdrLen:(i+1)*packHdrLen], dsts[i], hashes[i]) {
 			return fmt.Errorf("%w: block %s in %s at %d", ErrCorrupt, hashes[i], f.Name(), loc.Off)
 		}
 	}
