@@ -241,8 +241,7 @@ func (l *intentLog) prepare(seq uint64) (*intentFile, error) {
 		err = syncDir(l.dir)
 	}
 	if err != nil {
-		f.f.Close()
-		os.Remove(f.f.Name())
+		f.discard()
 		return nil, fmt.Errorf("history: create intent log: %w", err)
 	}
 	f.dirDone = true
@@ -272,8 +271,7 @@ func (l *intentLog) prepareSpare() {
 	}
 	l.mu.Unlock()
 	if !ok {
-		f.f.Close()
-		os.Remove(f.f.Name())
+		f.discard()
 	}
 }
 
@@ -463,8 +461,7 @@ func (l *intentLog) rotate() (*intentFile, error) {
 	l.spare = nil
 	if nf == nil || nf.seq != l.cur.seq+1 {
 		if nf != nil {
-			nf.f.Close()
-			os.Remove(nf.f.Name())
+			nf.discard()
 		}
 		var err error
 		if nf, err = l.create(l.cur.seq + 1); err != nil {
@@ -497,8 +494,7 @@ func (l *intentLog) retire(files ...*intentFile) {
 	l.files = kept
 	l.mu.Unlock()
 	for _, f := range files {
-		f.f.Close()
-		os.Remove(f.f.Name())
+		f.discard()
 	}
 	l.prepareSpare()
 }
@@ -509,6 +505,13 @@ func (l *intentLog) seq() uint64 {
 	return l.cur.seq
 }
 
+// discard closes the file and removes it: its changes are committed, or
+// it holds none.
+func (f *intentFile) discard() {
+	f.f.Close()
+	os.Remove(f.f.Name())
+}
+
 // close closes the current file and removes the files that hold nothing:
 // the spare, and the current file if nothing was appended to it.
 func (l *intentLog) close() error {
@@ -516,8 +519,7 @@ func (l *intentLog) close() error {
 	defer l.mu.Unlock()
 	l.closed = true
 	if l.spare != nil {
-		l.spare.f.Close()
-		os.Remove(l.spare.f.Name())
+		l.spare.discard()
 		l.spare = nil
 	}
 	err := l.cur.f.Close()
