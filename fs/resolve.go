@@ -17,12 +17,17 @@ func (f *FS) getattr(n Node) (Attr, history.Inode, error) {
 	}
 	ino, err := f.s.Inode(n.Obj, n.At)
 	if err != nil {
-		if errors.Is(err, history.ErrNotFound) {
-			return Attr{}, history.Inode{}, fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
-		}
-		return Attr{}, history.Inode{}, err
+		return Attr{}, history.Inode{}, gone(n, err)
 	}
 	return attrOf(n, ino), ino, nil
+}
+
+// gone says which object a lookup of n's inode did not find, as ENOENT.
+func gone(n Node, err error) error {
+	if errors.Is(err, history.ErrNotFound) {
+		return fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
+	}
+	return err
 }
 
 // Getattr is stat.
@@ -317,11 +322,8 @@ func (f *FS) readAttr(c Cred, n Node, p []byte, off int64, nowait bool) (int, At
 		read = f.s.ReadInodeCached
 	}
 	k, ino, err := read(n.Obj, p, off, n.At)
-	if errors.Is(err, history.ErrNotFound) {
-		return 0, Attr{}, fmt.Errorf("object %d: %w", n.Obj, syscall.ENOENT)
-	}
 	if err != nil {
-		return 0, Attr{}, err
+		return 0, Attr{}, gone(n, err)
 	}
 	a := attrOf(n, ino)
 	switch ino.Kind {
