@@ -32,9 +32,14 @@ type storeFormat struct {
 	chunk   int
 }
 
-// validChunkSize: a power of two from 4 KiB (the inline limit: a smaller
-// chunk would never be a block) to 1 MiB (a block is read whole).
-func validChunkSize(n int) bool { return n >= InlineMax && n <= 1<<20 && n&(n-1) == 0 }
+// checkChunkSize wants a power of two from 4 KiB (the inline limit: a
+// smaller chunk would never be a block) to 1 MiB (a block is read whole).
+func checkChunkSize(n int) error {
+	if n < InlineMax || n > 1<<20 || n&(n-1) != 0 {
+		return fmt.Errorf("chunk size %d: want a power of two from %d to %d", n, InlineMax, 1<<20)
+	}
+	return nil
+}
 
 // loadFormat reads dir's FORMAT, or writes it: for a new store with the
 // chunk size asked for, for a store that predates the file with the 64 KiB
@@ -53,8 +58,8 @@ func loadFormat(dir string, chunk int) (storeFormat, error) {
 	if len(segs) > 0 {
 		f = storeFormat{version: 1, chunk: legacyChunk}
 	}
-	if !validChunkSize(f.chunk) {
-		return storeFormat{}, fmt.Errorf("history: chunk size %d: want a power of two from %d to %d", f.chunk, InlineMax, 1<<20)
+	if err := checkChunkSize(f.chunk); err != nil {
+		return storeFormat{}, fmt.Errorf("history: %w", err)
 	}
 	return f, writeFormat(path, f)
 }
@@ -104,8 +109,9 @@ func readFormat(path string) (storeFormat, error) {
 		return storeFormat{}, fmt.Errorf("history: %s: no format version", path)
 	case f.version > formatVersion:
 		return storeFormat{}, fmt.Errorf("history: %s: store format %d is newer than this asof reads (%d): upgrade asof", path, f.version, formatVersion)
-	case !validChunkSize(f.chunk):
-		return storeFormat{}, fmt.Errorf("history: %s: chunk size %d: want a power of two from %d to %d", path, f.chunk, InlineMax, 1<<20)
+	}
+	if err := checkChunkSize(f.chunk); err != nil {
+		return storeFormat{}, fmt.Errorf("history: %s: %w", path, err)
 	}
 	return f, nil
 }
