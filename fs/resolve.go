@@ -290,40 +290,48 @@ func (f *FS) Read(c Cred, n Node, p []byte, off int64) (int, error) {
 }
 
 // ReadAttr is Read that also returns the file's attributes as of the data
-// read (an NFS READ reply carries them). The engine reads the attributes
-// with the data, in one lookup, so the checks come after the read; what
-// a refused read put in p is wiped.
+// read (an NFS READ reply carries them).
 func (f *FS) ReadAttr(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
-	return f.readAttr(c, n, p, off, false)
-}
-
-// ReadAttrCached is ReadAttr that does not wait for the disk: ErrWouldBlock
-// where the data is not in memory (nothing is read then, nor checked).
-func (f *FS) ReadAttrCached(c Cred, n Node, p []byte, off int64) (int, Attr, error) {
-	return f.readAttr(c, n, p, off, true)
+	v, a, err := f.ReadView(c, n, off, len(p), false)
+	if err != nil {
+		return 0, a, err
+	}
+	defer v.Release()
+	k, err := v.CopyTo(p)
+	if err != nil {
+		return 0, a, err
+	}
+	return k, a, nil
 }
 
 // ErrWouldBlock: a read asked not to wait for the disk would have to.
 var ErrWouldBlock = history.ErrWouldBlock
 
-func (f *FS) readAttr(c Cred, n Node, p []byte, off int64, nowait bool) (int, Attr, error) {
+// A View is data read in place (history.View): the caller sends or copies
+// it and then releases it.
+type View = history.View
+
+// ReadView reads up to count bytes from off as a View of where the data
+// lies, with the file's attributes as of the data, for a server that
+// sends the data on without copying it. With nowait it does not wait for
+// the disk: ErrWouldBlock where the data is not in memory (nothing is read
+// then, nor checked). The engine reads the attributes with the data, in
+// one lookup, so the checks come after the read; a refused read's view is
+// released here.
+func (f *FS) ReadView(c Cred, n Node, off int64, count int, nowait bool) (View, Attr, error) {
 	if n.Versions {
 		a, _, err := f.getattr(n)
 		if err != nil {
-			return 0, Attr{}, err
+			return View{}, Attr{}, err
 		}
-		return 0, a, syscall.EISDIR
+		return View{}, a, syscall.EISDIR
 	}
-	if off < 0 {
-		return 0, Attr{}, syscall.EINVAL
+	if off < 0 || count < 0 {
+		return View{}, Attr{}, syscall.EINVAL
 	}
-	read := f.s.ReadInode
-	if nowait {
-		read = f.s.ReadInodeCached
-	}
-	k, ino, err := read(n.Obj, p, off, n.At)
+	v, ino, err := f.s.ReadView(n.Obj, off, count, n.At, nowait)
 	if err != nil {
-		return 0, Attr{}, gone(n, err)
+		return View{}, Attr{}, gone(n, err)
 	}
 	a := attrOf(n, ino)
 	switch ino.Kind {
@@ -335,13 +343,13 @@ func (f *FS) readAttr(c Cred, n Node, p []byte, off int64, nowait bool) (int, At
 		err = syscall.EINVAL
 	}
 	if err != nil {
-		clear(p[:k])
-		return 0, a, err
+		v.Release()
+		return View{}, a, err
 	}
 	if n.Live() {
 		f.touchAtime(n, ino)
 	}
-	return k, a, nil
+	return v, a, nil
 }
 
 // touchAtime updates the access time as Linux's relatime does: when it is

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,15 +75,17 @@ type packStore struct {
 	bufLen int
 	hdrs   []byte
 
-	rmu   sync.RWMutex
-	files map[uint32]*os.File // open for reading
+	rmu     sync.RWMutex
+	files   map[uint32]*os.File // open for reading
+	maps    map[uint32]*packMap // their mappings, for reads (packmap.go)
+	mapTick atomic.Uint64
 }
 
 func openPackStore(dir string, vol uint16) (*packStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("history: volume %s: %w", dir, err)
 	}
-	p := &packStore{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}}
+	p := &packStore{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}, maps: map[uint32]*packMap{}}
 	seqs, err := p.list()
 	if err != nil {
 		return nil, err
@@ -133,6 +136,7 @@ func (p *packStore) remove(seq uint32) error {
 		f.Close()
 		delete(p.files, seq)
 	}
+	p.unmapLocked(seq)
 	p.rmu.Unlock()
 	if err := os.Remove(p.name(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("history: remove pack: %w", err)
@@ -203,9 +207,32 @@ func (p *packStore) flush() error {
 	return nil
 }
 
-// pwritev writes every byte of iov at off.
+// pwritev writes every byte of iov at off, resuming after short writes
+// and interrupted calls.
 func pwritev(f *os.File, iov [][]byte, off int64) error {
-	return vectored(f, iov, off, unix.Pwritev)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(iov) > 0 {
+		var n int
+		var werr error
+		if err := rc.Control(func(fd uintptr) { n, werr = unix.Pwritev(int(fd), iov, off) }); err != nil {
+			return err
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return fmt.Errorf("%s: %w", f.Name(), werr)
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: %w", f.Name(), io.ErrShortWrite)
+		}
+		off += int64(n)
+		iov = skipIov(iov, n)
+	}
+	return nil
 }
 
 // rotate starts a new pack after the newest one. A partly written pack left
@@ -276,12 +303,16 @@ func (p *packStore) file(seq uint32) (*os.File, error) {
 	return f, nil
 }
 
-// get reads a block with its header and checks both: the header names the
-// block asked for, and the data matches its CRC.
+// get reads a block and checks it (viewRun), into memory of its own.
 // With nowait, a block not in the page cache is ErrWouldBlock.
 func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
+	views, m, err := p.viewRun([]blockLoc{loc}, []Hash{h}, nowait, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer m.release()
 	data := make([]byte, loc.Length)
-	if err := p.getRun([]blockLoc{loc}, []Hash{h}, [][]byte{data}, nowait); err != nil {
+	if err := fault(func() { copy(data, views[0]) }); err != nil {
 		return nil, err
 	}
 	return data, nil
@@ -296,34 +327,54 @@ func blockIntact(hdr, data []byte, h Hash) bool {
 		crc32.Checksum(data, castagnoli) == binary.BigEndian.Uint32(hdr[40:])
 }
 
-// getRun reads blocks that lie back to back in one pack, starting at
-// locs[0], straight into dsts (dsts[i] is exactly locs[i].Length long):
-// one preadv for the whole run, headers into a scratch slab, each block's
-// header and CRC checked as get does. Used for reads that cover whole
-// blocks, where a copy through a block buffer would be wasted.
-func (p *packStore) getRun(locs []blockLoc, hashes []Hash, dsts [][]byte, nowait bool) error {
-	f, err := p.file(locs[0].Pack)
+// viewRun checks blocks that lie back to back in one pack, starting at
+// locs[0], where they lie in the pack's mapping, and appends their data
+// there to views: no copy. The caller holds the returned mapping until it
+// is done with the views, and then releases it. Each block's header must
+// name it and its data match the header's CRC. With nowait, blocks not
+// all in the page cache are ErrWouldBlock, and nothing is touched.
+func (p *packStore) viewRun(locs []blockLoc, hashes []Hash, nowait bool, views [][]byte) ([][]byte, *packMap, error) {
+	m, err := p.mapped(locs[0].Pack)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	hdrs := make([]byte, packHdrLen*len(locs))
-	iov := make([][]byte, 0, 2*len(locs))
-	for i := range locs {
-		iov = append(iov, hdrs[i*packHdrLen:(i+1)*packHdrLen], dsts[i])
+	last := locs[len(locs)-1]
+	run, ok := m.span(blockLoc{Off: locs[0].Off, Length: uint32(last.Off + uint64(last.Length) - locs[0].Off)})
+	if !ok {
+		m.release()
+		return nil, nil, fmt.Errorf("%w: block %s at %d is past the end of pack %d", ErrCorrupt, hashes[0], locs[0].Off, locs[0].Pack)
 	}
-	read := preadv
 	if nowait {
-		read = preadvNoWait
-	}
-	if err := read(f, iov, int64(locs[0].Off)-packHdrLen); err != nil {
-		return fmt.Errorf("history: read blocks from %s: %w", f.Name(), err)
-	}
-	for i, loc := range locs {
-		if !blockIntact(hdrs[i*packHdrLen:(i+1)*packHdrLen], dsts[i], hashes[i]) {
-			return fmt.Errorf("%w: block %s in %s at %d", ErrCorrupt, hashes[i], f.Name(), loc.Off)
+		in, err := resident(run)
+		if err == nil && !in {
+			err = ErrWouldBlock
+		}
+		if err != nil {
+			m.release()
+			return nil, nil, err
 		}
 	}
-	return nil
+	n := len(views)
+	var damaged error
+	err = fault(func() {
+		for i, loc := range locs {
+			b, _ := m.span(loc)
+			hdr, data := b[:packHdrLen], b[packHdrLen:]
+			if !blockIntact(hdr, data, hashes[i]) {
+				damaged = fmt.Errorf("%w: block %s in pack %d at %d", ErrCorrupt, hashes[i], loc.Pack, loc.Off)
+				return
+			}
+			views = append(views, data)
+		}
+	})
+	if err == nil {
+		err = damaged
+	}
+	if err != nil {
+		m.release()
+		return views[:n], nil, err
+	}
+	return views, m, nil
 }
 
 // skipIov drops the first n bytes of iov, after a short read or write.
@@ -337,42 +388,6 @@ func skipIov(iov [][]byte, n int) [][]byte {
 		iov = iov[1:]
 	}
 	return iov
-}
-
-// preadv fills every byte of iov from off; the end of the file is an error.
-func preadv(f *os.File, iov [][]byte, off int64) error {
-	return vectored(f, iov, off, unix.Preadv)
-}
-
-// vectored moves every byte of iov with op (unix.Preadv or unix.Pwritev)
-// from off, resuming after short transfers and interrupted calls.
-func vectored(f *os.File, iov [][]byte, off int64, op func(fd int, iovs [][]byte, off int64) (int, error)) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for len(iov) > 0 {
-		var n int
-		var oerr error
-		if err := rc.Control(func(fd uintptr) { n, oerr = op(int(fd), iov, off) }); err != nil {
-			return err
-		}
-		if oerr == unix.EINTR {
-			continue
-		}
-		if oerr == unix.EAGAIN {
-			return ErrWouldBlock
-		}
-		if oerr != nil {
-			return fmt.Errorf("%s: %w", f.Name(), oerr)
-		}
-		if n == 0 {
-			return fmt.Errorf("%s: %w", f.Name(), io.ErrUnexpectedEOF)
-		}
-		off += int64(n)
-		iov = skipIov(iov, n)
-	}
-	return nil
 }
 
 // scan walks every block of every pack in order. A damaged header or a
@@ -463,6 +478,9 @@ func (p *packStore) close() error {
 		}
 	}
 	p.files = map[uint32]*os.File{}
+	for seq := range p.maps {
+		p.unmapLocked(seq)
+	}
 	p.cur = nil
 	return first
 }

@@ -2,14 +2,35 @@ package history
 
 import (
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// preadvNoWait is preadv that reads only what the page cache holds
-// (RWF_NOWAIT, Linux 4.14): ErrWouldBlock where it would wait for the disk.
-func preadvNoWait(f *os.File, iov [][]byte, off int64) error {
-	return vectored(f, iov, off, func(fd int, iovs [][]byte, off int64) (int, error) {
-		return unix.Preadv2(fd, iovs, off, unix.RWF_NOWAIT)
-	})
+// resident tells whether every page of b, a part of a pack's mapping, is
+// in the page cache, so that reading it will not wait for the disk
+// (mincore(2); x/sys has no wrapper for it).
+func resident(b []byte) (bool, error) {
+	if len(b) == 0 {
+		return true, nil
+	}
+	page := uintptr(os.Getpagesize())
+	start := uintptr(unsafe.Pointer(&b[0]))
+	first := start &^ (page - 1)
+	end := start + uintptr(len(b))
+	var vec [256]byte
+	for addr := first; addr < end; {
+		n := min((end-addr+page-1)/page, uintptr(len(vec)))
+		_, _, e := unix.Syscall(unix.SYS_MINCORE, addr, n*page, uintptr(unsafe.Pointer(&vec[0])))
+		if e != 0 {
+			return false, e
+		}
+		for _, v := range vec[:n] {
+			if v&1 == 0 {
+				return false, nil
+			}
+		}
+		addr += n * page
+	}
+	return true, nil
 }

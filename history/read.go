@@ -297,31 +297,94 @@ func (s *Store) ReadAt(obj ObjID, p []byte, off int64, at TID) (int, error) {
 // file's attributes needs no second lookup, nor one that may see a later
 // change.
 func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
-	ls, at, done, err := s.readLayers(at)
-	if err != nil {
-		return 0, Inode{}, err
-	}
-	return s.readAt(ls, obj, p, off, at, false, done)
+	return s.readInto(obj, p, off, at, false)
 }
 
-// ReadInodeCached is ReadInode that does not wait for the disk: where a
-// block is not in memory it returns ErrWouldBlock (and p holds nothing
-// of use). A server answers reads inline with it and hands the ones that
-// must wait to a goroutine, so that those reach the disk together. The
-// index is read through bbolt's mmap, which this cannot cover: a page of
-// it not in memory is waited for.
+// ReadInodeCached is ReadInode that does not wait for the disk (ReadView
+// with nowait): ErrWouldBlock, and nothing in p, where a block is not in
+// memory.
 func (s *Store) ReadInodeCached(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
-	ls, at, done, err := s.readLayers(at)
-	if err != nil {
-		return 0, Inode{}, err
-	}
-	return s.readAt(ls, obj, p, off, at, true, done)
+	return s.readInto(obj, p, off, at, true)
 }
 
-// readAt resolves which chunk holds each piece under the lock (release is
-// called once that is done), with one index transaction for whatever the
-// overlays do not decide, then reads the blocks without it.
-func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, nowait bool, release ...func()) (int, Inode, error) {
+func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (int, Inode, error) {
+	v, ino, err := s.ReadView(obj, off, len(p), at, nowait)
+	if err != nil {
+		return 0, ino, err
+	}
+	defer v.Release()
+	n, err := v.CopyTo(p)
+	return n, ino, err
+}
+
+// A View is file data as read, in place: slices of the packs' mappings
+// (packmap.go), of the engine's buffers and of zeros, which in order are
+// the bytes read. They stay valid until Release, and nothing may write to
+// them. A server sends them to the socket as they are: the data is not
+// copied on the way.
+type View struct {
+	Segs [][]byte
+	N    int // bytes in Segs
+	maps []*packMap
+}
+
+// Release lets go of the memory the view points into; the view is empty
+// afterwards.
+func (v *View) Release() {
+	for _, m := range v.maps {
+		m.release()
+	}
+	*v = View{}
+}
+
+// CopyTo copies the view into p, which must hold N bytes, and returns N.
+func (v *View) CopyTo(p []byte) (int, error) {
+	n := 0
+	err := fault(func() {
+		for _, b := range v.Segs {
+			n += copy(p[n:], b)
+		}
+	})
+	return n, err
+}
+
+func (v *View) add(b []byte) {
+	if len(b) > 0 {
+		v.Segs = append(v.Segs, b)
+		v.N += len(b)
+	}
+}
+
+// zeroes are what holes and the unwritten ends of chunks read as.
+var zeroes = make([]byte, 64<<10)
+
+func (v *View) addZeros(n int) {
+	for n > 0 {
+		k := min(n, len(zeroes))
+		v.add(zeroes[:k])
+		n -= k
+	}
+}
+
+// ReadView reads up to n bytes of file data from off as of at, as a View
+// of where the data lies: it stops at the file's size. With nowait it
+// does not wait for the disk: where a block is not in memory it returns
+// ErrWouldBlock. A server answers reads inline that way and hands the ones
+// that must wait to a goroutine, so that those reach the disk together.
+// The index is read through bbolt's mmap, which nowait cannot cover: a
+// page of it not in memory is waited for.
+func (s *Store) ReadView(obj ObjID, off int64, n int, at TID, nowait bool) (View, Inode, error) {
+	ls, at, done, err := s.readLayers(at)
+	if err != nil {
+		return View{}, Inode{}, err
+	}
+	return s.readView(ls, obj, off, n, at, nowait, done)
+}
+
+// readView resolves which chunk holds each piece under the lock (release
+// is called once that is done), with one index transaction for whatever
+// the overlays do not decide, then checks the blocks without it.
+func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, nowait bool, release ...func()) (View, Inode, error) {
 	unlocked := false
 	unlock := func() {
 		if !unlocked {
@@ -333,14 +396,17 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, no
 	}
 	defer unlock()
 	if off < 0 {
-		return 0, Inode{}, fmt.Errorf("history: negative offset %d", off)
+		return View{}, Inode{}, fmt.Errorf("history: negative offset %d", off)
+	}
+	if n < 0 {
+		return View{}, Inode{}, fmt.Errorf("history: negative count %d", n)
 	}
 	var ino Inode
 	inoDecided := false
 	for _, l := range ls {
 		if i, ok := l.inode(obj); ok {
 			if i == nil {
-				return 0, Inode{}, ErrNotFound
+				return View{}, Inode{}, ErrNotFound
 			}
 			ino, inoDecided = *i, true
 			break
@@ -376,15 +442,15 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, no
 			inoDecided = true
 		}
 		if uint64(off) >= ino.Size {
-			p = p[:0]
+			n = 0
 			return false, nil
 		}
-		p = p[:min(uint64(len(p)), ino.Size-uint64(off))]
-		if len(p) == 0 {
+		n = int(min(uint64(n), ino.Size-uint64(off)))
+		if n == 0 {
 			return false, nil // an empty read: no chunk to resolve
 		}
 		var last uint64
-		first, last = uint64(off)/cs, (uint64(off)+uint64(len(p))-1)/cs
+		first, last = uint64(off)/cs, (uint64(off)+uint64(n)-1)/cs
 		if pieces == nil {
 			pieces = make([]piece, last-first+1)
 			for idx := first; idx <= last; idx++ {
@@ -447,90 +513,76 @@ func (s *Store) readAt(ls []*overlay, obj ObjID, p []byte, off int64, at TID, no
 		})
 	}
 	if err != nil {
-		return 0, Inode{}, err
+		return View{}, Inode{}, err
 	}
 	unlock()
-	// dst is the part of p chunk first+i covers, at offset in of the chunk.
-	dst := func(i int) (d []byte, in int64) {
+	v := View{Segs: make([][]byte, 0, len(pieces)+1)}
+	// span is the part of chunk first+i the read covers: from in, for k
+	// bytes.
+	span := func(i int) (in, k int) {
 		start := int64(first+uint64(i)) * int64(cs)
 		from := max(start, off)
-		to := min(start+int64(cs), off+int64(len(p)))
-		return p[from-off : to-off], from - start
+		to := min(start+int64(cs), off+int64(n))
+		return int(from - start), int(to - from)
 	}
-	// whole reports whether piece i is a block read whole into p, straight
-	// from its pack.
-	whole := func(i int) bool {
+	// add puts what chunk i holds from in into the view: data, then
+	// zeros for a chunk whose written end comes before k bytes.
+	add := func(data []byte, i int) {
+		in, k := span(i)
+		d := data[min(in, len(data)):min(in+k, len(data))]
+		v.add(d)
+		v.addZeros(k - len(d))
+	}
+	mapped := func(i int) bool {
 		pc := &pieces[i]
-		d, in := dst(i)
-		return pc.ref != nil && pc.ref.block && pc.has && in == 0 && len(d) >= int(pc.loc.Length)
+		return pc.ref != nil && pc.ref.block && pc.has && s.cache.get(pc.ref.hash) == nil
 	}
+	var locs []blockLoc
+	var hashes []Hash
 	for i := 0; i < len(pieces); {
-		// Blocks back to back in one pack, each read whole: one read for
-		// the run, into p.
-		if j := i; whole(i) {
-			for j++; j < len(pieces) && j-i < 512 && whole(j) && pieces[j].loc.Pack == pieces[j-1].loc.Pack &&
-				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+packHdrLen; j++ {
+		// Blocks back to back in one pack: checked together, with one
+		// look at whether they are in memory.
+		if mapped(i) {
+			j := i + 1
+			for j < len(pieces) && j-i < 512 && mapped(j) && pieces[j].loc.Pack == pieces[j-1].loc.Pack &&
+				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+packHdrLen {
+				j++
 			}
-			if j-i > 1 {
-				locs, hashes, dsts := make([]blockLoc, 0, j-i), make([]Hash, 0, j-i), make([][]byte, 0, j-i)
+			locs, hashes = locs[:0], hashes[:0]
+			for k := i; k < j; k++ {
+				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash)
+			}
+			views, m, err := s.packs.viewRun(locs, hashes, nowait, nil)
+			if errors.Is(err, ErrWouldBlock) {
+				v.Release()
+				return View{}, Inode{}, err
+			}
+			if err == nil {
+				v.maps = append(v.maps, m)
 				for k := i; k < j; k++ {
-					d, _ := dst(k)
-					locs, hashes, dsts = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash), append(dsts, d[:pieces[k].loc.Length])
+					add(views[k-i], k)
 				}
-				err := s.packs.getRun(locs, hashes, dsts, nowait)
-				if errors.Is(err, ErrWouldBlock) {
-					return 0, Inode{}, err
-				}
-				if err == nil {
-					for k := i; k < j; k++ {
-						d, _ := dst(k)
-						clear(d[pieces[k].loc.Length:])
-					}
-					i = j
-					continue
-				}
-				// Moved by the cleaner since, or damaged: block by block,
-				// which looks again and reports damage.
+				i = j
+				continue
+			}
+			// Moved by the cleaner since, or damaged: block by block,
+			// which looks again and reports damage.
+			for k := i; k < j; k++ {
+				s.locs.forget(pieces[k].ref.hash)
 			}
 		}
 		pc := pieces[i]
 		data := pc.buf
 		if pc.ref != nil {
-			if data, err = s.blockData(*pc.ref, pc.loc, pc.has, nowait); err != nil {
-				return 0, Inode{}, err
+			if data, err = s.readChunk(*pc.ref, nowait); err != nil {
+				v.Release()
+				return View{}, Inode{}, err
 			}
 		}
-		d, in := dst(i)
-		n := 0
-		if int64(len(data)) > in {
-			n = copy(d, data[in:])
-		}
-		clear(d[n:]) // holes and the unwritten end of a chunk read as zeros
+		add(data, i)
 		i++
 	}
-	return len(p), ino, nil
-}
-
-// blockData is chunkData for a reference whose block was looked up in the
-// index already (has): read from there, and only if the block is gone
-// from there — the cleaner moved it since — look it up again.
-func (s *Store) blockData(ref chunkRef, loc blockLoc, has, nowait bool) ([]byte, error) {
-	if !ref.block || !has {
-		return s.readChunk(ref, nowait)
-	}
-	if b := s.cache.get(ref.hash); b != nil {
-		return b, nil
-	}
-	b, err := s.packs.get(loc, ref.hash, nowait)
-	if errors.Is(err, ErrWouldBlock) {
-		return nil, err
-	}
-	if err != nil {
-		s.locs.forget(ref.hash)
-		return s.readChunk(ref, nowait)
-	}
-	s.cache.put(ref.hash, b)
-	return b, nil
+	return v, ino, nil
 }
 
 // chunkData returns the bytes of a committed chunk, checked.

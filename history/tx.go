@@ -434,8 +434,12 @@ func (tx *Tx) ReadDir(dir ObjID, after string, fn func(name string, child ObjID,
 
 // ReadAt reads live file data.
 func (tx *Tx) ReadAt(obj ObjID, p []byte, off int64) (int, error) {
-	n, _, err := tx.s.readAt(tx.layers(), obj, p, off, Live, false)
-	return n, err
+	v, _, err := tx.s.readView(tx.layers(), obj, off, len(p), Live, false)
+	if err != nil {
+		return 0, err
+	}
+	defer v.Release()
+	return v.CopyTo(p)
 }
 
 // Readlink reads a symlink's live target.

@@ -49,19 +49,6 @@ var writeVerf = func() (v [8]byte) {
 	return v
 }()
 
-// grow makes room for n more bytes in the reply, moving it to a larger
-// pooled buffer when needed.
-func (c *rpcCall) grow(w *xdrWriter, n int) {
-	if cap(w.b)-len(w.b) >= n {
-		return
-	}
-	nb := getBuf(len(w.b) + n)
-	*nb = append((*nb)[:0], w.b...)
-	putBuf(c.pooled)
-	c.pooled = nb
-	w.b = *nb
-}
-
 // fileStatus is the status of a failed operation on a file whose
 // attributes are now a (nil when it could not be read): a handle whose
 // object is gone is stale.
@@ -94,12 +81,6 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		return nil
 	}
 	count = min(count, maxIO)
-	// status, post_op_attr, count, eof and the data's length; the data
-	// follows, read straight into its place in the reply.
-	const head = 4 + postAttrLen + 4 + 4 + 4
-	at := len(w.b)
-	c.grow(w, head+int(count)+3)
-	data := w.b[at+head : at+head+int(count)]
 	from := offset(off)
 	if count == 0 {
 		// Nothing to read, but every check to make: read at the end of
@@ -107,11 +88,7 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		// inside a file).
 		from = math.MaxInt64
 	}
-	read := h.f.ReadAttr
-	if c.nowait {
-		read = h.f.ReadAttrCached
-	}
-	k, attr, err := read(h.cred, n, data, from)
+	v, attr, err := h.f.ReadView(h.cred, n, from, int(count), c.nowait)
 	if errors.Is(err, fs.ErrWouldBlock) {
 		return errWouldBlock
 	}
@@ -124,25 +101,20 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		w.postOpAttr(a)
 		return nil
 	}
+	k := v.N
 	h.observer.Bytes("nfs", k, 0)
 	eof := k < int(count)
 	if a != nil {
 		eof = off+uint64(k) >= a.Size
 	}
-	hw := &xdrWriter{b: w.b[:at]}
-	hw.u32(nfsOK)
-	hw.postOpAttr(a)
-	hw.u32(uint32(k))
-	hw.bool(eof)
-	hw.u32(uint32(k))
-	end := len(hw.b)
-	if end != at+head {
-		// No attributes after all (the file went meanwhile): close the gap.
-		copy(w.b[end:end+k], data[:k])
-	}
-	end += k
-	w.b = w.b[:(end+3)&^3]
-	clear(w.b[end:]) // the padding: the buffer held other replies before
+	w.u32(nfsOK)
+	w.postOpAttr(a)
+	w.u32(uint32(k))
+	w.bool(eof)
+	w.u32(uint32(k))
+	// The data goes out from where it lies (the engine's page-cache
+	// mappings), after these bytes: no copy into the reply.
+	c.data = v
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/asof/asof/fs"
 	"io"
 	"net"
 	"sync"
@@ -44,6 +45,9 @@ type rpcCall struct {
 	// pooled is a buffer from the pool that the reply was built in, given
 	// back once the reply is sent.
 	pooled *[]byte
+	// data is file data (a READ's) that follows the reply's bytes,
+	// padded: sent from where it lies, and released once it is out.
+	data fs.View
 }
 
 // procFunc answers a call by appending the body of its reply to w, which
@@ -282,19 +286,25 @@ func (ic *interposed) answer(c *rpcCall, rb *[]byte, flush bool) bool {
 		return false
 	}
 	putBuf(rb) // the arguments pointed into it
-	ic.send(queuedReply{rec: reply, pooled: c.pooled}, flush)
+	ic.send(queuedReply{rec: reply, pooled: c.pooled, data: c.data}, flush)
 	return true
 }
 
 // flush writes the replies held back, unless a goroutine is at it.
 func (ic *interposed) flush() { ic.send(queuedReply{}, true) }
 
-// A queuedReply waits to be written: the record, and the pooled buffer it
-// lives in.
+// A queuedReply waits to be written: the record's bytes, the pooled
+// buffer they live in, and the file data that ends the record.
 type queuedReply struct {
 	rec    []byte
 	pooled *[]byte
+	data   fs.View
 }
+
+// xdrPad pads opaque data to a multiple of four bytes.
+var xdrPad [3]byte
+
+func padding(n int) []byte { return xdrPad[:(4-n%4)%4] }
 
 // send writes a reply (with flush false, only queues it), or leaves it to
 // the goroutine writing already, which takes every reply queued meanwhile
@@ -316,9 +326,13 @@ func (ic *interposed) send(q queuedReply, flush bool) {
 		batch := ic.queue
 		ic.queue = ic.spare[:0]
 		ic.qmu.Unlock()
-		bufs := make(net.Buffers, len(batch))
-		for i, q := range batch {
-			bufs[i] = q.rec
+		bufs := make(net.Buffers, 0, len(batch))
+		for _, q := range batch {
+			bufs = append(bufs, q.rec)
+			if q.data.N > 0 {
+				bufs = append(bufs, q.data.Segs...)
+				bufs = append(bufs, padding(q.data.N))
+			}
 		}
 		ic.wmu.Lock()
 		_, err := bufs.WriteTo(ic.Conn)
@@ -328,6 +342,7 @@ func (ic *interposed) send(q queuedReply, flush bool) {
 		}
 		for i, q := range batch {
 			putBuf(q.pooled)
+			q.data.Release()
 			batch[i] = queuedReply{}
 			<-ic.slots
 			ic.workers.Done()
@@ -604,9 +619,14 @@ func (h *handler) reply(c *rpcCall) []byte {
 		h.log.Debug("nfs: garbage arguments", "prog", c.prog, "proc", c.proc, "err", err)
 		w.b = w.b[:replyHdrLen]
 		binary.BigEndian.PutUint32(w.b[replyHdrLen-4:], 4)
+		c.data.Release()
 	}
 	h.observer.Request("nfs", k.name(), c.start, replyStatus(w.b[replyHdrLen:], err))
-	binary.BigEndian.PutUint32(w.b, uint32(len(w.b)-4)|1<<31)
+	n := len(w.b) - 4
+	if c.data.N > 0 {
+		n += c.data.N + len(padding(c.data.N))
+	}
+	binary.BigEndian.PutUint32(w.b, uint32(n)|1<<31)
 	if &w.b[:1][0] != &(*c.pooled)[:1][0] {
 		// The reply outgrew the pooled buffer.
 		putBuf(c.pooled)

@@ -1,0 +1,137 @@
+package history
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// A view read before its pack was removed (the cleaner's work) reads the
+// same bytes until it is released: the mapping goes with its last reader.
+func TestViewOutlivesItsPack(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, epoch())
+	defer s.Close()
+	id := newFile(t, s, RootID, "f")
+	data := randData(3, 4*ChunkSize+100)
+	write(t, s, id, data, 0)
+	tid := commit(t, s)
+	v, _, err := s.ReadView(id, 10, len(data), tid, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.maps) == 0 {
+		t.Fatal("a read of committed blocks holds no mapping")
+	}
+	s.packs.mu.Lock()
+	seq := s.packs.curSeq
+	s.packs.cur = nil // sealed, as the cleaner seals a pack before it removes it
+	s.packs.mu.Unlock()
+	if err := s.packs.remove(seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.packs.name(seq)); !os.IsNotExist(err) {
+		t.Fatalf("pack %d still there: %v", seq, err)
+	}
+	got := make([]byte, v.N)
+	if n, err := v.CopyTo(got); err != nil || n != len(data)-10 || !bytes.Equal(got, data[10:]) {
+		t.Fatalf("view after its pack went: %d bytes, %v", n, err)
+	}
+	v.Release()
+	if v.N != 0 || len(v.Segs) != 0 {
+		t.Fatal("a released view still holds data")
+	}
+}
+
+// A pack cut short under the engine (damage, or a location past its end)
+// is a read error, as pread's would be, not a crash of the server (SIGBUS).
+func TestShortPackIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	clk := epoch()
+	s := openTest(t, dir, clk)
+	id := newFile(t, s, RootID, "f")
+	data := randData(4, 8*ChunkSize)
+	write(t, s, id, data, 0)
+	tid := commit(t, s)
+	s.Close()
+	packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
+	if len(packs) != 1 {
+		t.Fatalf("packs: %v", packs)
+	}
+	if err := os.Truncate(packs[0], 3*ChunkSize); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, clk)
+	defer s.Close()
+	p := make([]byte, ChunkSize)
+	if _, err := s.ReadAt(id, p, 0, tid); err != nil || !bytes.Equal(p, data[:ChunkSize]) {
+		t.Fatalf("a block before the cut: %v", err)
+	}
+	for _, off := range []int64{5 * ChunkSize, 6*ChunkSize + 7} {
+		if n, err := s.ReadAt(id, p, off, tid); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("a block past the pack's end at %d: %d bytes, %v, want EIO", off, n, err)
+		}
+	}
+	whole := make([]byte, len(data))
+	if _, err := s.ReadAt(id, whole, 0, tid); err == nil {
+		t.Fatal("a read across the pack's end: no error")
+	}
+}
+
+// However many packs there are, at most maxMaps are mapped at once, and
+// reads go on across all of them.
+func TestMappedPacksBounded(t *testing.T) {
+	defer func(m int, p int64) { maxMaps, packMaxSize = m, p }(maxMaps, packMaxSize)
+	maxMaps, packMaxSize = 3, 3*(ChunkSize+packHdrLen)
+	dir := t.TempDir()
+	s := openTest(t, dir, epoch())
+	defer s.Close()
+	id := newFile(t, s, RootID, "f")
+	data := randData(5, 40*ChunkSize)
+	write(t, s, id, data, 0)
+	tid := commit(t, s)
+	if packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack")); len(packs) < 10 {
+		t.Fatalf("%d packs, want many", len(packs))
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	p := make([]byte, 3*ChunkSize)
+	type heldView struct {
+		v   View
+		off int
+	}
+	var held []heldView
+	for i := 0; i < 200; i++ {
+		off := r.IntN(len(data) - len(p))
+		v, _, err := s.ReadView(id, int64(off), len(p), tid, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := v.CopyTo(p); err != nil || n != len(p) || !bytes.Equal(p, data[off:off+len(p)]) {
+			t.Fatalf("read at %d: %d bytes, %v", off, n, err)
+		}
+		// Some views are held across later reads, whose mappings push
+		// theirs out of the table.
+		if i%7 == 0 {
+			held = append(held, heldView{v, off})
+		} else {
+			v.Release()
+		}
+		s.packs.rmu.RLock()
+		mapped := len(s.packs.maps)
+		s.packs.rmu.RUnlock()
+		if mapped > maxMaps {
+			t.Fatalf("%d packs mapped, at most %d allowed", mapped, maxMaps)
+		}
+	}
+	for _, h := range held {
+		got := make([]byte, h.v.N)
+		if _, err := h.v.CopyTo(got); err != nil || !bytes.Equal(got, data[h.off:h.off+len(got)]) {
+			t.Fatalf("a view held while its mapping left the table: %v", err)
+		}
+		h.v.Release()
+	}
+}
