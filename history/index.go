@@ -140,6 +140,63 @@ func latest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
 	return r, true, nil
 }
 
+// chunkRecords finds, for each of count chunks of obj from first, the
+// version of its record visible as of at, as latest does, and calls fn
+// with the chunk's place in the run and its payload (valid only during
+// fn); a chunk with none (a hole) is skipped. One cursor serves the run:
+// a file's chunk records lie together in key order, so the next chunk's
+// place is usually a step or two on from the last one's, not a new
+// descent from the root. Where it is further (many versions, or a gap)
+// the cursor seeks, so the cost stays O(log n) per chunk at worst.
+func chunkRecords(tx *bolt.Tx, obj ObjID, first uint64, count int, at TID, fn func(i int, payload []byte) error) error {
+	c := tx.Bucket(bucketRec).Cursor()
+	want := recKey(obj, chunkKey(first), at)
+	pfx := want[:len(want)-8] // obj | key | NUL
+	const walk = 8            // steps forward before a seek is cheaper
+	var k, v []byte
+	for i := 0; i < count; i++ {
+		putChunkHex(want[8+1:8+17], first+uint64(i))
+		// k is where the last chunk's search ended, before want: step
+		// on to the first key at or after want, as Seek would.
+		n := 0
+		for ; k != nil && n < walk && bytes.Compare(k, want) < 0; n++ {
+			k, v = c.Next()
+		}
+		if i == 0 || k == nil || bytes.Compare(k, want) < 0 {
+			k, v = c.Seek(want)
+		}
+		if k == nil || !bytes.Equal(k, want) {
+			k, v = c.Prev()
+		}
+		if k == nil {
+			// Before the first key: nothing of this chunk, and the next
+			// search seeks.
+			k, v = c.Seek(want)
+			if k == nil {
+				return nil // and past the last
+			}
+			continue
+		}
+		if len(k) != len(want) || !bytes.HasPrefix(k, pfx) {
+			continue // a hole
+		}
+		if len(v) < 12 {
+			return fmt.Errorf("%w: index value of %d bytes for object %d chunk %d", ErrCorrupt, len(v), obj, first+uint64(i))
+		}
+		create, del := TID(binary.BigEndian.Uint64(k[len(k)-8:])), TID(binary.BigEndian.Uint64(v))
+		if recChecksum(obj, create, del, k[8:len(k)-9], v[12:]) != binary.BigEndian.Uint32(v[8:]) {
+			return fmt.Errorf("%w: record object %d chunk %d created %s", ErrCorrupt, obj, first+uint64(i), create)
+		}
+		if del != 0 && del <= at {
+			continue // deleted by then: a hole
+		}
+		if err := fn(i, v[12:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // visible calls fn for each key with the given prefix that has a version
 // visible as of at, in key order. The payload is only valid during fn.
 func visible(tx *bolt.Tx, obj ObjID, keyPrefix string, at TID, fn func(r Record) error) error {

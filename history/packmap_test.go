@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // A view read before its pack was removed (the cleaner's work) reads the
@@ -133,5 +135,62 @@ func TestMappedPacksBounded(t *testing.T) {
 			t.Fatalf("a view held while its mapping left the table: %v", err)
 		}
 		h.v.Release()
+	}
+}
+
+// chunkRecords, one cursor walking a run of chunks, finds what latest
+// finds chunk by chunk: across many versions, holes, truncation and
+// neighbouring objects, at every moment.
+func TestChunkRecordsIsLatest(t *testing.T) {
+	s := openTest(t, t.TempDir(), epoch())
+	defer s.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	ids := []ObjID{newFile(t, s, RootID, "a"), newFile(t, s, RootID, "b"), newFile(t, s, RootID, "c")}
+	var tids []TID
+	for round := 0; round < 40; round++ {
+		for n := r.IntN(6); n >= 0; n-- {
+			id := ids[r.IntN(len(ids))]
+			switch op := r.IntN(10); {
+			case op == 0:
+				if err := s.Update(func(tx *Tx) error { return tx.Truncate(id, uint64(r.IntN(12*ChunkSize))) }); err != nil {
+					t.Fatal(err)
+				}
+			case op < 3: // small: inline data
+				write(t, s, id, randData(r.Uint64(), 1+r.IntN(200)), int64(r.IntN(12))*ChunkSize)
+			default:
+				write(t, s, id, randData(r.Uint64(), 1+r.IntN(3*ChunkSize)), int64(r.IntN(12*ChunkSize)))
+			}
+		}
+		tids = append(tids, commit(t, s))
+	}
+	for _, at := range append(tids, tids[0]-1) {
+		for _, id := range ids {
+			for first := uint64(0); first < 14; first += 3 {
+				count := 1 + r.IntN(14)
+				var got []string
+				err := s.index.View(func(tx *bolt.Tx) error {
+					got = make([]string, count)
+					return chunkRecords(tx, id, first, count, at, func(i int, payload []byte) error {
+						got[i] = string(payload)
+						return nil
+					})
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.index.View(func(tx *bolt.Tx) error {
+					for i := range count {
+						rec, ok, err := latest(tx, id, chunkKey(first+uint64(i)), at)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if want := string(rec.Payload); !ok && got[i] != "" || ok && got[i] != want {
+							t.Fatalf("object %d chunk %d at %s: chunkRecords %x, latest %x (found %v)", id, first+uint64(i), at, got[i], want, ok)
+						}
+					}
+					return nil
+				})
+			}
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -473,22 +474,36 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		if tx == nil {
 			return needIndex, nil
 		}
+		// The chunks no overlay decides, in runs: one cursor each.
+		for i := 0; i < len(pieces); {
+			if !pieces[i].indexed {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(pieces) && pieces[j].indexed {
+				j++
+			}
+			refs := make([]chunkRef, j-i)
+			err := chunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
+				ref, err := decodeChunk(payload)
+				if err != nil {
+					return err
+				}
+				if !ref.block {
+					ref.inline = bytes.Clone(ref.inline) // the payload is the index's, for this transaction
+				}
+				refs[k] = ref
+				pieces[i+k].ref = &refs[k]
+				return nil
+			})
+			if err != nil {
+				return false, err
+			}
+			i = j
+		}
 		for i := range pieces {
 			pc := &pieces[i]
-			if pc.indexed {
-				r, ok, err := latest(tx, obj, chunkKey(first+uint64(i)), at)
-				if err != nil {
-					return false, err
-				}
-				if !ok {
-					continue // a hole
-				}
-				ref, err := decodeChunk(r.Payload)
-				if err != nil {
-					return false, err
-				}
-				pc.ref = &ref
-			}
 			if pc.ref != nil && pc.ref.block && !pc.has && s.cache.get(pc.ref.hash) == nil {
 				if pc.loc, pc.has = s.locs.get(pc.ref.hash); pc.has {
 					continue

@@ -24,7 +24,22 @@ const (
 
 func direntKey(name string) string { return prefixDir + name }
 func xattrKey(name string) string  { return prefixXatt + name }
-func chunkKey(idx uint64) string   { return prefixData + fmt.Sprintf("%016x", idx) }
+func chunkKey(idx uint64) string {
+	var b [17]byte
+	b[0] = prefixData[0]
+	putChunkHex(b[1:], idx)
+	return string(b[:])
+}
+
+// putChunkHex writes a chunk index as chunkKey spells it: 16 hex digits,
+// which sort as the numbers do.
+func putChunkHex(b []byte, idx uint64) {
+	const digits = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[idx&15]
+		idx >>= 4
+	}
+}
 
 func chunkOfKey(key string) (uint64, bool) {
 	if len(key) != 17 || key[0] != prefixData[0] {
@@ -52,14 +67,18 @@ func (r *Record) Visible(at TID) bool {
 // Checksum covers every field, so a record read back from any copy (the
 // log, the index, a mirror) can be checked on its own.
 func (r *Record) Checksum() uint32 {
+	return recChecksum(r.Obj, r.Create, r.Delete, r.Key, r.Payload)
+}
+
+func recChecksum[K string | []byte](obj ObjID, create, del TID, key K, payload []byte) uint32 {
 	var h [8 * 3]byte
-	binary.BigEndian.PutUint64(h[0:], uint64(r.Obj))
-	binary.BigEndian.PutUint64(h[8:], uint64(r.Create))
-	binary.BigEndian.PutUint64(h[16:], uint64(r.Delete))
+	binary.BigEndian.PutUint64(h[0:], uint64(obj))
+	binary.BigEndian.PutUint64(h[8:], uint64(create))
+	binary.BigEndian.PutUint64(h[16:], uint64(del))
 	c := crc32.Update(0, castagnoli, h[:])
-	c = crc32.Update(c, castagnoli, []byte(r.Key))
+	c = crc32.Update(c, castagnoli, []byte(key))
 	c = crc32.Update(c, castagnoli, []byte{0})
-	return crc32.Update(c, castagnoli, r.Payload)
+	return crc32.Update(c, castagnoli, payload)
 }
 
 // Index keys: obj(8) | key | 0x00 | create tid(8).
