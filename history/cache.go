@@ -92,6 +92,24 @@ func (c *locCache) put(h Hash, loc blockLoc) {
 	c.m[h] = loc
 }
 
+// place sets where each block of pieces lies that it remembers, under one
+// lock for the whole read, and reports whether it knew them all.
+func (c *locCache) place(pieces []readPiece) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := true
+	for i := range pieces {
+		pc := &pieces[i]
+		if pc.ref == nil || !pc.ref.block || pc.has {
+			continue
+		}
+		if pc.loc, pc.has = c.m[pc.ref.hash]; !pc.has {
+			all = false
+		}
+	}
+	return all
+}
+
 func (c *locCache) forget(h Hash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -382,6 +382,15 @@ func (s *Store) ReadView(obj ObjID, off int64, n int, at TID, nowait bool) (View
 	return s.readView(ls, obj, off, n, at, nowait, done)
 }
 
+// A readPiece is one chunk of a read, as it is resolved.
+type readPiece struct {
+	buf     []byte // overlay data
+	ref     *chunkRef
+	indexed bool     // no overlay decides the chunk: its record is looked up
+	loc     blockLoc // where ref's block was, when looked up
+	has     bool     // loc is set
+}
+
 // readView resolves which chunk holds each piece under the lock (release
 // is called once that is done), with one index transaction for whatever
 // the overlays do not decide, then checks the blocks without it.
@@ -413,14 +422,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			break
 		}
 	}
-	type piece struct {
-		buf     []byte // overlay data
-		ref     *chunkRef
-		indexed bool     // no overlay decides the chunk: its record is looked up
-		loc     blockLoc // where ref's block was, when looked up
-		has     bool     // loc is set
-	}
-	var pieces []piece
+	var pieces []readPiece
 	cs := uint64(s.chunk)
 	var first uint64
 	// resolve finds each piece in the overlays, and in the index through
@@ -453,7 +455,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		var last uint64
 		first, last = uint64(off)/cs, (uint64(off)+uint64(n)-1)/cs
 		if pieces == nil {
-			pieces = make([]piece, last-first+1)
+			pieces = make([]readPiece, last-first+1)
 			for idx := first; idx <= last; idx++ {
 				pc := &pieces[idx-first]
 				decided := false
@@ -464,11 +466,10 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 					}
 				}
 				pc.indexed = !decided
-				if pc.ref != nil && pc.ref.block && s.cache.get(pc.ref.hash) == nil {
-					pc.loc, pc.has = s.locs.get(pc.ref.hash)
-					needIndex = needIndex || !pc.has
-				}
 				needIndex = needIndex || pc.indexed
+			}
+			if !s.locs.place(pieces) {
+				needIndex = true
 			}
 		}
 		if tx == nil {
@@ -502,12 +503,10 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			}
 			i = j
 		}
+		s.locs.place(pieces)
 		for i := range pieces {
 			pc := &pieces[i]
-			if pc.ref != nil && pc.ref.block && !pc.has && s.cache.get(pc.ref.hash) == nil {
-				if pc.loc, pc.has = s.locs.get(pc.ref.hash); pc.has {
-					continue
-				}
+			if pc.ref != nil && pc.ref.block && !pc.has {
 				e, ok, err := getBlk(tx, pc.ref.hash)
 				if err != nil {
 					return false, err
@@ -550,7 +549,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 	}
 	mapped := func(i int) bool {
 		pc := &pieces[i]
-		return pc.ref != nil && pc.ref.block && pc.has && s.cache.get(pc.ref.hash) == nil
+		return pc.ref != nil && pc.ref.block && pc.has
 	}
 	var locs []blockLoc
 	var hashes []Hash
