@@ -5,8 +5,11 @@ import (
 	"sync"
 )
 
-// blockCache keeps recently read, already verified blocks, so a client
-// reading a 64 KiB chunk in small pieces reads and hashes it once.
+// blockCache keeps copies of recently read, already checked blocks (made
+// by readChunk: the old data that a partial write merges with, and reads
+// that had to look a block up again), so that small writes into one chunk
+// read and check it once. Reads from the packs' mappings need no copy and
+// do not use it.
 type blockCache struct {
 	mu    sync.Mutex
 	max   int

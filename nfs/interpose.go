@@ -286,7 +286,9 @@ func (ic *interposed) answer(c *rpcCall, rb *[]byte, flush bool) bool {
 		return false
 	}
 	putBuf(rb) // the arguments pointed into it
-	ic.send(queuedReply{rec: reply, pooled: c.pooled, data: c.data}, flush)
+	q := queuedReply{rec: reply, pooled: c.pooled, data: c.data}
+	c.data = fs.View{} // the queued reply releases it once it is out
+	ic.send(q, flush)
 	return true
 }
 
