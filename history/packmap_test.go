@@ -3,11 +3,13 @@ package history
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -193,4 +195,80 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Reads go on while the cleaner rewrites and removes the packs under
+// them: every view reads the live data, also one held across a pass.
+func TestViewsDuringPrune(t *testing.T) {
+	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
+	segMaxSize, packMaxSize = 16<<10, 4*(ChunkSize+packHdrLen)
+	clk := epoch()
+	s := openTest(t, t.TempDir(), clk)
+	defer s.Close()
+	id := newFile(t, s, RootID, "f")
+	// Versions an hour apart, each half new: the cleaner frees the old
+	// halves and rewrites the packs that keep live blocks beside them.
+	live := randData(20, 16*ChunkSize)
+	write(t, s, id, live, 0)
+	for v := 0; v < 12; v++ {
+		clk.add(time.Hour)
+		fresh := randData(uint64(21+v), 8*ChunkSize)
+		off := (v % 2) * 8 * ChunkSize
+		copy(live[off:], fresh)
+		write(t, s, id, fresh, int64(off))
+		commit(t, s)
+	}
+	held, _, err := s.ReadView(id, 0, len(live), Live, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	for g := 0; g < 2; g++ {
+		go func(g int) {
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			p := make([]byte, 3*ChunkSize)
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				off := r.IntN(len(live) - len(p))
+				v, _, err := s.ReadView(id, int64(off), len(p), Live, false)
+				if err == nil {
+					_, err = v.CopyTo(p)
+					v.Release()
+				}
+				if err == nil && !bytes.Equal(p, live[off:off+len(p)]) {
+					err = fmt.Errorf("read at %d during the pass: wrong data", off)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(g)
+	}
+	clk.add(time.Hour)
+	rep, err := s.Prune(Policy{{Keep: time.Second, For: time.Minute}}, PruneOptions{})
+	close(stop)
+	for range 2 {
+		if e := <-errs; e != nil {
+			t.Fatal(e)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pass: %+v", rep)
+	if rep.Blocks == 0 || rep.Packs == 0 {
+		t.Fatalf("the pass freed no blocks or rewrote no packs: %+v", rep)
+	}
+	got := make([]byte, held.N)
+	if _, err := held.CopyTo(got); err != nil || !bytes.Equal(got, live) {
+		t.Fatalf("a view held across the pass: %v", err)
+	}
+	held.Release()
 }
