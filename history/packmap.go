@@ -42,10 +42,17 @@ type packMap struct {
 }
 
 // maxMaps bounds the packs mapped at once (256 GiB of packs by default):
-// the kernel allows a process about 65,000 mappings (vm.max_map_count).
+// the kernel allows a process about 65,000 mappings (vm.max_map_count),
+// and a 32-bit process has 2-3 GiB of address space for everything.
 // Past it the mapping asked for least recently goes (its readers keep it
 // until they are done).
 var maxMaps = 1024
+
+func init() {
+	if math.MaxInt == math.MaxInt32 {
+		maxMaps = 4
+	}
+}
 
 func (m *packMap) release() {
 	if m.refs.Add(-1) == 0 {
