@@ -5,7 +5,9 @@
  *
  *   nfsmeta URL N     URL as for fio's nfs engine: nfs://HOST/EXPORT?version=3&nfsport=..
  *
- * Prints "BENCH create|stat|remove SECONDS N files", like vm-workload.sh.
+ * Prints "BENCH create|stat|remove SECONDS N files", like vm-workload.sh. With SERVER_PID
+ * set (a server on this machine), also "SERVER-CPU create|stat|remove MICROSECONDS per
+ * file": the server's user + system time over the phase, from /proc/PID/stat.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -22,6 +24,38 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* server_cpu_us is the user + system time of process SERVER_PID so far, in µs; -1
+ * without SERVER_PID. */
+static double server_cpu_us(void)
+{
+	const char *pid = getenv("SERVER_PID");
+	char path[64], buf[4096];
+	if (pid == NULL)
+		return -1;
+	snprintf(path, sizeof path, "/proc/%s/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* Fields 14 and 15 (utime, stime), counted after the command's closing parenthesis. */
+	char *p = strrchr(buf, ')');
+	unsigned long long utime, stime;
+	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+		return -1;
+	return (utime + stime) * 1e6 / sysconf(_SC_CLK_TCK);
+}
+
+/* report prints a phase's result line, and its server CPU line with SERVER_PID. */
+static void report(const char *phase, double t0, double c0, int n)
+{
+	double t1 = now(), c1 = server_cpu_us();
+	printf("BENCH %s %.3f %d files\n", phase, t1 - t0, n);
+	if (c0 >= 0 && c1 >= 0)
+		printf("SERVER-CPU %s %.1f us per file\n", phase, (c1 - c0) / n);
 }
 
 static void die(struct nfs_context *nfs, const char *what, const char *path)
@@ -51,7 +85,7 @@ int main(int argc, char **argv)
 	if (nfs_mkdir(nfs, dir) != 0)
 		die(nfs, "mkdir", dir);
 
-	double t0 = now();
+	double t0 = now(), c0 = server_cpu_us();
 	for (int i = 1; i <= n; i++) {
 		struct nfsfh *fh;
 		snprintf(path, sizeof path, "%s/f%d", dir, i);
@@ -59,27 +93,24 @@ int main(int argc, char **argv)
 			die(nfs, "create", path);
 		nfs_close(nfs, fh);
 	}
-	double t1 = now();
-	printf("BENCH create %.3f %d files\n", t1 - t0, n);
+	report("create", t0, c0, n);
 
-	t0 = now();
+	t0 = now(), c0 = server_cpu_us();
 	for (int i = 1; i <= n; i++) {
 		struct nfs_stat_64 st;
 		snprintf(path, sizeof path, "%s/f%d", dir, i);
 		if (nfs_stat64(nfs, path, &st) != 0)
 			die(nfs, "stat", path);
 	}
-	t1 = now();
-	printf("BENCH stat %.3f %d files\n", t1 - t0, n);
+	report("stat", t0, c0, n);
 
-	t0 = now();
+	t0 = now(), c0 = server_cpu_us();
 	for (int i = 1; i <= n; i++) {
 		snprintf(path, sizeof path, "%s/f%d", dir, i);
 		if (nfs_unlink(nfs, path) != 0)
 			die(nfs, "remove", path);
 	}
-	t1 = now();
-	printf("BENCH remove %.3f %d files\n", t1 - t0, n);
+	report("remove", t0, c0, n);
 
 	if (nfs_rmdir(nfs, dir) != 0)
 		die(nfs, "rmdir", dir);
