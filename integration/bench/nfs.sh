@@ -152,7 +152,7 @@ fio_suite() { # fio_suite SERVER URL
   sync
   local out=$WORK/nfsmeta-$s-r$ROUND.out t secs amount unit
   local rc=0
-  timeout -k 5 $(( 120 + BENCH_FILES / 20 )) "$NFSMETA" "$u" "$BENCH_FILES" > "$out" || rc=$?
+  SERVER_PID=$SERVER_PID timeout -k 5 $(( 120 + BENCH_FILES / 20 )) "$NFSMETA" "$u" "$BENCH_FILES" > "$out" || rc=$?
   if { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && [ "$(grep -c '^BENCH ' "$out")" = 3 ]; then
     log "  nfsmeta against $s: did not exit after its runs (unmount); stopped"
   elif [ $rc -ne 0 ]; then
@@ -160,7 +160,7 @@ fio_suite() { # fio_suite SERVER URL
   fi
   while read -r _ t secs amount unit; do
     result "libnfs $t" files/s "$s" "$(awk -v a="$amount" -v s="$secs" 'BEGIN { printf "%.1f", a / s }')"
-    log "  libnfs $t: $amount $unit in $secs s"
+    log "  libnfs $t: $amount $unit in $secs s ($(awk -v t="$t" '$1 == "SERVER-CPU" && $2 == t { print "server CPU " $3 " µs per file" }' "$out"))"
   done < <(grep '^BENCH ' "$out")
 }
 
