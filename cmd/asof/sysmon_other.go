@@ -1,0 +1,6 @@
+//go:build !unix
+
+package main
+
+// keepSysmonAwake does nothing here (no exec).
+func keepSysmonAwake() {}
