@@ -49,7 +49,7 @@ func TestReadInodeCached(t *testing.T) {
 	defer s.Close()
 	p := make([]byte, 4096)
 	if _, _, err := s.ReadInodeCached(id, p, 100, tid); !errors.Is(err, ErrWouldBlock) {
-		t.Skipf("a read of a block dropped from the page cache: %v, not ErrWouldBlock (RWF_NOWAIT unsupported here?)", err)
+		t.Skipf("a read of a block dropped from the page cache: %v, not ErrWouldBlock (the page cache kept it?)", err)
 	}
 	// (A read that would block starts the kernel's readahead: drop again.)
 	dropPageCache(t, dir)

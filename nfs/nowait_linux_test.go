@@ -74,6 +74,6 @@ func TestReadFromDiskHandedOff(t *testing.T) {
 		}
 	}
 	if handedOff == 0 {
-		t.Skipf("no READ was handed off (attempts %v): the page cache kept the packs (RWF_NOWAIT unsupported?)", tried)
+		t.Skipf("no READ was handed off (attempts %v): the page cache kept the packs (fadvise did not drop them?)", tried)
 	}
 }
