@@ -580,9 +580,11 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 				continue
 			}
 			// Moved by the cleaner since, or damaged: block by block,
-			// which looks again and reports damage.
+			// which looks again and reports damage (not the run again
+			// from the next block, at the same stale places).
 			for k := i; k < j; k++ {
 				s.locs.forget(pieces[k].ref.hash)
+				pieces[k].has = false
 			}
 		}
 		pc := pieces[i]
