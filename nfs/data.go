@@ -81,14 +81,8 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 		return nil
 	}
 	count = min(count, maxIO)
-	from := offset(off)
-	if count == 0 {
-		// Nothing to read, but every check to make: read at the end of
-		// any file (the engine's ReadAt cannot take an empty buffer
-		// inside a file).
-		from = math.MaxInt64
-	}
-	v, attr, err := h.f.ReadView(h.cred, n, from, int(count), c.nowait)
+	// A count of 0 reads nothing but makes every check.
+	v, attr, err := h.f.ReadView(h.cred, n, offset(off), int(count), c.nowait)
 	if errors.Is(err, fs.ErrWouldBlock) {
 		return errWouldBlock
 	}
