@@ -5,13 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/asof/asof/fs"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/asof/asof/fs"
 )
 
 // go-nfs lacks some procedures (MOUNTPROC3_EXPORT), decodes LINK wrongly,
