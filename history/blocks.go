@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -512,4 +513,40 @@ func syncDir(dir string) error {
 		return fmt.Errorf("history: sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// dropCached asks the kernel to drop the page cache of blocks a commit
+// superseded (building.superseded). Only history reads them now, seldom,
+// and the pages freed are the ones the next blocks are written into:
+// without it every block stored lands in pages the system has not used
+// yet, which cost far more to fill on a virtual machine whose memory the
+// host backs lazily. A hint: pages that are mapped (a reader's), dirty or
+// shared with a live record's block stay or come back.
+func (p *packStore) dropCached(locs []blockLoc) {
+	if len(locs) == 0 {
+		return
+	}
+	sort.Slice(locs, func(i, j int) bool {
+		if locs[i].Pack != locs[j].Pack {
+			return locs[i].Pack < locs[j].Pack
+		}
+		return locs[i].Off < locs[j].Off
+	})
+	drop := func(seq uint32, start, end int64) {
+		if f, err := p.file(seq); err == nil {
+			dropPages(f, start, end-start)
+		}
+	}
+	// Neighbouring blocks (a file written in order) go in one call.
+	seq, start, end := locs[0].Pack, int64(locs[0].Off)-packHdrLen, int64(locs[0].Off)+int64(locs[0].Length)
+	for _, l := range locs[1:] {
+		s, e := int64(l.Off)-packHdrLen, int64(l.Off)+int64(l.Length)
+		if l.Pack == seq && s <= end {
+			end = max(end, e)
+			continue
+		}
+		drop(seq, start, end)
+		seq, start, end = l.Pack, s, e
+	}
+	drop(seq, start, end)
 }

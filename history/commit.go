@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -50,7 +51,8 @@ func (s *Store) commit() error {
 	// rewrite the packs they go to.
 	s.packFloor.Store(s.packs.sealedBelow())
 	defer s.packFloor.Store(math.MaxUint32)
-	t, blocks, err := s.build(fr, tid, objHigh, old.seq)
+	b, err := s.build(fr, tid, objHigh, old.seq)
+	t, blocks := b.t, b.blocks
 	if err == nil {
 		err = s.packs.sync()
 	}
@@ -84,32 +86,49 @@ func (s *Store) commit() error {
 	s.mu.Unlock()
 	s.commits.Add(1)
 	s.ilog.retire(retained...)
+	s.packs.dropCached(b.superseded)
 	return nil
+}
+
+// building is one commit's work in progress.
+type building struct {
+	t      *Txn
+	blocks map[Hash]blockLoc      // blocks this commit stored
+	sums   map[*chunkBuf]chunkSum // what it learnt of its chunks first
+	// superseded are the places of the blocks whose data records it ends:
+	// from now on only history reads them (unless another record shares
+	// them), so their page cache can go once it is durable.
+	superseded []blockLoc
 }
 
 // build makes the records of a transaction from frozen changes: for every
 // key that changed, end the live record and create the new one.
-func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*Txn, map[Hash]blockLoc, error) {
-	t := &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}
-	blocks := map[Hash]blockLoc{}
+func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*building, error) {
+	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}}
 	ids := make([]ObjID, 0, len(fr.objs))
 	for id := range fr.objs {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	sums := hashChunks(fr)
+	b.sums = hashChunks(fr)
 	err := s.index.View(func(btx *bolt.Tx) error {
 		for _, id := range ids {
-			if err := s.buildObj(btx, t, blocks, sums, id, fr.objs[id]); err != nil {
+			if err := s.buildObj(btx, b, id, fr.objs[id]); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return t, blocks, err
+	return b, err
 }
 
-func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums map[*chunkBuf]chunkSum, id ObjID, st *objState) error {
+func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) error {
+	t := b.t
+	// end ends the record r, created before this transaction.
+	end := func(r Record) {
+		t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
+		b.supersede(btx, r)
+	}
 	live := func(key string) (Record, bool, error) {
 		if st.created {
 			return Record{}, false, nil
@@ -127,7 +146,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 			if payload != nil && bytes.Equal(r.Payload, payload) {
 				return nil
 			}
-			t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: key, Create: r.Create})
+			end(r)
 		}
 		if payload != nil {
 			t.Ops = append(t.Ops, Op{Obj: id, Key: key, Create: t.TID, Payload: payload})
@@ -139,7 +158,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 			return nil // born and gone within one transaction: never visible
 		}
 		err := visible(btx, id, "", Live, func(r Record) error {
-			t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
+			end(r)
 			return nil
 		})
 		if err != nil {
@@ -174,7 +193,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 		err := visible(btx, id, prefixData, Live, func(r Record) error {
 			idx, ok := chunkOfKey(r.Key)
 			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
-				t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
+				end(r)
 			}
 			return nil
 		})
@@ -190,7 +209,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 	for _, idx := range idxs {
 		c := st.chunks[idx]
 		var payload []byte
-		sum, hashed := sums[c]
+		sum, hashed := b.sums[c]
 		switch {
 		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
@@ -199,7 +218,7 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 		case !hashed:
 			payload = encodeChunk(chunkRef{inline: c.data})
 		default:
-			ref, err := s.storeBlock(btx, blocks, sum, c.data)
+			ref, err := s.storeBlock(btx, b.blocks, sum, c.data)
 			if err != nil {
 				return err
 			}
@@ -229,6 +248,20 @@ func (s *Store) buildObj(btx *bolt.Tx, t *Txn, blocks map[Hash]blockLoc, sums ma
 		t.Notes = append(t.Notes, Note{Obj: id, Change: change, Size: size})
 	}
 	return nil
+}
+
+// supersede notes the block of r, a data record being ended.
+func (b *building) supersede(btx *bolt.Tx, r Record) {
+	if !strings.HasPrefix(r.Key, prefixData) {
+		return
+	}
+	c, err := decodeChunk(r.Payload)
+	if err != nil || !c.block {
+		return
+	}
+	if e, ok, err := getBlk(btx, c.hash); err == nil && ok {
+		b.superseded = append(b.superseded, e.Loc)
+	}
 }
 
 // chunkSum is what a commit learns of a chunk before storing it.

@@ -90,7 +90,7 @@ type intentFile struct {
 	written int64    // bytes appended, in the file or still in buf
 	flushed int64    // bytes written to the file
 	synced  int64    // bytes known durable
-	buf     [][]byte // appended entries not yet written: headers and bodies
+	buf     [][]byte // bodies of the appended entries not yet written
 	bufLen  int64
 	syncing bool
 	dirDone bool // the file and its directory entry are durable: fdatasync suffices
@@ -296,9 +296,11 @@ func (l *intentLog) append(body []byte) (intentPos, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.cur
-	h := intentHeader(body)
-	// The body is the Tx's own encoding, handed over, not copied.
-	cur.buf = append(cur.buf, h[:], body)
+	// The body is the Tx's own encoding, handed over, not copied. Its
+	// header (a CRC of all of it) is made when it is written: most bulk
+	// data never is, because a commit makes it durable in the packs
+	// first and the file is dropped.
+	cur.buf = append(cur.buf, body)
 	cur.bufLen += int64(intentHdrLen + len(body))
 	cur.written += int64(intentHdrLen + len(body))
 	if cur.bufLen > intentBufMax {
@@ -327,7 +329,7 @@ func (l *intentLog) buffered() int64 {
 
 // writeOut writes the buffered entries to the file; the caller holds l.mu.
 func (f *intentFile) writeOut() error {
-	if err := writeBufs(f.f, f.buf, f.flushed); err != nil {
+	if err := writeEntries(f.f, f.buf, f.flushed); err != nil {
 		return err
 	}
 	f.flushed += f.bufLen
@@ -335,8 +337,9 @@ func (f *intentFile) writeOut() error {
 	return nil
 }
 
-// writeBufs writes pieces at off, gathered into large writes.
-func writeBufs(f *os.File, bufs [][]byte, off int64) error {
+// writeEntries writes entries with these bodies at off, each behind its
+// header, gathered into large writes.
+func writeEntries(f *os.File, bodies [][]byte, off int64) error {
 	var batch []byte
 	flush := func() error {
 		if len(batch) == 0 {
@@ -350,7 +353,9 @@ func writeBufs(f *os.File, bufs [][]byte, off int64) error {
 		}
 		return nil
 	}
-	for _, b := range bufs {
+	for _, b := range bodies {
+		h := intentHeader(b)
+		batch = append(batch, h[:]...)
 		if len(b) >= 256<<10 {
 			// Large bodies go as they are, without another copy.
 			if err := flush(); err != nil {
@@ -425,7 +430,7 @@ func (l *intentLog) sync(pos intentPos) error {
 	l.mu.Unlock()
 	var err error
 	if len(data) > 0 {
-		err = writeBufs(f.f, data, off)
+		err = writeEntries(f.f, data, off)
 	}
 	if err == nil && needDir {
 		// A file not prepared ahead: make the file itself and its

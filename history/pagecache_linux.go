@@ -34,3 +34,9 @@ func resident(b []byte) (bool, error) {
 	}
 	return true, nil
 }
+
+// dropPages drops the clean, unmapped page cache of f's bytes [off, off+n)
+// (posix_fadvise POSIX_FADV_DONTNEED; whole pages only).
+func dropPages(f *os.File, off, n int64) {
+	unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+}
