@@ -520,8 +520,8 @@ func syncDir(dir string) error {
 // and the pages freed are the ones the next blocks are written into:
 // without it every block stored lands in pages the system has not used
 // yet, which cost far more to fill on a virtual machine whose memory the
-// host backs lazily. A hint: pages that are mapped (a reader's), dirty or
-// shared with a live record's block stay or come back.
+// host backs lazily. A hint: pages a reader has mapped, and the pages at
+// the ends of a run that neighbouring blocks share, stay.
 func (p *packStore) dropCached(locs []blockLoc) {
 	if len(locs) == 0 {
 		return

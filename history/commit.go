@@ -95,16 +95,18 @@ type building struct {
 	t      *Txn
 	blocks map[Hash]blockLoc      // blocks this commit stored
 	sums   map[*chunkBuf]chunkSum // what it learnt of its chunks first
-	// superseded are the places of the blocks whose data records it ends:
-	// from now on only history reads them (unless another record shares
-	// them), so their page cache can go once it is durable.
+	// The blocks of the data records it ends, and those its new records
+	// refer to: one that only an ended record referred to is read by
+	// history alone from now on (superseded), so its page cache can go.
+	ended      []Hash
+	referenced map[Hash]struct{}
 	superseded []blockLoc
 }
 
 // build makes the records of a transaction from frozen changes: for every
 // key that changed, end the live record and create the new one.
 func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*building, error) {
-	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}}
+	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}, referenced: map[Hash]struct{}{}}
 	ids := make([]ObjID, 0, len(fr.objs))
 	for id := range fr.objs {
 		ids = append(ids, id)
@@ -117,7 +119,7 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*b
 				return err
 			}
 		}
-		return nil
+		return b.findSuperseded(btx)
 	})
 	return b, err
 }
@@ -127,7 +129,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 	// end ends the record r, created before this transaction.
 	end := func(r Record) {
 		t.Ops = append(t.Ops, Op{Kind: OpEnd, Obj: id, Key: r.Key, Create: r.Create})
-		b.supersede(btx, r)
+		b.supersede(r)
 	}
 	live := func(key string) (Record, bool, error) {
 		if st.created {
@@ -213,6 +215,9 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		switch {
 		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
+			if c.ref.block {
+				b.referenced[c.ref.hash] = struct{}{}
+			}
 		case c.hole || (hashed && sum.zero) || (!hashed && allZero(c.data)):
 			// A hole: nothing stored.
 		case !hashed:
@@ -222,6 +227,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 			if err != nil {
 				return err
 			}
+			b.referenced[ref.hash] = struct{}{}
 			payload = encodeChunk(ref)
 		}
 		if err := replace(chunkKey(idx), payload); err != nil {
@@ -251,17 +257,32 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 }
 
 // supersede notes the block of r, a data record being ended.
-func (b *building) supersede(btx *bolt.Tx, r Record) {
+func (b *building) supersede(r Record) {
 	if !strings.HasPrefix(r.Key, prefixData) {
 		return
 	}
-	c, err := decodeChunk(r.Payload)
-	if err != nil || !c.block {
-		return
+	if c, err := decodeChunk(r.Payload); err == nil && c.block {
+		b.ended = append(b.ended, c.hash)
 	}
-	if e, ok, err := getBlk(btx, c.hash); err == nil && ok {
-		b.superseded = append(b.superseded, e.Loc)
+}
+
+// findSuperseded finds the places of the ended blocks that no record but
+// the ended one refers to (a block's count is of every record, ended or
+// not, until the cleaner drops one) and no new one will.
+func (b *building) findSuperseded(btx *bolt.Tx) error {
+	for _, h := range b.ended {
+		if _, ok := b.referenced[h]; ok {
+			continue
+		}
+		e, ok, err := getBlk(btx, h)
+		if err != nil {
+			return err
+		}
+		if ok && e.Refs == 1 {
+			b.superseded = append(b.superseded, e.Loc)
+		}
 	}
+	return nil
 }
 
 // chunkSum is what a commit learns of a chunk before storing it.

@@ -39,8 +39,9 @@ func residentPages(t *testing.T, path string, off, n int64) (in, all int) {
 }
 
 // A commit that overwrites a file's blocks lets the page cache of the old
-// ones go (they are history now), keeps the new ones', and history still
-// reads the old data, from the disk.
+// ones go (they are history now), keeps the new ones', and keeps that of
+// a block another record still refers to; history still reads the old
+// data, from the disk.
 func TestCommitDropsSupersededPages(t *testing.T) {
 	dir := t.TempDir()
 	var st unix.Statfs_t
@@ -53,34 +54,62 @@ func TestCommitDropsSupersededPages(t *testing.T) {
 	clk := epoch()
 	s := openTest(t, dir, clk)
 	defer s.Close()
-	id := newFile(t, s, RootID, "f")
 	const n = 64 * ChunkSize
-	old, cur := randData(1, n), randData(2, n)
-	write(t, s, id, old, 0)
+	v1, v2, v3 := randData(1, n), randData(2, n), randData(3, n)
+	f := newFile(t, s, RootID, "f")
+	write(t, s, f, v1, 0)
 	clk.add(1)
-	before := commit(t, s)
+	t1 := commit(t, s)
 	packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
 	if len(packs) != 1 {
 		t.Fatalf("packs: %v", packs)
 	}
-	oldEnd := int64(n / ChunkSize * (packHdrLen + ChunkSize))
-	if in, all := residentPages(t, packs[0], 0, oldEnd); in < all-1 {
+	// Each version's blocks lie back to back, one version after another.
+	span := int64(n / ChunkSize * (packHdrLen + ChunkSize))
+	cached := func(v int) (in, all int) { return residentPages(t, packs[0], int64(v-1)*span, span) }
+	if in, all := cached(1); in < all-1 {
 		t.Skipf("%d of %d pages of blocks just written are cached: this system does not keep them", in, all)
 	}
 
-	write(t, s, id, cur, 0)
+	// v1 moves to a new file g as f takes v2: its blocks are g's now.
+	write(t, s, f, v2, 0)
+	g := newFile(t, s, RootID, "g")
+	write(t, s, g, v1, 0)
+	clk.add(1)
+	t2 := commit(t, s)
+	if in, all := cached(1); in < all-1 {
+		t.Errorf("only %d of %d pages cached of blocks a new record refers to", in, all)
+	}
+	// v2 is overwritten and nothing else refers to it.
+	write(t, s, f, v3, 0)
 	clk.add(1)
 	commit(t, s)
-	if in, all := residentPages(t, packs[0], 0, oldEnd); in > 1 {
+	if in, all := cached(2); in > 2 { // the two it shares with v1 and v3 stay
 		t.Errorf("%d of %d pages of the superseded blocks still cached", in, all)
 	}
-	if in, all := residentPages(t, packs[0], oldEnd, oldEnd); in < all-1 {
-		t.Errorf("only %d of %d pages of the new blocks cached", in, all)
+	for v := 1; v <= 3; v += 2 {
+		if in, all := cached(v); in < all-1 {
+			t.Errorf("only %d of %d pages of the blocks of v%d cached", in, all, v)
+		}
 	}
-	if got := readAll(t, s, id, before); !bytes.Equal(got, old) {
-		t.Fatal("the old version reads wrong after its pages were dropped")
+	// A copy of f's v3 in h is overwritten: f still reads v3.
+	h := newFile(t, s, RootID, "h")
+	write(t, s, h, v3, 0)
+	clk.add(1)
+	commit(t, s)
+	write(t, s, h, randData(4, n), 0)
+	clk.add(1)
+	commit(t, s)
+	if in, all := cached(3); in < all-1 {
+		t.Errorf("only %d of %d pages cached of the blocks f still refers to", in, all)
 	}
-	if got := readAll(t, s, id, Live); !bytes.Equal(got, cur) {
-		t.Fatal("the live version reads wrong")
+	for _, c := range []struct {
+		id   ObjID
+		at   TID
+		want []byte
+	}{{f, t1, v1}, {f, t2, v2}, {f, Live, v3}, {g, Live, v1}} {
+		if got := readAll(t, s, c.id, c.at); !bytes.Equal(got, c.want) {
+			t.Errorf("object %d at %s reads wrong", c.id, c.at)
+		}
 	}
 }
