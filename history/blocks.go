@@ -205,6 +205,7 @@ func (p *packStore) flush() error {
 		p.cur = nil
 		return fmt.Errorf("history: write pack: %w", err)
 	}
+	startWriteback(p.cur, off, p.curOff-off)
 	return nil
 }
 

@@ -40,3 +40,10 @@ func resident(b []byte) (bool, error) {
 func dropPages(f *os.File, off, n int64) {
 	unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
 }
+
+// startWriteback starts writing f's bytes [off, off+n) to the disk and
+// returns without waiting (sync_file_range(2) SYNC_FILE_RANGE_WRITE), so
+// that the fsync of a commit finds most of its blocks written already.
+func startWriteback(f *os.File, off, n int64) {
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
