@@ -517,7 +517,7 @@ func syncDir(dir string) error {
 }
 
 // dropCached asks the kernel to drop the page cache of blocks a commit
-// superseded (building.superseded). Only history reads them now, seldom,
+// superseded (Store.dropper). Only history reads them now, seldom,
 // and the pages freed are the ones the next blocks are written into:
 // without it every block stored lands in pages the system has not used
 // yet, which cost far more to fill on a virtual machine whose memory the

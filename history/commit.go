@@ -86,7 +86,14 @@ func (s *Store) commit() error {
 	s.mu.Unlock()
 	s.commits.Add(1)
 	s.ilog.retire(retained...)
-	s.packs.dropCached(b.superseded)
+	if len(b.ended) > 0 {
+		s.dropsPending.Add(1)
+		select {
+		case s.drops <- b.ended:
+		default: // a hint: skipped while the dropper is behind
+			s.dropsPending.Done()
+		}
+	}
 	return nil
 }
 
@@ -95,18 +102,15 @@ type building struct {
 	t      *Txn
 	blocks map[Hash]blockLoc      // blocks this commit stored
 	sums   map[*chunkBuf]chunkSum // what it learnt of its chunks first
-	// The blocks of the data records it ends, and those its new records
-	// refer to: one that only an ended record referred to is read by
-	// history alone from now on (superseded), so its page cache can go.
-	ended      []Hash
-	referenced map[Hash]struct{}
-	superseded []blockLoc
+	// ended are the blocks of the data records it ends: those no other
+	// record refers to are read by history alone from now on (dropper).
+	ended []Hash
 }
 
 // build makes the records of a transaction from frozen changes: for every
 // key that changed, end the live record and create the new one.
 func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*building, error) {
-	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}, referenced: map[Hash]struct{}{}}
+	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}}
 	ids := make([]ObjID, 0, len(fr.objs))
 	for id := range fr.objs {
 		ids = append(ids, id)
@@ -119,7 +123,7 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*b
 				return err
 			}
 		}
-		return b.findSuperseded(btx)
+		return nil
 	})
 	return b, err
 }
@@ -215,9 +219,6 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		switch {
 		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
-			if c.ref.block {
-				b.referenced[c.ref.hash] = struct{}{}
-			}
 		case c.hole || (hashed && sum.zero) || (!hashed && allZero(c.data)):
 			// A hole: nothing stored.
 		case !hashed:
@@ -227,7 +228,6 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 			if err != nil {
 				return err
 			}
-			b.referenced[ref.hash] = struct{}{}
 			payload = encodeChunk(ref)
 		}
 		if err := replace(chunkKey(idx), payload); err != nil {
@@ -266,23 +266,36 @@ func (b *building) supersede(r Record) {
 	}
 }
 
-// findSuperseded finds the places of the ended blocks that no record but
-// the ended one refers to (a block's count is of every record, ended or
-// not, until the cleaner drops one) and no new one will.
-func (b *building) findSuperseded(btx *bolt.Tx) error {
-	for _, h := range b.ended {
-		if _, ok := b.referenced[h]; ok {
-			continue
+// dropper drops the page cache of the blocks that commits superseded:
+// those whose data record a commit ended and that no other record refers
+// to (a block's count is of every record, ended or not, until the cleaner
+// drops one), a new one of the same commit included. Only history reads
+// them now, and the pages freed are the ones the next blocks go into
+// (packStore.dropCached). It runs beside the commits, not in them: the
+// lookups would double the commit that deletes a large file.
+func (s *Store) dropper() {
+	defer close(s.dropsDone)
+	for ended := range s.drops {
+		// In key order, the lookups walk the index's pages in order.
+		sort.Slice(ended, func(i, j int) bool { return bytes.Compare(ended[i][:], ended[j][:]) < 0 })
+		var locs []blockLoc
+		err := s.index.View(func(btx *bolt.Tx) error {
+			for _, h := range ended {
+				e, ok, err := getBlk(btx, h)
+				if err != nil {
+					return err
+				}
+				if ok && e.Refs == 1 {
+					locs = append(locs, e.Loc)
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			s.packs.dropCached(locs)
 		}
-		e, ok, err := getBlk(btx, h)
-		if err != nil {
-			return err
-		}
-		if ok && e.Refs == 1 {
-			b.superseded = append(b.superseded, e.Loc)
-		}
+		s.dropsPending.Done()
 	}
-	return nil
 }
 
 // chunkSum is what a commit learns of a chunk before storing it.

@@ -37,13 +37,19 @@ func resident(b []byte) (bool, error) {
 
 // dropPages drops the clean, unmapped page cache of f's bytes [off, off+n)
 // (posix_fadvise POSIX_FADV_DONTNEED; whole pages only).
+// The file may be closed meanwhile (the cleaner removed the pack): Control
+// holds the descriptor for the call, and fails on a closed file.
 func dropPages(f *os.File, off, n int64) {
-	unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED) })
+	}
 }
 
 // startWriteback starts writing f's bytes [off, off+n) to the disk and
 // returns without waiting (sync_file_range(2) SYNC_FILE_RANGE_WRITE), so
 // that the fsync of a commit finds most of its blocks written already.
 func startWriteback(f *os.File, off, n int64) {
-	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) })
+	}
 }

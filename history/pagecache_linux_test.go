@@ -66,7 +66,11 @@ func TestCommitDropsSupersededPages(t *testing.T) {
 	}
 	// Each version's blocks lie back to back, one version after another.
 	span := int64(n / ChunkSize * (packHdrLen + ChunkSize))
-	cached := func(v int) (in, all int) { return residentPages(t, packs[0], int64(v-1)*span, span) }
+	// The dropper runs beside the commits: wait for it before looking.
+	cached := func(v int) (in, all int) {
+		s.dropsPending.Wait()
+		return residentPages(t, packs[0], int64(v-1)*span, span)
+	}
 	if in, all := cached(1); in < all-1 {
 		t.Skipf("%d of %d pages of blocks just written are cached: this system does not keep them", in, all)
 	}

@@ -72,6 +72,10 @@ type Store struct {
 	kick     chan struct{} // commit now, before the flush interval is up
 	stop     chan struct{}
 	done     chan struct{}
+
+	drops        chan []Hash    // blocks commits ended, for the dropper
+	dropsDone    chan struct{}  // the dropper has stopped
+	dropsPending sync.WaitGroup // batches sent and not yet dropped (tests wait)
 }
 
 const objReserve = 1024
@@ -111,12 +115,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
 		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
-		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
 	}
+	go s.dropper()
 	go s.flusher()
 	return s, nil
 }
@@ -396,9 +402,13 @@ func (s *Store) Close() error {
 	s.pruneMu.Lock()
 	defer s.pruneMu.Unlock()
 	err := s.commit()
+	s.commitMu.Lock() // no commit sends to the dropper after this
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	close(s.drops)
+	s.commitMu.Unlock()
+	<-s.dropsDone
 	if cerr := s.closeFiles(); err == nil {
 		err = cerr
 	}
