@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -15,7 +14,7 @@ import (
 // It reads them first: pages still being read in (readahead) would stay.
 func dropPageCache(t *testing.T, dir string) {
 	t.Helper()
-	packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
+	packs := packFiles(t, dir)
 	for _, p := range packs {
 		f, err := os.Open(p)
 		if err != nil {

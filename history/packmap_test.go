@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -62,7 +61,7 @@ func TestShortPackIsAnError(t *testing.T) {
 	write(t, s, id, data, 0)
 	tid := commit(t, s)
 	s.Close()
-	packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
+	packs := packFiles(t, dir)
 	if len(packs) != 1 {
 		t.Fatalf("packs: %v", packs)
 	}
@@ -98,7 +97,7 @@ func TestMappedPacksBounded(t *testing.T) {
 	data := randData(5, 40*ChunkSize)
 	write(t, s, id, data, 0)
 	tid := commit(t, s)
-	if packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack")); len(packs) < 10 {
+	if packs := packFiles(t, dir); len(packs) < 10 {
 		t.Fatalf("%d packs, want many", len(packs))
 	}
 	r := rand.New(rand.NewPCG(1, 2))

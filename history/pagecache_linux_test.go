@@ -3,7 +3,6 @@ package history
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"testing"
 	"unsafe"
 
@@ -60,7 +59,7 @@ func TestCommitDropsSupersededPages(t *testing.T) {
 	write(t, s, f, v1, 0)
 	clk.add(1)
 	t1 := commit(t, s)
-	packs, _ := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
+	packs := packFiles(t, dir)
 	if len(packs) != 1 {
 		t.Fatalf("packs: %v", packs)
 	}

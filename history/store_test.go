@@ -3,6 +3,7 @@ package history
 import (
 	"bytes"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -25,6 +26,16 @@ func openTest(t *testing.T, dir string, clk *fakeClock) *Store {
 		t.Fatalf("open: %v", err)
 	}
 	return s
+}
+
+// packFiles lists the pack files of the store in dir, in order.
+func packFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	packs, err := filepath.Glob(filepath.Join(dir, "volumes", "0", "*.pack"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return packs
 }
 
 func newFile(t *testing.T, s *Store, dir ObjID, name string) ObjID {
