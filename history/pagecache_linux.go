@@ -8,8 +8,7 @@ import (
 )
 
 // resident tells whether every page of b, a part of a pack's mapping, is
-// in the page cache, so that reading it will not wait for the disk
-// (mincore(2); x/sys has no wrapper for it).
+// in the page cache, so that reading it will not wait for the disk.
 func resident(b []byte) (bool, error) {
 	if len(b) == 0 {
 		return true, nil
@@ -21,9 +20,8 @@ func resident(b []byte) (bool, error) {
 	var vec [256]byte
 	for addr := first; addr < end; {
 		n := min((end-addr+page-1)/page, uintptr(len(vec)))
-		_, _, e := unix.Syscall(unix.SYS_MINCORE, addr, n*page, uintptr(unsafe.Pointer(&vec[0])))
-		if e != 0 {
-			return false, e
+		if err := mincore(addr, n*page, vec[:n]); err != nil {
+			return false, err
 		}
 		for _, v := range vec[:n] {
 			if v&1 == 0 {
@@ -33,6 +31,16 @@ func resident(b []byte) (bool, error) {
 		addr += n * page
 	}
 	return true, nil
+}
+
+// mincore sets vec[i]&1 where page i of the length bytes from addr (page
+// aligned, a page of vec each) is in the page cache (mincore(2); x/sys
+// has no wrapper for it).
+func mincore(addr, length uintptr, vec []byte) error {
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, addr, length, uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		return e
+	}
+	return nil
 }
 
 // dropPages drops the clean, unmapped page cache of f's bytes [off, off+n)

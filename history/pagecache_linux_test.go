@@ -26,8 +26,8 @@ func residentPages(t *testing.T, path string, off, n int64) (in, all int) {
 	}
 	defer unix.Munmap(m)
 	vec := make([]byte, len(m)/int(pg))
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
+	if err := mincore(uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), vec); err != nil {
+		t.Fatal(err)
 	}
 	for _, v := range vec {
 		if v&1 != 0 {
