@@ -19,6 +19,7 @@
 #   BENCH_MIB [1024]  BENCH_RUNTIME [20]  BENCH_FILES [10000]  BENCH_ROUNDS [1]: with more,
 #   asof and ganesha alternate and the table keeps each one's best
 #   BENCH_VM [1]: 0 skips the kernel-client part   BENCH_KVM [0]: 1 boots the guest with KVM
+#   BENCH_FIO [1]: 0 skips the fio jobs (libnfs metadata run and kernel part only)
 #   BENCH_PROFILE [0]: 1 records asof with perf during its sequential write and read (adds
 #   the profiler's overhead to those two asof numbers: use a separate run for the table)
 #   BENCH_WORK: work directory (default: a new /tmp/asof-bench.XXXXXX; logs stay there)
@@ -29,6 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH_MIB=${BENCH_MIB:-1024} BENCH_RUNTIME=${BENCH_RUNTIME:-20} BENCH_FILES=${BENCH_FILES:-10000}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1} BENCH_VM=${BENCH_VM:-1} BENCH_PROFILE=${BENCH_PROFILE:-0}
+BENCH_FIO=${BENCH_FIO:-1}
 WORK=${BENCH_WORK:-$(mktemp -d /tmp/asof-bench.XXXXXX)}
 mkdir -p "$WORK"
 chmod 755 "$WORK" # the exports below it are reached by path
@@ -141,14 +143,16 @@ fio_one() {
 
 fio_suite() { # fio_suite SERVER URL
   local s=$1 u=$2
-  log "fio against $s ($u); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  fio_one "$s" "$u" "seq write 1M qd1 new file" MiB/s --rw=write --bs=1M --iodepth=1
-  fio_one "$s" "$u" "seq write 1M qd8 overwrite" MiB/s --rw=write --bs=1M --iodepth=8
-  fio_one "$s" "$u" "seq read 1M qd8" MiB/s --rw=read --bs=1M --iodepth=8
-  fio_one "$s" "$u" "rand read 4k qd8 ${BENCH_RUNTIME}s" IOPS --rw=randread --bs=4k --iodepth=8 \
-    --time_based --runtime="$BENCH_RUNTIME"
-  fio_one "$s" "$u" "rand write 4k qd8 ${BENCH_RUNTIME}s" IOPS --rw=randwrite --bs=4k --iodepth=8 \
-    --time_based --runtime="$BENCH_RUNTIME"
+  log "against $s ($u); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ "$BENCH_FIO" = 1 ]; then
+    fio_one "$s" "$u" "seq write 1M qd1 new file" MiB/s --rw=write --bs=1M --iodepth=1
+    fio_one "$s" "$u" "seq write 1M qd8 overwrite" MiB/s --rw=write --bs=1M --iodepth=8
+    fio_one "$s" "$u" "seq read 1M qd8" MiB/s --rw=read --bs=1M --iodepth=8
+    fio_one "$s" "$u" "rand read 4k qd8 ${BENCH_RUNTIME}s" IOPS --rw=randread --bs=4k --iodepth=8 \
+      --time_based --runtime="$BENCH_RUNTIME"
+    fio_one "$s" "$u" "rand write 4k qd8 ${BENCH_RUNTIME}s" IOPS --rw=randwrite --bs=4k --iodepth=8 \
+      --time_based --runtime="$BENCH_RUNTIME"
+  fi
   sync
   local out=$WORK/nfsmeta-$s-r$ROUND.out t secs amount unit
   local rc=0
