@@ -3,7 +3,6 @@ package history
 import (
 	"bytes"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"runtime"
 	"sort"
@@ -100,8 +99,7 @@ func (s *Store) commit() error {
 // building is one commit's work in progress.
 type building struct {
 	t      *Txn
-	blocks map[Hash]blockLoc      // blocks this commit stored
-	sums   map[*chunkBuf]chunkSum // what it learnt of its chunks first
+	blocks map[Hash]blockLoc // blocks this commit stored
 	// ended are the blocks of the data records it ends: those no other
 	// record refers to are read by history alone from now on (dropper).
 	ended []Hash
@@ -116,7 +114,7 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*b
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	b.sums = hashChunks(fr)
+	hashChunks(fr)
 	err := s.index.View(func(btx *bolt.Tx) error {
 		for _, id := range ids {
 			if err := s.buildObj(btx, b, id, fr.objs[id]); err != nil {
@@ -215,16 +213,15 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 	for _, idx := range idxs {
 		c := st.chunks[idx]
 		var payload []byte
-		sum, hashed := b.sums[c]
 		switch {
 		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
-		case c.hole || (hashed && sum.zero) || (!hashed && allZero(c.data)):
+		case c.hole || (c.stored() && c.summed().zero) || (!c.stored() && allZero(c.data)):
 			// A hole: nothing stored.
-		case !hashed:
+		case !c.stored():
 			payload = encodeChunk(chunkRef{inline: c.data})
 		default:
-			ref, err := s.storeBlock(btx, b.blocks, sum, c.data)
+			ref, err := s.storeBlock(btx, b.blocks, c.summed(), c.data)
 			if err != nil {
 				return err
 			}
@@ -305,18 +302,18 @@ type chunkSum struct {
 	zero bool
 }
 
-// hashChunks hashes every chunk too large to live inline, on every core:
-// SHA-256 is most of a large commit's CPU.
-func hashChunks(fr *overlay) map[*chunkBuf]chunkSum {
+// hashChunks hashes, on every core, the chunks to be stored that their
+// writers did not hash yet (those of a replayed intent log, or of a writer
+// still hashing): SHA-256 is most of a large commit's CPU.
+func hashChunks(fr *overlay) {
 	var todo []*chunkBuf
 	for _, st := range fr.objs {
 		for _, c := range st.chunks {
-			if c.ref == nil && !c.hole && len(c.data) > InlineMax {
+			if c.stored() && c.sum.Load() == nil {
 				todo = append(todo, c)
 			}
 		}
 	}
-	sums := make([]chunkSum, len(todo))
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
 	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
@@ -324,21 +321,11 @@ func hashChunks(fr *overlay) map[*chunkBuf]chunkSum {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				d := todo[i].data
-				if allZero(d) {
-					sums[i].zero = true
-					continue
-				}
-				sums[i] = chunkSum{hash: HashOf(d), crc: crc32.Checksum(d, castagnoli)}
+				todo[i].summed()
 			}
 		}()
 	}
 	wg.Wait()
-	out := make(map[*chunkBuf]chunkSum, len(todo))
-	for i, c := range todo {
-		out[c] = sums[i]
-	}
-	return out
 }
 
 // storeBlock puts data in a block, stored once however many records

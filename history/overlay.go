@@ -1,6 +1,10 @@
 package history
 
-import "maps"
+import (
+	"hash/crc32"
+	"maps"
+	"sync/atomic"
+)
 
 // An overlay holds changes not yet in the index: the transaction being
 // built (Tx), the pending changes of the current flush interval, and the
@@ -23,6 +27,31 @@ type chunkBuf struct {
 	data []byte
 	hole bool
 	ref  *chunkRef // a committed chunk shared by a copy, read on demand
+	// sum is the chunk's hash and CRC once someone computed them: the
+	// writer, right after its Update (so that hashing runs on the writers'
+	// cores, not in the commit they may be waiting for), or else the commit.
+	sum atomic.Pointer[chunkSum]
+}
+
+// stored tells whether the chunk goes to a block of its own when committed
+// (not a hole, not a copy's reference, too large to live inline): only such
+// chunks are hashed.
+func (c *chunkBuf) stored() bool { return c.ref == nil && !c.hole && len(c.data) > InlineMax }
+
+// summed is the chunk's sum, computed now unless someone already did. Two
+// callers racing compute the same value.
+func (c *chunkBuf) summed() chunkSum {
+	if p := c.sum.Load(); p != nil {
+		return *p
+	}
+	var sum chunkSum
+	if allZero(c.data) {
+		sum.zero = true
+	} else {
+		sum = chunkSum{hash: HashOf(c.data), crc: crc32.Checksum(c.data, castagnoli)}
+	}
+	c.sum.Store(&sum)
+	return sum
 }
 
 type objState struct {

@@ -3,6 +3,7 @@ package history
 import (
 	"bytes"
 	"errors"
+	"hash/crc32"
 	"path/filepath"
 	"testing"
 	"time"
@@ -151,5 +152,54 @@ func TestLiveReadSeesPendingAndReopenKeepsEverything(t *testing.T) {
 	copy(want[100000:], "XYZ")
 	if got := readAll(t, s, id, Live); !bytes.Equal(got, want) {
 		t.Fatal("live read after reopen differs")
+	}
+}
+
+// Writers hash the chunks they write once their Update lets go of the
+// store's lock, so that the commit, one goroutine that writers may wait
+// for, does not; the sums must be those of the chunks' data.
+func TestWritersHashTheirChunks(t *testing.T) {
+	s := openTest(t, t.TempDir(), epoch())
+	defer s.Close()
+	f := newFile(t, s, RootID, "f")
+	data := randData(7, 3*ChunkSize)
+	clear(data[ChunkSize : 2*ChunkSize]) // a chunk of zeros: a hole
+	write(t, s, f, data, 0)
+	write(t, s, f, []byte("a small write merges into a chunk"), ChunkSize/2)
+	write(t, s, f, []byte("tiny"), 10*ChunkSize) // inline: no block, no hash
+
+	s.mu.Lock()
+	st := s.pending.objs[f]
+	var stored int
+	for idx, c := range st.chunks {
+		p := c.sum.Load()
+		if !c.stored() {
+			if p != nil {
+				t.Errorf("chunk %d (%d bytes, inline) was hashed", idx, len(c.data))
+			}
+			continue
+		}
+		stored++
+		switch {
+		case p == nil:
+			t.Errorf("chunk %d: no sum after its Update", idx)
+		case allZero(c.data) != p.zero:
+			t.Errorf("chunk %d: zero %v, data all zeros %v", idx, p.zero, allZero(c.data))
+		case !p.zero && (p.hash != HashOf(c.data) || p.crc != crc32.Checksum(c.data, castagnoli)):
+			t.Errorf("chunk %d: the sum is not its data's", idx)
+		}
+	}
+	s.mu.Unlock()
+	if stored != 3 {
+		t.Fatalf("%d chunks to be stored, want 3", stored)
+	}
+
+	tid := commit(t, s)
+	want := append([]byte(nil), data...)
+	copy(want[ChunkSize/2:], "a small write merges into a chunk")
+	want = append(want, make([]byte, 10*ChunkSize-len(want))...)
+	want = append(want, "tiny"...)
+	if got := readAll(t, s, f, tid); !bytes.Equal(got, want) {
+		t.Fatal("the committed file differs from what was written")
 	}
 }

@@ -18,6 +18,9 @@ type Tx struct {
 	ops      []byte // the intent log entry: encoded iops
 	nops     int
 	reserved bool // object ids were reserved: sync before they are exposed
+	// written are the chunks this Tx wrote that will be stored as blocks:
+	// the writer hashes them after its Update lets go of the lock.
+	written []*chunkBuf
 }
 
 func (s *Store) newTx() *Tx { return &Tx{s: s, ov: newOverlay()} }
@@ -64,6 +67,12 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		ps = s.ilog.positions()
 	}
 	s.mu.Unlock()
+	// Hash the chunks written here, beside the other writers, rather than
+	// in the commit: a commit is one goroutine, and writers that fill the
+	// next transaction faster than it commits wait for it (below).
+	for _, c := range tx.written {
+		c.summed()
+	}
 	// A reservation must be durable before its ids are handed out; and
 	// nothing after an entry may survive a crash without it, so every
 	// intent file still unwritten goes with it — the frozen one of a
@@ -344,7 +353,11 @@ func (tx *Tx) write(obj ObjID, p []byte, off int64) error {
 			copy(buf, base)
 			copy(buf[in:], p[:n])
 		}
-		st.chunks[idx] = &chunkBuf{data: buf}
+		c := &chunkBuf{data: buf}
+		st.chunks[idx] = c
+		if c.stored() {
+			tx.written = append(tx.written, c)
+		}
 		tx.ov.bytes += int64(len(buf))
 		p, off = p[n:], off+int64(n)
 	}
