@@ -253,14 +253,21 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 		t.Fatal("a deduplicated file reads back wrong")
 	}
 	// Reference accounting: the first chunk of data is referenced by three
-	// records (a@0, b@0, a@1MiB).
+	// records (a@0, b@0, a@1MiB), added in three transactions; that of
+	// data2 by two (c@0, d@0), new in one transaction.
 	err := s.index.View(func(tx *bolt.Tx) error {
-		e, ok, err := getBlk(tx, HashOf(data[:ChunkSize]))
-		if err != nil || !ok {
-			return fmt.Errorf("block of chunk 0 not indexed: %v", err)
-		}
-		if e.Refs != 3 {
-			return fmt.Errorf("block of chunk 0 has %d references, want 3", e.Refs)
+		for _, c := range []struct {
+			name  string
+			chunk []byte
+			refs  uint64
+		}{{"data", data[:ChunkSize], 3}, {"data2", data2[:ChunkSize], 2}} {
+			e, ok, err := getBlk(tx, HashOf(c.chunk))
+			if err != nil || !ok {
+				return fmt.Errorf("block of chunk 0 of %s not indexed: %v", c.name, err)
+			}
+			if e.Refs != c.refs {
+				return fmt.Errorf("block of chunk 0 of %s has %d references, want %d", c.name, e.Refs, c.refs)
+			}
 		}
 		return nil
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -242,10 +243,19 @@ func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r
 // and its pack removed, and a later drop in the log ends that record. Such
 // a block gets a placeholder entry; one left referenced at the end of the
 // replay is damage (see missingBlocks).
+//
+// Outside a replay, blocks are the ones the commit stored because the
+// index had no entry for them: their entries are new, so their references
+// are counted here and each is put once, in key order, instead of a get
+// and a put per reference at random places in the bucket.
 func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, replay bool) error {
 	rec := tx.Bucket(bucketRec)
 	blk := tx.Bucket(bucketBlk)
 	cleaners := pruneOnly(t)
+	var fresh map[Hash]uint64
+	if !replay && len(blocks) > 0 {
+		fresh = make(map[Hash]uint64, len(blocks))
+	}
 	for _, op := range t.Ops {
 		switch op.Kind {
 		case OpCreate:
@@ -258,7 +268,9 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, r
 				if err != nil {
 					return err
 				}
-				if c.block {
+				if _, ok := blocks[c.hash]; c.block && ok && fresh != nil {
+					fresh[c.hash]++
+				} else if c.block {
 					if err := addRef(blk, c.hash, blocks, replay); err != nil {
 						return err
 					}
@@ -299,6 +311,9 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, r
 				return err
 			}
 		}
+	}
+	if err := putFresh(blk, fresh, blocks); err != nil {
+		return err
 	}
 	ver := tx.Bucket(bucketVer)
 	for _, n := range t.Notes {
@@ -355,6 +370,23 @@ func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc, replay bool) err
 	}
 	e.Refs++
 	return blk.Put(h[:], e.encode())
+}
+
+// putFresh adds the entries of blocks new in this transaction, with the
+// references counted to each.
+func putFresh(blk *bolt.Bucket, fresh map[Hash]uint64, blocks map[Hash]blockLoc) error {
+	hs := make([]Hash, 0, len(fresh))
+	for h := range fresh {
+		hs = append(hs, h)
+	}
+	slices.SortFunc(hs, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
+	for _, h := range hs {
+		e := blkEntry{Loc: blocks[h], Refs: fresh[h]}
+		if err := blk.Put(h[:], e.encode()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func getBlk(tx *bolt.Tx, h Hash) (blkEntry, bool, error) {
