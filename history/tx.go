@@ -15,7 +15,7 @@ import (
 type Tx struct {
 	s        *Store
 	ov       *overlay
-	ops      []byte // the intent log entry: encoded iops
+	ops      entry // the intent log entry: encoded iops
 	nops     int
 	reserved bool // object ids were reserved: sync before they are exposed
 	// written are the chunks this Tx wrote that will be stored as blocks:
@@ -43,7 +43,9 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		if tx.reserved {
 			// The ids reserved stay reserved: keep the reservation
 			// durable even though the change itself is dropped.
-			_, aerr := s.ilog.append(appendIop(nil, iop{kind: iopReserve, n: uint64(s.objHigh)}))
+			var e entry
+			e.add(iop{kind: iopReserve, n: uint64(s.objHigh)}, false)
+			_, aerr := s.ilog.append(e)
 			ps := s.ilog.positions()
 			s.mu.Unlock()
 			if aerr == nil {
@@ -100,9 +102,32 @@ func (tx *Tx) record(op iop) error {
 	if err := tx.apply(op); err != nil {
 		return err
 	}
-	tx.ops = appendIop(tx.ops, op)
+	// The entry refers to a large write's data where the write put
+	// it, in the Tx's chunks, instead of copying it.
+	held := op.kind == iopWrite && len(op.data) >= holdMin
+	tx.ops.add(op, held)
+	if held {
+		tx.chunkPieces(op.obj, op.n, len(op.data), tx.ops.hold)
+	}
 	tx.nops++
 	return nil
+}
+
+// holdMin is the smallest write whose data an intent entry refers to
+// rather than copies.
+const holdMin = 4 << 10
+
+// chunkPieces calls fn with the pieces of the Tx's chunks that hold the n
+// bytes at off, in order: the ones a write there just made.
+func (tx *Tx) chunkPieces(obj ObjID, off uint64, n int, fn func([]byte)) {
+	st := tx.ov.objs[obj]
+	cs := uint64(tx.s.chunk)
+	for n > 0 {
+		idx, in := off/cs, int(off%cs)
+		m := min(n, int(cs)-in)
+		fn(st.chunks[idx].data[in : in+m])
+		off, n = off+uint64(m), n-m
+	}
 }
 
 // apply makes one primitive change to the Tx's overlay. Replay of the
