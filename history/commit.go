@@ -2,6 +2,7 @@ package history
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -16,7 +17,9 @@ import (
 // commit turns the pending changes into one transaction: freeze them (new
 // changes go on into a fresh overlay and intent file), write new blocks and
 // fsync the packs, append the frame to the log and fsync it — the moment it
-// is durable — then apply it to the index and drop the frozen overlay.
+// is durable — then apply it to the index and drop the frozen overlay. The
+// index takes the operations while the build makes them (indexer), in a
+// bbolt transaction that commits after the log append.
 func (s *Store) commit() error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
@@ -50,8 +53,10 @@ func (s *Store) commit() error {
 	// rewrite the packs they go to.
 	s.packFloor.Store(s.packs.sealedBelow())
 	defer s.packFloor.Store(math.MaxUint32)
-	b, err := s.build(fr, tid, objHigh, old.seq)
-	t, blocks := b.t, b.blocks
+	ix := s.startIndexer(tid)
+	b, err := s.build(fr, tid, objHigh, old.seq, ix.feed.publish)
+	ix.feed.close()
+	t := b.t
 	if err == nil {
 		err = s.packs.sync()
 	}
@@ -60,6 +65,7 @@ func (s *Store) commit() error {
 		loc, next, err = s.txlog.append(t)
 	}
 	if err != nil {
+		ix.abandon()
 		// Nothing became durable: the frozen changes go back under the
 		// ones made since, and their intent files stay for recovery.
 		s.mu.Lock()
@@ -70,8 +76,7 @@ func (s *Store) commit() error {
 		s.mu.Unlock()
 		return fmt.Errorf("history: commit: %w", err)
 	}
-	err = s.index.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, blocks, false) })
-	if err != nil {
+	if err = ix.finish(t, loc, next); err != nil {
 		// The transaction is durable in the log but not in the index; the
 		// frozen overlay keeps reads right until a restart replays it.
 		s.mu.Lock()
@@ -100,6 +105,10 @@ func (s *Store) commit() error {
 type building struct {
 	t      *Txn
 	blocks map[Hash]blockLoc // blocks this commit stored
+	stored []storedBlock     // the same, in the order stored
+	// publish hands what the commit made so far to the indexer.
+	publish   func(ops []Op, stored []storedBlock)
+	published int
 	// ended are the blocks of the data records it ends: those no other
 	// record refers to are read by history alone from now on (dropper).
 	ended []Hash
@@ -107,8 +116,11 @@ type building struct {
 
 // build makes the records of a transaction from frozen changes: for every
 // key that changed, end the live record and create the new one.
-func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*building, error) {
-	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}}
+//
+// publish is given the operations made so far, and the blocks stored, every
+// few hundred operations.
+func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64, publish func([]Op, []storedBlock)) (*building, error) {
+	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}, publish: publish}
 	ids := make([]ObjID, 0, len(fr.objs))
 	for id := range fr.objs {
 		ids = append(ids, id)
@@ -120,10 +132,133 @@ func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64) (*b
 			if err := s.buildObj(btx, b, id, fr.objs[id]); err != nil {
 				return err
 			}
+			b.flush(false)
 		}
+		b.flush(true)
 		return nil
 	})
 	return b, err
+}
+
+// flush publishes the operations made since the last time, if there are
+// enough of them to be worth a hand-over (or all is set).
+func (b *building) flush(all bool) {
+	if n := len(b.t.Ops); n > b.published && (all || n-b.published >= 256) {
+		b.publish(b.t.Ops, b.stored)
+		b.published = n
+	}
+}
+
+// An indexer applies a commit's operations to the index while the commit
+// builds the rest: a bbolt write transaction beside the build's read
+// transaction, which sees the index as it was before the commit, as the
+// build must. The write transaction commits only once the transaction is
+// in the log, so the index is never ahead of the log; if the commit fails
+// before that, it rolls back.
+type indexer struct {
+	feed opFeed
+	end  chan indexEnd // closed: abandon
+	done chan error
+}
+
+type indexEnd struct {
+	t         *Txn
+	loc, next logLoc
+}
+
+var errCommitAbandoned = errors.New("history: commit abandoned before its log append")
+
+func (s *Store) startIndexer(tid TID) *indexer {
+	ix := &indexer{end: make(chan indexEnd, 1), done: make(chan error, 1)}
+	ix.feed.cond = sync.NewCond(&ix.feed.mu)
+	go func() {
+		ix.done <- s.index.Update(func(tx *bolt.Tx) error {
+			a := newTxnApply(tx, tid, false)
+			var err error
+			for from, fromStored := 0, 0; ; {
+				ops, stored, ok := ix.feed.next(from, fromStored)
+				if !ok {
+					break
+				}
+				for _, sb := range stored {
+					a.stored[sb.hash] = sb.loc
+				}
+				if err == nil {
+					err = a.ops(ops)
+				}
+				from, fromStored = from+len(ops), fromStored+len(stored)
+			}
+			e, ok := <-ix.end
+			switch {
+			case !ok:
+				return errCommitAbandoned
+			case err != nil:
+				return err
+			}
+			return a.finish(e.t, e.loc, e.next, nil)
+		})
+	}()
+	return ix
+}
+
+// finish has the indexer record the transaction, now in the log, and
+// commit the index.
+func (ix *indexer) finish(t *Txn, loc, next logLoc) error {
+	ix.end <- indexEnd{t: t, loc: loc, next: next}
+	return <-ix.done
+}
+
+// abandon rolls the indexer's transaction back.
+func (ix *indexer) abandon() {
+	close(ix.end)
+	<-ix.done
+}
+
+// An opFeed hands a commit's operations, and the blocks it stored, from
+// the build to the indexer as they are made. The build never waits for the
+// indexer: an indexer that waits for bbolt's write lock must not hold up a
+// build.
+type opFeed struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ops    []Op          // the build's operations so far (only ever appended to)
+	stored []storedBlock // the blocks it stored so far (likewise)
+	closed bool
+}
+
+// A storedBlock is one a commit stored, which the index had no entry for.
+type storedBlock struct {
+	hash Hash
+	loc  blockLoc
+}
+
+func (f *opFeed) publish(ops []Op, stored []storedBlock) {
+	f.mu.Lock()
+	f.ops, f.stored = ops, stored
+	f.mu.Unlock()
+	f.cond.Signal()
+}
+
+func (f *opFeed) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.cond.Signal()
+}
+
+// next waits for operations after the first from, and returns them with
+// the blocks stored after the first fromStored (all those the operations
+// refer to); false once there are none and will be none.
+func (f *opFeed) next(from, fromStored int) ([]Op, []storedBlock, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.ops) <= from && !f.closed {
+		f.cond.Wait()
+	}
+	if len(f.ops) <= from {
+		return nil, nil, false
+	}
+	return f.ops[from:], f.stored[fromStored:], true
 }
 
 func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) error {
@@ -221,7 +356,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		case !c.stored():
 			payload = encodeChunk(chunkRef{inline: c.data})
 		default:
-			ref, err := s.storeBlock(btx, b.blocks, c.summed(), c.data)
+			ref, err := s.storeBlock(btx, b, c.summed(), c.data)
 			if err != nil {
 				return err
 			}
@@ -230,6 +365,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		if err := replace(chunkKey(idx), payload); err != nil {
 			return err
 		}
+		b.flush(false)
 	}
 	var size uint64
 	if st.inode != nil {
@@ -330,10 +466,10 @@ func hashChunks(fr *overlay) {
 
 // storeBlock puts data in a block, stored once however many records
 // refer to it.
-func (s *Store) storeBlock(btx *bolt.Tx, blocks map[Hash]blockLoc, sum chunkSum, data []byte) (chunkRef, error) {
+func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte) (chunkRef, error) {
 	h := sum.hash
 	ref := chunkRef{block: true, hash: h, length: uint32(len(data))}
-	if _, ok := blocks[h]; ok {
+	if _, ok := b.blocks[h]; ok {
 		return ref, nil
 	}
 	if _, ok, err := getBlk(btx, h); err != nil || ok {
@@ -343,7 +479,8 @@ func (s *Store) storeBlock(btx *bolt.Tx, blocks map[Hash]blockLoc, sum chunkSum,
 	if err != nil {
 		return chunkRef{}, err
 	}
-	blocks[h] = loc
+	b.blocks[h] = loc
+	b.stored = append(b.stored, storedBlock{h, loc})
 	return ref, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -243,24 +242,40 @@ func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r
 // and its pack removed, and a later drop in the log ends that record. Such
 // a block gets a placeholder entry; one left referenced at the end of the
 // replay is damage (see missingBlocks).
-//
-// Outside a replay, blocks are the ones the commit stored because the
-// index had no entry for them: their entries are new, so their references
-// are counted here and each is put once, in key order, instead of a get
-// and a put per reference at random places in the bucket.
 func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, replay bool) error {
-	rec := tx.Bucket(bucketRec)
-	blk := tx.Bucket(bucketBlk)
-	cleaners := pruneOnly(t)
-	var fresh map[Hash]uint64
-	if !replay && len(blocks) > 0 {
-		fresh = make(map[Hash]uint64, len(blocks))
+	a := newTxnApply(tx, t.TID, replay)
+	if err := a.ops(t.Ops); err != nil {
+		return err
 	}
-	for _, op := range t.Ops {
+	return a.finish(t, loc, next, blocks)
+}
+
+// A txnApply adds one transaction to the index: its operations, in one or
+// more batches (a commit hands them over while it builds the rest), then
+// what needs all of them.
+type txnApply struct {
+	tx       *bolt.Tx
+	rec, blk *bolt.Bucket
+	tid      TID
+	replay   bool
+	// stored are blocks the transaction stored that the index has no
+	// entry for: the first record created that refers to one puts its
+	// entry, with no lookup.
+	stored map[Hash]blockLoc
+	refs   []Hash // the other blocks of the records created, counted by finish
+}
+
+func newTxnApply(tx *bolt.Tx, tid TID, replay bool) *txnApply {
+	return &txnApply{tx: tx, rec: tx.Bucket(bucketRec), blk: tx.Bucket(bucketBlk), tid: tid, replay: replay,
+		stored: map[Hash]blockLoc{}}
+}
+
+func (a *txnApply) ops(ops []Op) error {
+	for _, op := range ops {
 		switch op.Kind {
 		case OpCreate:
-			r := Record{Obj: op.Obj, Key: op.Key, Create: t.TID, Payload: op.Payload}
-			if err := rec.Put(recKey(op.Obj, op.Key, t.TID), recValue(&r)); err != nil {
+			r := Record{Obj: op.Obj, Key: op.Key, Create: a.tid, Payload: op.Payload}
+			if err := a.rec.Put(recKey(op.Obj, op.Key, a.tid), recValue(&r)); err != nil {
 				return err
 			}
 			if strings.HasPrefix(op.Key, prefixData) {
@@ -268,18 +283,19 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, r
 				if err != nil {
 					return err
 				}
-				if _, ok := blocks[c.hash]; c.block && ok && fresh != nil {
-					fresh[c.hash]++
-				} else if c.block {
-					if err := addRef(blk, c.hash, blocks, replay); err != nil {
+				if loc, ok := a.stored[c.hash]; ok && c.block {
+					delete(a.stored, c.hash) // a second reference finds the entry
+					if err := a.blk.Put(c.hash[:], blkEntry{Loc: loc, Refs: 1}.encode()); err != nil {
 						return err
 					}
+				} else if c.block {
+					a.refs = append(a.refs, c.hash)
 				}
 			}
 		case OpEnd:
 			k := recKey(op.Obj, op.Key, op.Create)
-			v := rec.Get(k)
-			if v == nil && replay {
+			v := a.rec.Get(k)
+			if v == nil && a.replay {
 				// The cleaner dropped the record and a log rewrite
 				// removed its create op, but not (yet) this end op:
 				// it is in a segment not rewritten. Verify compares the
@@ -288,34 +304,46 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, r
 			}
 			if v == nil {
 				return fmt.Errorf("%w: transaction %s ends record object %d key %q created %s, which the index lacks",
-					ErrCorrupt, t.TID, op.Obj, op.Key, op.Create)
+					ErrCorrupt, a.tid, op.Obj, op.Key, op.Create)
 			}
 			r, err := decodeRec(k, v)
 			if err != nil {
 				return err
 			}
-			r.Delete = t.TID
-			if err := rec.Put(k, recValue(&r)); err != nil {
+			r.Delete = a.tid
+			if err := a.rec.Put(k, recValue(&r)); err != nil {
 				return err
 			}
 		case OpDrop, OpVersion:
-			if err := applyPruneOp(tx, op); err != nil {
+			// Transactions of the cleaner create no records, so no
+			// reference waits to be counted before a drop.
+			if err := applyPruneOp(a.tx, op); err != nil {
 				return err
 			}
 			// The segments holding what this op undoes can now shrink.
-			if err := markSegment(tx, op.Create); err != nil {
+			if err := markSegment(a.tx, op.Create); err != nil {
 				return err
 			}
 		case OpCollapse:
-			if err := applyCollapse(tx, op); err != nil {
+			if err := applyCollapse(a.tx, op); err != nil {
 				return err
 			}
 		}
 	}
-	if err := putFresh(blk, fresh, blocks); err != nil {
-		return err
+	return nil
+}
+
+// finish counts the references of the records created to blocks that had
+// entries, and records the transaction: its versions, where it lies in the
+// log, and the index's state. blocks, in a replay, are those the packs
+// hold (see addRef).
+func (a *txnApply) finish(t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) error {
+	for _, h := range a.refs {
+		if err := addRef(a.blk, h, blocks, a.replay); err != nil {
+			return err
+		}
 	}
-	ver := tx.Bucket(bucketVer)
+	ver := a.tx.Bucket(bucketVer)
 	for _, n := range t.Notes {
 		k := binary.BigEndian.AppendUint64(nil, uint64(n.Obj))
 		k = binary.BigEndian.AppendUint64(k, uint64(t.TID))
@@ -326,17 +354,17 @@ func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, r
 	}
 	lv := binary.BigEndian.AppendUint32(nil, loc.Seg)
 	lv = binary.BigEndian.AppendUint64(lv, uint64(loc.Off))
-	if cleaners {
+	if pruneOnly(t) {
 		lv = append(lv, txnPruneOnly)
-		if err := tx.Bucket(bucketPseg).Put(binary.BigEndian.AppendUint32(nil, loc.Seg), nil); err != nil {
+		if err := a.tx.Bucket(bucketPseg).Put(binary.BigEndian.AppendUint32(nil, loc.Seg), nil); err != nil {
 			return err
 		}
 	}
-	if err := tx.Bucket(bucketTxn).Put(binary.BigEndian.AppendUint64(nil, uint64(t.TID)), lv); err != nil {
+	if err := a.tx.Bucket(bucketTxn).Put(binary.BigEndian.AppendUint64(nil, uint64(t.TID)), lv); err != nil {
 		return err
 	}
 	st := indexState{Applied: t.TID, Next: next, IntentSeq: t.IntentSeq, ObjHigh: t.ObjHigh}
-	return tx.Bucket(bucketMeta).Put(metaState, st.encode())
+	return a.tx.Bucket(bucketMeta).Put(metaState, st.encode())
 }
 
 // decodeTxnLoc reads a transaction index value.
@@ -370,23 +398,6 @@ func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc, replay bool) err
 	}
 	e.Refs++
 	return blk.Put(h[:], e.encode())
-}
-
-// putFresh adds the entries of blocks new in this transaction, with the
-// references counted to each.
-func putFresh(blk *bolt.Bucket, fresh map[Hash]uint64, blocks map[Hash]blockLoc) error {
-	hs := make([]Hash, 0, len(fresh))
-	for h := range fresh {
-		hs = append(hs, h)
-	}
-	slices.SortFunc(hs, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
-	for _, h := range hs {
-		e := blkEntry{Loc: blocks[h], Refs: fresh[h]}
-		if err := blk.Put(h[:], e.encode()); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func getBlk(tx *bolt.Tx, h Hash) (blkEntry, bool, error) {
