@@ -805,3 +805,66 @@ func TestHandleMACRemembered(t *testing.T) {
 		t.Errorf("%d handles remembered, want at most %d", k, verifiedMax)
 	}
 }
+
+// Large READs that arrive together are answered side by side, not one
+// after another by the reader (checking their blocks is most of their
+// cost), and each gets its own data.
+func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
+	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	fh := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "f", 0o644))
+	c := dialRaw(t, ts.addr)
+	data := randBytes(4 << 20)
+	for off := 0; off < len(data); off += 512 << 10 {
+		if w := c.write(fh, uint64(off), stableUnstable, data[off:off+512<<10]); w.status != nfsOK {
+			t.Fatalf("WRITE: %+v", w)
+		}
+	}
+	var mu sync.Mutex
+	inside, most := 0, 0
+	hook := func(c *rpcCall) {
+		if c.proc != procRead {
+			return
+		}
+		mu.Lock()
+		inside++
+		most = max(most, inside)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		inside--
+		mu.Unlock()
+	}
+	testHook.Store(&hook)
+	t.Cleanup(func() { testHook.Store(nil) })
+
+	const size = largeReadMin * 3
+	var buf []byte
+	want := map[uint32]int{} // xid -> offset
+	for i := 0; i < 8; i++ {
+		xid := c.xid.Add(1)
+		off := i * (len(data) / 7) // the last runs past the end
+		want[xid] = off
+		buf = append(buf, encodeCall(xid, progNFS, procRead, readArgs(fh, uint64(off), size))...)
+	}
+	if _, err := c.c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	for len(want) > 0 {
+		xid, st, body := c.recv()
+		off, ok := want[xid]
+		if !ok || st != 0 {
+			t.Fatalf("reply to xid %d (accept_stat %d): not a call sent or not answered once", xid, st)
+		}
+		delete(want, xid)
+		r := parseRead(t, &xdrReader{b: body})
+		end := min(off+size, len(data))
+		if r.status != nfsOK || !bytes.Equal(r.data, data[off:end]) || r.eof != (end == len(data)) {
+			t.Fatalf("READ at %d: status %d, %d bytes, eof %v, or not the data written", off, r.status, len(r.data), r.eof)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most < 2 {
+		t.Errorf("at most %d large READs were answered at once", most)
+	}
+}
