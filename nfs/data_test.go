@@ -48,6 +48,25 @@ func (r *rawConn) send(prog, proc uint32, args []byte) uint32 {
 	return xid
 }
 
+// burst writes the call records in buf in one segment and reads a reply to
+// each xid in want, once, handing check the value want has for it and the
+// reply's body.
+func (r *rawConn) burst(buf []byte, want map[uint32]int, check func(v int, body []byte)) {
+	r.t.Helper()
+	if _, err := r.c.Write(buf); err != nil {
+		r.t.Fatal(err)
+	}
+	for len(want) > 0 {
+		xid, st, body := r.recv()
+		v, ok := want[xid]
+		if !ok || st != 0 {
+			r.t.Fatalf("reply to xid %d (accept_stat %d): not a call sent or not answered once", xid, st)
+		}
+		delete(want, xid)
+		check(v, body)
+	}
+}
+
 // encodeCall is the record of one call, with its record mark.
 func encodeCall(xid, prog, proc uint32, args []byte) []byte {
 	w := &xdrWriter{}
@@ -699,16 +718,7 @@ func TestBurstInOneWrite(t *testing.T) {
 		xid := c.xid.Add(1)
 		want[xid] = -2
 		buf = append(buf, encodeCall(xid, progNFS, 18, getattr)...) // FSSTAT
-		if _, err := c.c.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		for len(want) > 0 {
-			xid, st, body := c.recv()
-			off, ok := want[xid]
-			if !ok || st != 0 {
-				t.Fatalf("reply to xid %d (accept_stat %d): not a call sent or not answered once", xid, st)
-			}
-			delete(want, xid)
+		c.burst(buf, want, func(off int, body []byte) {
 			if off >= 0 {
 				r := parseRead(t, &xdrReader{b: body})
 				if r.status != nfsOK || !bytes.Equal(r.data, data[off:off+4096]) {
@@ -717,7 +727,7 @@ func TestBurstInOneWrite(t *testing.T) {
 			} else if binary.BigEndian.Uint32(body) != nfsOK {
 				t.Fatalf("GETATTR or FSSTAT in a burst: status %d", binary.BigEndian.Uint32(body))
 			}
-		}
+		})
 	}
 	burst(5)
 	burst(3 * maxInflight)
@@ -846,22 +856,13 @@ func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
 		want[xid] = off
 		buf = append(buf, encodeCall(xid, progNFS, procRead, readArgs(fh, uint64(off), size))...)
 	}
-	if _, err := c.c.Write(buf); err != nil {
-		t.Fatal(err)
-	}
-	for len(want) > 0 {
-		xid, st, body := c.recv()
-		off, ok := want[xid]
-		if !ok || st != 0 {
-			t.Fatalf("reply to xid %d (accept_stat %d): not a call sent or not answered once", xid, st)
-		}
-		delete(want, xid)
+	c.burst(buf, want, func(off int, body []byte) {
 		r := parseRead(t, &xdrReader{b: body})
 		end := min(off+size, len(data))
 		if r.status != nfsOK || !bytes.Equal(r.data, data[off:end]) || r.eof != (end == len(data)) {
 			t.Fatalf("READ at %d: status %d, %d bytes, eof %v, or not the data written", off, r.status, len(r.data), r.eof)
 		}
-	}
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if most < 2 {
