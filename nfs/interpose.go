@@ -140,9 +140,9 @@ var testHook atomic.Pointer[func(c *rpcCall)]
 //     the reads after it do too when more calls wait, so that the disk
 //     sees them at once, not one by one. A large READ (largeRead) goes to
 //     a goroutine when more calls wait: its check of every byte is worth
-//     spreading over the cores (1 MiB reads at qd8, 14-22 % faster). (An UNSTABLE WRITE may wait for
-//     a commit when too much is buffered, and the connection with it: the
-//     writer is held back either way.)
+//     spreading over the cores (1 MiB reads at qd8, 14-22 % faster). (An
+//     UNSTABLE WRITE may wait for a commit when too much is buffered, and
+//     the connection with it: the writer is held back either way.)
 //
 // A call holds one of maxInflight slots from before its record is read
 // until its reply is written (or go-nfs has taken it), so a client that
@@ -234,10 +234,8 @@ func largeRead(c *rpcCall) bool {
 	if c.prog != progNFS || c.proc != procRead {
 		return false
 	}
-	r := &xdrReader{b: c.args}
-	r.handle()
-	r.u64() // offset
-	return r.u32() >= largeReadMin && r.err == nil
+	count, r := ioArgs(c)
+	return count >= largeReadMin && r.err == nil
 }
 
 // largeReadMin is the smallest READ that largeRead tells.
@@ -261,14 +259,21 @@ func syncs(c *rpcCall) bool {
 // writeArgsOf reads a WRITE's count and stability (FILE_SYNC when the
 // arguments do not decode: the procedure itself will say GARBAGE_ARGS).
 func writeArgsOf(c *rpcCall) (count, stable uint32) {
-	r := &xdrReader{b: c.args}
-	r.handle()
-	r.u64() // offset
-	count, stable = r.u32(), r.u32()
+	count, r := ioArgs(c)
+	stable = r.u32()
 	if r.err != nil {
 		return 0, stableFileSync
 	}
 	return count, stable
+}
+
+// ioArgs reads the count that READ's and WRITE's arguments both begin
+// with (after the handle and offset), and returns the reader past it.
+func ioArgs(c *rpcCall) (uint32, *xdrReader) {
+	r := &xdrReader{b: c.args}
+	r.handle()
+	r.u64() // offset
+	return r.u32(), r
 }
 
 // recordBuffered tells whether a whole call record is in br already, so
