@@ -351,12 +351,18 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		switch {
 		case c.ref != nil:
 			payload = encodeChunk(*c.ref)
-		case c.hole || (c.stored() && c.summed().zero) || (!c.stored() && allZero(c.data)):
-			// A hole: nothing stored.
+		case c.hole:
+			// A hole: nothing stored (so too for chunks of zeros, below).
 		case !c.stored():
-			payload = encodeChunk(chunkRef{inline: c.data})
+			if !allZero(c.data) {
+				payload = encodeChunk(chunkRef{inline: c.data})
+			}
 		default:
-			ref, err := s.storeBlock(btx, b, c.summed(), c.data)
+			sum := c.summed()
+			if sum.zero {
+				break
+			}
+			ref, err := s.storeBlock(btx, b, sum, c.data)
 			if err != nil {
 				return err
 			}
