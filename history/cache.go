@@ -6,10 +6,10 @@ import (
 )
 
 // blockCache keeps copies of recently read, already checked blocks (made
-// by readChunk: the old data that a partial write merges with, and reads
-// that had to look a block up again), so that small writes into one chunk
-// read and check it once. Reads from the packs' mappings need no copy and
-// do not use it.
+// by readChunk, for the reads that do not go through the packs' mappings),
+// so that they are read and checked once. Reads from the mappings need no
+// copy and do not use it; nor does a partial write's read of the committed
+// block it merges into (Tx.chunk): the write supersedes that block.
 type blockCache struct {
 	mu    sync.Mutex
 	max   int

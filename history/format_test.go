@@ -275,4 +275,44 @@ func TestStaleBlockPlaces(t *testing.T) {
 			t.Fatalf("chunk %d with a wrong place: %v", i, err)
 		}
 	}
+	// And a partial write, which reads the chunk it merges into itself.
+	want := append([]byte(nil), data...)
+	for i := 0; i < 6; i++ {
+		s.locs.put(hashes[i], blockLoc{Pack: 9999, Off: 48, Length: ChunkSize})
+		s.cache = newBlockCache(s.cache.max)
+		off := i*ChunkSize + 100
+		write(t, s, id, []byte("merged"), int64(off))
+		copy(want[off:], "merged")
+	}
+	clk.add(time.Second)
+	if got := readAll(t, s, id, commit(t, s)); !bytes.Equal(got, want) {
+		t.Fatal("partial writes over chunks with wrong remembered places differ")
+	}
+}
+
+// A partial write reads the block it merges into and supersedes it: the
+// block does not go into the block cache, where it would push out blocks
+// that readers want.
+func TestPartialWriteLeavesBlockCacheAlone(t *testing.T) {
+	clk := epoch()
+	s := openTest(t, t.TempDir(), clk)
+	defer s.Close()
+	id := newFile(t, s, RootID, "f")
+	data := randData(4, 4*ChunkSize)
+	write(t, s, id, data, 0)
+	clk.add(time.Second)
+	commit(t, s)
+	want := append([]byte(nil), data...)
+	for i := 0; i < 4; i++ {
+		off := i*ChunkSize + i*1000
+		write(t, s, id, []byte("x"), int64(off))
+		want[off] = 'x'
+		if b := s.cache.get(HashOf(data[i*ChunkSize : (i+1)*ChunkSize])); b != nil {
+			t.Fatalf("chunk %d: the block a partial write superseded is in the block cache", i)
+		}
+	}
+	clk.add(time.Second)
+	if got := readAll(t, s, id, commit(t, s)); !bytes.Equal(got, want) {
+		t.Fatal("partial writes differ")
+	}
 }

@@ -440,19 +440,43 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 			return c.data, nil
 		}
 	}
+	// The chunk's record and its block's place come from one index
+	// transaction, and the block is read without entering the caches:
+	// the write that reads it supersedes it.
 	var ref chunkRef
-	var found bool
+	var loc blockLoc
+	var found, placed bool
 	err := tx.s.index.View(func(btx *bolt.Tx) error {
 		r, ok, err := latest(btx, obj, chunkKey(idx), Live)
 		if err != nil || !ok {
 			return err
 		}
 		found = true
-		ref, err = decodeChunk(r.Payload)
+		if ref, err = decodeChunk(r.Payload); err != nil || !ref.block {
+			return err
+		}
+		if loc, placed = tx.s.locs.get(ref.hash); placed {
+			return nil
+		}
+		e, ok, err := getBlk(btx, ref.hash)
+		loc, placed = e.Loc, ok
 		return err
 	})
-	if err != nil || !found {
+	switch {
+	case err != nil || !found:
 		return nil, err
+	case !ref.block:
+		return ref.inline, nil
+	}
+	if b := tx.s.cache.get(ref.hash); b != nil {
+		return b, nil
+	}
+	if placed {
+		if b, err := tx.s.packs.get(loc, ref.hash, false); err == nil {
+			return b, nil
+		}
+		// Moved by the cleaner since, or damaged: the general path looks
+		// again, and reports damage.
 	}
 	return tx.s.chunkData(ref)
 }
