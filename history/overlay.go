@@ -65,6 +65,9 @@ type objState struct {
 	truncated bool
 	dropFrom  uint64
 	change    Change
+	// wrote: writeEnd is where the last write in this overlay ended.
+	wrote    bool
+	writeEnd uint64
 }
 
 // objOverhead is roughly what one changed object costs in memory beyond
@@ -180,6 +183,9 @@ func (o *overlay) mergeInto(dst *overlay) {
 			d.chunks = map[uint64]*chunkBuf{}
 		}
 		maps.Copy(d.chunks, st.chunks)
+		if st.wrote {
+			d.wrote, d.writeEnd = true, st.writeEnd
+		}
 	}
 	dst.bytes += o.bytes
 }

@@ -208,6 +208,64 @@ func TestWritersHashTheirChunks(t *testing.T) {
 	}
 }
 
+// Small sequential writes: a writer leaves the chunk it stopped inside to
+// the commit, which hashes it once, instead of hashing it at every step;
+// the write that completes a chunk hashes it, and a write that does not go
+// on from the last one (a random write) hashes what it wrote, as before.
+func TestSequentialWritesHashEachChunkOnce(t *testing.T) {
+	s := openTest(t, t.TempDir(), epoch())
+	defer s.Close()
+	f, g := newFile(t, s, RootID, "f"), newFile(t, s, RootID, "g")
+	data := randData(8, 2*ChunkSize)
+	const step = ChunkSize / 4
+	chunkOf := func(id ObjID, off int) *chunkBuf {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pending.objs[id].chunks[uint64(off/ChunkSize)]
+	}
+	for off := 0; off < len(data); off += step {
+		// g's writes interleave with f's: each object's own last write counts.
+		write(t, s, f, data[off:off+step], int64(off))
+		write(t, s, g, data[off:off+step], int64(off))
+		for _, id := range []ObjID{f, g} {
+			c := chunkOf(id, off)
+			end := off + step
+			want := c.stored() && end%ChunkSize == 0
+			if got := c.sum.Load() != nil; got != want {
+				t.Fatalf("object %d, write [%d, %d): chunk hashed %v, want %v", id, off, end, got, want)
+			}
+		}
+	}
+	write(t, s, f, []byte("random"), ChunkSize+100)
+	if chunkOf(f, ChunkSize).sum.Load() == nil {
+		t.Fatal("a write that does not go on from the last one left its chunk unhashed")
+	}
+	write(t, s, g, data[:step], ChunkSize) // sequential? no: g's last write ended at 2*ChunkSize
+	if chunkOf(g, ChunkSize).sum.Load() == nil {
+		t.Fatal("a rewrite from the chunk's start left the chunk unhashed")
+	}
+	write(t, s, g, data[step:2*step], ChunkSize+step) // goes on, stops inside
+	if chunkOf(g, ChunkSize).sum.Load() != nil {
+		t.Fatal("a sequential write that stopped inside its chunk hashed it")
+	}
+
+	tid := commit(t, s)
+	wantF := append([]byte(nil), data...)
+	copy(wantF[ChunkSize+100:], "random")
+	if got := readAll(t, s, f, tid); !bytes.Equal(got, wantF) {
+		t.Fatal("f differs from what was written")
+	}
+	wantG := append([]byte(nil), data...)
+	copy(wantG[ChunkSize:], data[:2*step])
+	if got := readAll(t, s, g, tid); !bytes.Equal(got, wantG) {
+		t.Fatal("g differs from what was written")
+	}
+	rep, err := s.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify after the commit: %v %+v", err, rep)
+	}
+}
+
 // A commit whose log append fails leaves the index as it was: the index
 // takes a commit's operations while the commit builds (indexer), and must
 // roll them back. The changes stay pending and the next commit makes them
