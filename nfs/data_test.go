@@ -69,13 +69,17 @@ func (r *rawConn) burst(buf []byte, want map[uint32]int, check func(v int, body 
 
 // encodeCall is the record of one call, with its record mark.
 func encodeCall(xid, prog, proc uint32, args []byte) []byte {
+	return encodeCallVers(xid, prog, 3, proc, args)
+}
+
+func encodeCallVers(xid, prog, vers, proc uint32, args []byte) []byte {
 	w := &xdrWriter{}
 	w.u32(0) // record mark, below
 	w.u32(xid)
 	w.u32(0) // CALL
 	w.u32(2)
 	w.u32(prog)
-	w.u32(3)
+	w.u32(vers)
 	w.u32(proc)
 	w.u32(1) // AUTH_UNIX
 	cred := &xdrWriter{}

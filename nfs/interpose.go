@@ -583,7 +583,7 @@ func (k procKey) name() string {
 	case k.prog == progMount && int(k.proc) < len(mountProcNames):
 		return mountProcNames[k.proc]
 	}
-	return fmt.Sprintf("prog%d_proc%d", k.prog, k.proc)
+	return "other" // a metrics label: not one per number a client makes up
 }
 
 // decodeCall decodes a call record whose procedure the interposer answers;
@@ -606,15 +606,70 @@ func (h *handler) decodeCall(rec []byte) (*rpcCall, bool) {
 	if r.err != nil {
 		return nil, false
 	}
-	k := procKey{c.prog, c.proc}
-	if c.fn = procs[k]; c.fn == nil {
-		return nil, false
-	}
-	if (c.prog == progNFS && c.vers != 3) || (c.prog == progMount && c.vers != 3) {
-		return nil, false
-	}
 	c.args = r.b
+	if c.fn = versionless(c); c.fn != nil {
+		return c, true
+	}
+	if c.vers != 3 {
+		return nil, false // MOUNT v1 and v2's void procedures: go-nfs's
+	}
+	if c.fn = procs[procKey{c.prog, c.proc}]; c.fn == nil {
+		return nil, false
+	}
 	return c, true
+}
+
+// versionless answers the calls that go-nfs, which looks at neither the
+// program's version nor programs it lacks, would get wrong:
+//   - NFS of another version than 3: PROG_MISMATCH (3 to 3), which makes
+//     mount.nfs, asking for version 4 first, go on with version 3; go-nfs
+//     would take an NFSv4 COMPOUND for a GETATTR;
+//   - MOUNT v1 and v2: EXPORT and DUMP answer as in v3 (the same format;
+//     showmount asks with v1), MNT with PROG_MISMATCH (its v1 reply differs,
+//     and what follows it would be NFSv2); the void ones go to go-nfs;
+//   - programs other than NFS and MOUNT (NFS_ACL, which the Linux client
+//     probes at every mount; NLM): PROG_UNAVAIL, where go-nfs answers
+//     PROC_UNAVAIL and logs a warning for each.
+func versionless(c *rpcCall) procFunc {
+	switch {
+	case c.prog == progNFS && c.vers != 3:
+		return progMismatch
+	case c.prog == progMount && (c.vers == 1 || c.vers == 2):
+		switch c.proc {
+		case mountProcExport, mountProcDump:
+			return procs[procKey{c.prog, c.proc}]
+		case mountProcMnt:
+			return progMismatch
+		}
+	case c.prog == progMount && c.vers != 3:
+		return progMismatch
+	case c.prog != progNFS && c.prog != progMount:
+		return progUnavail
+	}
+	return nil
+}
+
+// RPC accept_stat values (RFC 5531) other than SUCCESS and GARBAGE_ARGS.
+const (
+	acceptProgUnavail  = 1
+	acceptProgMismatch = 2
+)
+
+// progMismatch replaces a call's SUCCESS with PROG_MISMATCH: only version 3
+// is served.
+func progMismatch(h *handler, c *rpcCall, w *xdrWriter) error {
+	h.log.Debug("nfs: program version not served", "prog", c.prog, "vers", c.vers, "proc", c.proc, "client", c.conn.RemoteAddr().String())
+	binary.BigEndian.PutUint32(w.b[replyHdrLen-4:], acceptProgMismatch)
+	w.u32(3) // lowest version served
+	w.u32(3) // highest
+	return nil
+}
+
+// progUnavail replaces a call's SUCCESS with PROG_UNAVAIL.
+func progUnavail(h *handler, c *rpcCall, w *xdrWriter) error {
+	h.log.Debug("nfs: program not served", "prog", c.prog, "vers", c.vers, "proc", c.proc, "client", c.conn.RemoteAddr().String())
+	binary.BigEndian.PutUint32(w.b[replyHdrLen-4:], acceptProgUnavail)
+	return nil
 }
 
 // replyHdrLen is the record mark and an accepted reply's header: xid,
@@ -647,7 +702,11 @@ func (h *handler) reply(c *rpcCall) []byte {
 		binary.BigEndian.PutUint32(w.b[replyHdrLen-4:], 4)
 		c.data.Release()
 	}
-	h.observer.Request("nfs", k.name(), c.start, replyStatus(w.b[replyHdrLen:], err))
+	op := k.name()
+	if c.vers != 3 {
+		op = "other"
+	}
+	h.observer.Request("nfs", op, c.start, replyStatus(c, w.b[replyHdrLen-4:], err))
 	n := len(w.b) - 4
 	if c.data.N > 0 {
 		n += c.data.N + len(padding(c.data.N))
@@ -663,13 +722,17 @@ func (h *handler) reply(c *rpcCall) []byte {
 	return w.b
 }
 
-// replyStatus is a reply's outcome for the metrics: NFS results start with
-// their status.
-func replyStatus(body []byte, err error) error {
-	if err != nil {
+// replyStatus is a reply's outcome for the metrics, read from its
+// accept_stat on: NFS results, and MOUNT's MNT result, start with their
+// status.
+func replyStatus(c *rpcCall, reply []byte, err error) error {
+	switch {
+	case err != nil:
 		return err
-	}
-	if len(body) >= 4 && binary.BigEndian.Uint32(body) != 0 {
+	case binary.BigEndian.Uint32(reply) != 0:
+		return errRPCFailed
+	case len(reply) >= 8 && (c.prog == progNFS || c.prog == progMount && c.proc == mountProcMnt) &&
+		binary.BigEndian.Uint32(reply[4:]) != 0:
 		return errNFSStatus
 	}
 	return nil

@@ -159,3 +159,68 @@ func TestMountEmptyPath(t *testing.T) {
 		t.Errorf("MOUNT \"\" logged:\n%s", got)
 	}
 }
+
+// go-nfs looks at neither a call's version nor programs it lacks. NFS of
+// another version than 3 gets PROG_MISMATCH (3 to 3), so that a client
+// asking for NFSv4 first goes on with version 3; MOUNT v1's EXPORT (what
+// showmount asks) is answered as v3's, its MNT with PROG_MISMATCH; other
+// programs (NFS_ACL, which the Linux client probes at every mount; NLM) get
+// PROG_UNAVAIL. None of it logs a warning, and the connection goes on.
+func TestOtherVersionsAndPrograms(t *testing.T) {
+	f, logger, logs := mountFixture(t)
+	addr := listenServe(t, f, Options{Key: make([]byte, 32), Logger: logger})
+	logs.take()
+	c := dialRaw(t, addr)
+	call := func(prog, vers, proc uint32, args []byte) (uint32, *xdrReader) {
+		t.Helper()
+		xid := c.xid.Add(1)
+		if _, err := c.c.Write(encodeCallVers(xid, prog, vers, proc, args)); err != nil {
+			t.Fatal(err)
+		}
+		got, st, body := c.recv()
+		if got != xid {
+			t.Fatalf("reply to xid %d, want %d", got, xid)
+		}
+		return st, &xdrReader{b: body}
+	}
+	path := func() []byte { w := &xdrWriter{}; w.opaque([]byte("/")); return w.b }()
+	for _, m := range []struct {
+		what             string
+		prog, vers, proc uint32
+		args             []byte
+	}{
+		{"NFSv4 NULL", progNFS, 4, 0, nil},
+		{"NFSv4 COMPOUND", progNFS, 4, 1, make([]byte, 16)},
+		{"NFSv2 GETATTR", progNFS, 2, 1, make([]byte, 32)},
+		{"MOUNT v1 MNT", progMount, 1, mountProcMnt, path},
+		{"MOUNT v4 NULL", progMount, 4, 0, nil},
+	} {
+		st, r := call(m.prog, m.vers, m.proc, m.args)
+		if lo, hi := r.u32(), r.u32(); st != acceptProgMismatch || lo != 3 || hi != 3 || r.err != nil {
+			t.Errorf("%s: accept_stat %d, versions %d to %d (%v); want PROG_MISMATCH, 3 to 3", m.what, st, lo, hi, r.err)
+		}
+	}
+	for _, p := range []struct {
+		what       string
+		prog, vers uint32
+	}{{"NFS_ACL", 100227, 3}, {"NLM", 100021, 4}} {
+		if st, _ := call(p.prog, p.vers, 0, nil); st != acceptProgUnavail {
+			t.Errorf("%s NULL: accept_stat %d, want PROG_UNAVAIL", p.what, st)
+		}
+	}
+	st, r := call(progMount, 1, mountProcExport, nil)
+	if more, dir := r.bool(), r.opaque(1024); st != 0 || !more || string(dir) != "/" || r.err != nil {
+		t.Errorf("MOUNT v1 EXPORT: accept_stat %d, first entry %v %q (%v); want the export /", st, more, dir, r.err)
+	}
+	if st, _ := call(progMount, 1, 0, nil); st != 0 {
+		t.Errorf("MOUNT v1 NULL: accept_stat %d", st)
+	}
+	// The connection goes on with version 3.
+	fh := mountRaw(t, c)
+	if x := c.call(procGetattr, func() []byte { w := &xdrWriter{}; w.opaque(fh); return w.b }()); x.u32() != nfsOK {
+		t.Error("GETATTR of the root after them failed")
+	}
+	if got := logs.take(); strings.Contains(got, "level=WARN") || strings.Contains(got, "level=ERROR") {
+		t.Errorf("calls of other versions and programs logged:\n%s", got)
+	}
+}

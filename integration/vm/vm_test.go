@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,14 +61,21 @@ func run(t *testing.T, o vm.Options) vm.Result {
 	return res
 }
 
-// The Linux kernel's NFSv3 client does everyday file work on asof.
+// The Linux kernel's NFSv3 client does everyday file work on asof, and the
+// server logs no warning for it (the client probes NFS_ACL at every mount,
+// which go-nfs alone would warn about).
 func TestSmokeNFS(t *testing.T) {
 	needVM(t)
-	run(t, vm.Options{
+	res := run(t, vm.Options{
 		Server:   asof(t),
 		NFSPort:  2049,
 		Workload: "workloads/smoke.sh",
 	})
+	for _, l := range strings.Split(res.ServerLog, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			t.Errorf("server logged: %s", l)
+		}
+	}
 }
 
 // asof restarts (SIGTERM, then kill -9) while the kernel client holds a file open on a
