@@ -621,9 +621,9 @@ func (h *handler) decodeCall(rec []byte) (*rpcCall, bool) {
 
 // versionless answers the calls that go-nfs, which looks at neither the
 // program's version nor programs it lacks, would get wrong:
-//   - NFS of another version than 3: PROG_MISMATCH (3 to 3), which makes
-//     mount.nfs, asking for version 4 first, go on with version 3; go-nfs
-//     would take an NFSv4 COMPOUND for a GETATTR;
+//   - NFS of another version than 3: PROG_MISMATCH (3 to 3), which tells a
+//     client that asks for version 4 first (mount.nfs without vers=3) that
+//     only version 3 is served; go-nfs took an NFSv4 COMPOUND for a GETATTR;
 //   - MOUNT v1 and v2: EXPORT and DUMP answer as in v3 (the same format;
 //     showmount asks with v1), MNT with PROG_MISMATCH (its v1 reply differs,
 //     and what follows it would be NFSv2); the void ones go to go-nfs;
