@@ -64,8 +64,14 @@ type packStore struct {
 	cur     *os.File
 	curSeq  uint32
 	curOff  int64
+	synced  int64               // how much of cur a sync made durable: what a commit may refer to
 	dirty   map[uint32]*os.File // written since the last sync
 	newFile bool                // a pack was created since the last sync
+	// failures counts the writes that failed: blocks put before one, by
+	// any caller, may be lost, and their caller's sync must say so
+	// (lostSince), not only the sync of the caller whose write it was.
+	failures uint64
+	lastErr  error
 
 	// Blocks put but not yet written to cur: header and data slices,
 	// written with one pwritev from bufOff. The data slices are the
@@ -190,9 +196,12 @@ func (p *packStore) put(h Hash, crc uint32, data []byte) (blockLoc, error) {
 }
 
 // flush writes the gathered blocks to the current pack. If that fails the
-// pack is sealed where its written part ends, so no later block lands
-// behind a gap that would cut a scan of the pack short; the blocks lost
-// were in no frame yet.
+// pack is sealed, so no later block lands behind a gap that would cut a
+// scan of the pack short, and cut back to what a sync made durable: the
+// blocks after that were in no frame yet, and the space they took (the
+// write may have failed for the want of it) is given back. A pack left
+// with nothing is removed, so that a commit retried on a full disk does
+// not leave an empty pack behind at every attempt.
 func (p *packStore) flush() error {
 	if len(p.iov) == 0 {
 		return nil
@@ -202,10 +211,56 @@ func (p *packStore) flush() error {
 	err := pwritev(p.cur, iov, off)
 	clear(iov) // let go of the callers' data
 	if err != nil {
-		p.cur = nil
-		return fmt.Errorf("history: write pack: %w", err)
+		err = fmt.Errorf("history: write pack: %w", err)
+		p.failures++
+		p.lastErr = err
+		p.cutBack()
+		return err
 	}
 	startWriteback(p.cur, off, p.curOff-off)
+	return nil
+}
+
+// cutBack seals the current pack after a failed write, keeping only what
+// a sync made durable. Failing to cut it changes nothing for correctness:
+// the tail is garbage that no frame points into, as after a crash.
+func (p *packStore) cutBack() {
+	f, seq := p.cur, p.curSeq
+	p.cur = nil
+	if p.synced > 0 {
+		os.Truncate(p.name(seq), p.synced)
+		return
+	}
+	delete(p.dirty, seq)
+	p.rmu.Lock()
+	if rf := p.files[seq]; rf != nil && rf != f {
+		rf.Close()
+	}
+	delete(p.files, seq)
+	p.unmapLocked(seq)
+	p.rmu.Unlock()
+	f.Close()
+	if os.Remove(p.name(seq)) == nil {
+		syncDir(p.dir)
+	}
+}
+
+// mark is where a caller stands before it puts blocks: lostSince(mark)
+// tells, after its sync, whether a write failed meanwhile.
+func (p *packStore) mark() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failures
+}
+
+// lostSince reports a write that failed after mark: blocks put since may
+// not be in their pack, whoever's write it was.
+func (p *packStore) lostSince(mark uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures != mark {
+		return fmt.Errorf("history: blocks lost to a failed pack write: %w", p.lastErr)
+	}
 	return nil
 }
 
@@ -249,22 +304,25 @@ func (p *packStore) rotate() error {
 	if err != nil {
 		return err
 	}
-	next := uint32(1)
+	// Never a number used before, even of a pack removed since: a place
+	// remembered in a pack that is gone must not find another block there.
+	next := p.curSeq + 1
 	if len(seqs) > 0 {
-		next = seqs[len(seqs)-1] + 1
+		next = max(next, seqs[len(seqs)-1]+1)
 	}
 	f, err := os.OpenFile(p.name(next), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("history: new pack: %w", err)
 	}
-	p.cur, p.curSeq, p.curOff, p.newFile = f, next, 0, true
+	p.cur, p.curSeq, p.curOff, p.synced, p.newFile = f, next, 0, 0, true
 	p.rmu.Lock()
 	p.files[next] = f
 	p.rmu.Unlock()
 	return nil
 }
 
-// sync makes every block put so far readable and durable.
+// sync makes every block put so far readable and durable. A caller that
+// must know its own blocks are among them asks lostSince too.
 func (p *packStore) sync() error {
 	p.mu.Lock()
 	if err := p.flush(); err != nil {
@@ -273,6 +331,7 @@ func (p *packStore) sync() error {
 	}
 	dirty, newFile := p.dirty, p.newFile
 	p.dirty, p.newFile = map[uint32]*os.File{}, false
+	cur, seq, off := p.cur, p.curSeq, p.curOff
 	p.mu.Unlock()
 	for _, f := range dirty {
 		if err := f.Sync(); err != nil {
@@ -280,8 +339,15 @@ func (p *packStore) sync() error {
 		}
 	}
 	if newFile {
-		return syncDir(p.dir)
+		if err := syncDir(p.dir); err != nil {
+			return err
+		}
 	}
+	p.mu.Lock()
+	if cur != nil && p.cur == cur && p.curSeq == seq {
+		p.synced = max(p.synced, off)
+	}
+	p.mu.Unlock()
 	return nil
 }
 

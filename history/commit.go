@@ -54,11 +54,15 @@ func (s *Store) commit() error {
 	s.packFloor.Store(s.packs.sealedBelow())
 	defer s.packFloor.Store(math.MaxUint32)
 	ix := s.startIndexer(tid)
+	mark := s.packs.mark()
 	b, err := s.build(fr, tid, objHigh, old.seq, ix.feed.publish)
 	ix.feed.close()
 	t := b.t
 	if err == nil {
 		err = s.packs.sync()
+	}
+	if err == nil {
+		err = s.packs.lostSince(mark) // a cleaner's failed write may have taken ours with it
 	}
 	var loc, next logLoc
 	if err == nil {

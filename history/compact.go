@@ -124,6 +124,7 @@ func (s *Store) rewritePack(seq uint32) error {
 	}
 	for start := 0; start < len(moves); start += packRewriteBatch {
 		batch := moves[start:min(start+packRewriteBatch, len(moves))]
+		mark := s.packs.mark()
 		for i := range batch {
 			data, err := s.packs.get(batch[i].from, batch[i].h, false)
 			if err != nil {
@@ -135,6 +136,9 @@ func (s *Store) rewritePack(seq uint32) error {
 		}
 		if err := s.packs.sync(); err != nil {
 			return err
+		}
+		if err := s.packs.lostSince(mark); err != nil {
+			return err // a commit's failed write took the copies with it
 		}
 		// Under commitMu: a commit between its dedup check and its
 		// index update must find the block where the index says.

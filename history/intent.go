@@ -95,6 +95,12 @@ type intentFile struct {
 	syncing bool
 	dirDone bool // the file and its directory entry are durable: fdatasync suffices
 	retired bool // its changes are in the transaction log
+	// failed is set when a write or sync of the file failed (a full disk):
+	// what that write held may be missing, or torn, in the file, so
+	// nothing after it can be promised durable by this file. Later syncs
+	// fail with it until a commit, which holds the changes from memory,
+	// retires the file.
+	failed error
 }
 
 type intentLog struct {
@@ -306,6 +312,11 @@ func (l *intentLog) append(e entry) (intentPos, error) {
 	cur.written += int64(intentHdrLen + e.n)
 	if cur.bufLen > intentBufMax {
 		if err := cur.writeOut(); err != nil {
+			// The caller's change fails and is not made: nor may its
+			// entry stay, for a later write to make it durable.
+			cur.buf = cur.buf[:len(cur.buf)-1]
+			cur.bufLen -= int64(intentHdrLen + e.n)
+			cur.written -= int64(intentHdrLen + e.n)
 			return intentPos{}, err
 		}
 	}
@@ -377,8 +388,12 @@ func (l *intentLog) buffered() int64 {
 
 // writeOut writes the buffered entries to the file; the caller holds l.mu.
 func (f *intentFile) writeOut() error {
+	if f.failed != nil {
+		return f.failed
+	}
 	if err := writeEntries(f.f, f.buf, f.flushed); err != nil {
-		return err
+		f.failed = fmt.Errorf("history: write intent log: %w", err)
+		return f.failed
 	}
 	f.flushed += f.bufLen
 	f.buf, f.bufLen = nil, 0
@@ -471,6 +486,9 @@ func (l *intentLog) sync(pos intentPos) error {
 		if f.retired || f.synced >= pos.end {
 			return nil
 		}
+		if f.failed != nil {
+			return f.failed
+		}
 		if !f.syncing {
 			break
 		}
@@ -502,6 +520,11 @@ func (l *intentLog) sync(pos intentPos) error {
 	if err == nil {
 		f.synced = max(f.synced, target)
 		f.dirDone = f.dirDone || needDir
+	} else if f.failed == nil {
+		// The entries taken out of the buffer are gone from memory and
+		// perhaps torn in the file: a later sync must not write the
+		// next ones behind them and call those durable.
+		f.failed = fmt.Errorf("history: sync intent log: %w", err)
 	}
 	l.cond.Broadcast()
 	if err != nil {

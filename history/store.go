@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -245,8 +246,19 @@ func (s *Store) recover() error {
 		s.log.Info("history: replayed intent log", "entries", replayed, "files", replayedFiles)
 	}
 	// The replayed changes are pending again; commit them now so their
-	// intent files can go.
-	return s.commit()
+	// intent files can go. A commit that fails for want of room does not
+	// keep the store from opening: the changes stay pending, read from
+	// memory, their intent files stay, and the flusher tries again.
+	if err := s.commit(); err != nil {
+		s.mu.RLock()
+		broken := s.broken
+		s.mu.RUnlock()
+		if broken != nil || !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			return err
+		}
+		s.log.Error("history: cannot commit the replayed changes yet; serving them from memory", "err", err)
+	}
+	return nil
 }
 
 // catchUpIndex applies committed frames the index has not seen: the log is
@@ -327,6 +339,10 @@ func (s *Store) flusher() {
 	defer close(s.done)
 	t := time.NewTicker(s.opts.FlushInterval)
 	defer t.Stop()
+	// A commit that fails (a full disk) is tried again at every tick; the
+	// log says so once, then once a minute, and says when it works again.
+	var failed int
+	var logged time.Time
 	for {
 		select {
 		case <-s.stop:
@@ -334,8 +350,19 @@ func (s *Store) flusher() {
 		case <-t.C:
 		case <-s.kick:
 		}
-		if err := s.commit(); err != nil && !errors.Is(err, ErrClosed) {
-			s.log.Error("history: commit failed", "err", err)
+		err := s.commit()
+		switch {
+		case err == nil || errors.Is(err, ErrClosed):
+			if failed > 0 {
+				s.log.Info("history: commit works again", "failed_attempts", failed)
+				failed = 0
+			}
+		case failed == 0 || time.Since(logged) >= time.Minute:
+			failed++
+			logged = time.Now()
+			s.log.Error("history: commit failed; retrying every flush interval", "err", err, "failed_attempts", failed)
+		default:
+			failed++
 		}
 	}
 }
@@ -402,6 +429,15 @@ func (s *Store) Close() error {
 	s.pruneMu.Lock()
 	defer s.pruneMu.Unlock()
 	err := s.commit()
+	if err != nil {
+		// Not committed (a full disk, say): the intent log may still hold
+		// what is buffered, for the next start to replay.
+		if derr := s.Durable(); derr != nil {
+			err = errors.Join(err, derr)
+		} else {
+			err = fmt.Errorf("%w (the changes are in the intent log, replayed at the next start)", err)
+		}
+	}
 	s.commitMu.Lock() // no commit sends to the dropper after this
 	s.mu.Lock()
 	s.closed = true

@@ -1,0 +1,381 @@
+package history
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// breakPackWrites makes the current pack's next write fail, as a full or
+// failing disk would: its handle is swapped for a read-only one.
+func breakPackWrites(t *testing.T, p *packStore) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ro, err := os.Open(p.name(p.curSeq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cur = ro
+}
+
+// A failed pack write loses the blocks put before it by every caller (a
+// commit and the cleaner put blocks side by side), so each caller's
+// lostSince must say so, not only the sync of the caller whose write
+// failed. The pack is cut back to what a sync made durable, and removed
+// when that is nothing, so that commits retried on a full disk do not
+// leave a pack behind at every attempt; the next pack takes a number
+// never used before.
+func TestFailedPackWrite(t *testing.T) {
+	dir := t.TempDir()
+	p, err := openPackStore(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	put := func(seed uint64) (blockLoc, []byte) {
+		t.Helper()
+		data := randData(seed, ChunkSize)
+		loc, err := p.put(HashOf(data), crc32.Checksum(data, castagnoli), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc, data
+	}
+	packs := func() []uint32 {
+		t.Helper()
+		seqs, err := p.list()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs
+	}
+
+	// A pack whose first write fails leaves nothing behind, however often.
+	for try := 0; try < 3; try++ {
+		m := p.mark()
+		put(uint64(try))
+		breakPackWrites(t, p)
+		if err := p.sync(); err == nil {
+			t.Fatal("sync after a failed write: no error")
+		}
+		if p.lostSince(m) == nil {
+			t.Fatal("lostSince: no loss reported after a failed write")
+		}
+		if got := packs(); len(got) != 0 {
+			t.Fatalf("attempt %d: packs %v left behind, want none", try, got)
+		}
+	}
+
+	// Blocks a sync made durable stay; what was put after is cut away,
+	// and both callers that put it learn it was lost.
+	m := p.mark()
+	locA, a := put(10)
+	if err := p.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.lostSince(m); err != nil {
+		t.Fatal(err)
+	}
+	if locA.Pack <= 3 {
+		t.Fatalf("the pack after three failed ones is number %d: a number used before", locA.Pack)
+	}
+	name := p.name(locA.Pack)
+	st, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleaner := p.mark()
+	put(11)
+	commit := p.mark()
+	put(12)
+	breakPackWrites(t, p)
+	if err := p.sync(); err == nil {
+		t.Fatal("the commit's sync after a failed write: no error")
+	}
+	if p.lostSince(commit) == nil || p.lostSince(cleaner) == nil {
+		t.Fatal("a caller whose blocks went with another's failed write was not told")
+	}
+	if got, err := os.Stat(name); err != nil || got.Size() != st.Size() {
+		t.Fatalf("pack after the failed write: %v, %v; want it cut back to %d bytes", got, err, st.Size())
+	}
+	if b, err := p.get(locA, HashOf(a), false); err != nil || !bytes.Equal(b, a) {
+		t.Fatalf("the durable block after the failed write: %v", err)
+	}
+	if got := packs(); len(got) != 1 {
+		t.Fatalf("packs %v, want the one", got)
+	}
+	locB, b := put(13)
+	if err := p.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if locB.Pack <= locA.Pack {
+		t.Fatalf("a new pack after the failed one is number %d, not after %d", locB.Pack, locA.Pack)
+	}
+	if got, err := p.get(locB, HashOf(b), false); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("a block written after the failure: %v", err)
+	}
+}
+
+// A store on a disk that fills up: writes made durable (as an NFS
+// FILE_SYNC WRITE or a 9P fsync is) before the disk was full stay
+// readable while commits fail, also after a restart on the full disk; a
+// write that finds no room fails with ENOSPC; the failing commits leave
+// no pack files behind; a change made durable once there is room again
+// survives a crash; and the next commit takes everything, which a
+// reopened store still has and verifies clean. Needs root, for a small
+// tmpfs.
+func TestFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: needs root")
+	}
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=6m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	dir := filepath.Join(mnt, "store")
+	clk := epoch()
+	s := openTest(t, dir, clk)
+
+	var files []ObjID
+	var data [][]byte
+	var full error
+	for i := 0; i < 64 && full == nil; i++ {
+		d := randData(uint64(100+i), 256<<10)
+		var id ObjID
+		err := s.Update(func(tx *Tx) error {
+			var err error
+			if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
+				return err
+			}
+			if err := tx.SetDirent(RootID, fmt.Sprintf("f%d", i), id, KindFile); err != nil {
+				return err
+			}
+			return tx.WriteAt(id, d, 0)
+		})
+		if err == nil {
+			err = s.Durable()
+		}
+		if err != nil {
+			full = err
+			break
+		}
+		files, data = append(files, id), append(data, d)
+		clk.add(100 * time.Millisecond)
+		if i%4 == 3 {
+			s.Commit() // fails once the packs find no room; the intent log keeps the data
+		}
+	}
+	if full == nil {
+		t.Fatal("16 MiB went onto a 6 MiB disk")
+	}
+	if !errors.Is(full, syscall.ENOSPC) {
+		t.Fatalf("the write that found no room: %v, want ENOSPC", full)
+	}
+	if len(files) == 0 {
+		t.Fatal("nothing fitted before the disk was full")
+	}
+	before := len(packFiles(t, dir))
+	for try := 0; try < 5; try++ {
+		if _, err := s.Commit(); err == nil {
+			t.Fatal("a commit on a full disk succeeded")
+		}
+	}
+	if after := len(packFiles(t, dir)); after > before {
+		t.Fatalf("failed commits left %d more pack files", after-before)
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		for i, id := range files {
+			if got := readAll(t, s, id, Live); !bytes.Equal(got, data[i]) {
+				t.Fatalf("%s: file %d of %d differs", when, i, len(files))
+			}
+		}
+	}
+	check(s, "on the full disk")
+	// A restart on the full disk: the replayed changes cannot be committed,
+	// but the store opens and serves them.
+	crash(t, s)
+	s = openTest(t, dir, clk)
+	check(s, "reopened on the full disk")
+	// The failed commits started a new intent file; one more change that
+	// finds no room there may leave a hole in it.
+	if err := s.Update(func(tx *Tx) error {
+		id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
+		if err != nil {
+			return err
+		}
+		return tx.WriteAt(id, randData(98, 256<<10), 0)
+	}); err == nil && s.Durable() == nil {
+		t.Fatal("a change was made durable on a full disk")
+	}
+
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
+	// The intent log write that failed may have left a hole in its file:
+	// a change made now must not be called durable there (behind the
+	// hole, a replay would never reach it). Either its sync fails, or the
+	// change survives a crash.
+	after := randData(99, 64<<10)
+	var afterID ObjID
+	if err := s.Update(func(tx *Tx) error {
+		var err error
+		if afterID, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
+			return err
+		}
+		if err := tx.SetDirent(RootID, "after", afterID, KindFile); err != nil {
+			return err
+		}
+		return tx.WriteAt(afterID, after, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	promised := s.Durable() == nil
+	crash(t, s)
+	s = openTest(t, dir, clk) // commits the replayed changes, now that there is room
+	check(s, "after a crash")
+	if promised {
+		if got := readAll(t, s, afterID, Live); !bytes.Equal(got, after) {
+			t.Fatal("a change made durable after the disk had been full was lost in a crash")
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, clk)
+	defer s.Close()
+	check(s, "reopened")
+	rep, err := s.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+}
+
+// crash stops s as a crash would: no commit, buffered intent entries lost.
+func crash(t *testing.T, s *Store) {
+	t.Helper()
+	close(s.stop)
+	<-s.done
+	s.closeFiles()
+}
+
+// A Close whose commit fails (the packs cannot be written) still makes
+// the changes it has buffered durable in the intent log, and says so; the
+// next start replays them.
+func TestCloseKeepsChangesWhenCommitFails(t *testing.T) {
+	dir := t.TempDir()
+	clk := epoch()
+	s := openTest(t, dir, clk)
+	a := newFile(t, s, RootID, "a")
+	da := randData(31, 4*ChunkSize)
+	write(t, s, a, da, 0)
+	clk.add(time.Second)
+	commit(t, s)
+	b := newFile(t, s, RootID, "b")
+	db := randData(32, 16*ChunkSize)
+	write(t, s, b, db, 0) // buffered, like an UNSTABLE write: not made durable
+	breakPackWrites(t, s.packs)
+	err := s.Close()
+	if err == nil {
+		t.Fatal("Close with a failing commit: no error")
+	}
+	if !strings.Contains(err.Error(), "intent log") {
+		t.Errorf("Close's error does not say where the changes are: %v", err)
+	}
+	s = openTest(t, dir, clk)
+	defer s.Close()
+	if got := readAll(t, s, a, Live); !bytes.Equal(got, da) {
+		t.Fatal("a, committed before, differs")
+	}
+	if got := readAll(t, s, b, Live); !bytes.Equal(got, db) {
+		t.Fatal("b, buffered when Close's commit failed, differs")
+	}
+	rep, err := s.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+}
+
+// A commit that keeps failing (a full disk) is tried at every flush
+// interval, and the log says so once (then once a minute), not at every
+// attempt; it says when commits work again.
+func TestFailingCommitsLogOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: needs root")
+	}
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=6m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	var logs logBuf
+	s, err := Open(filepath.Join(mnt, "store"), Options{FlushInterval: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; ; i++ {
+		var id ObjID
+		err := s.Update(func(tx *Tx) error {
+			var err error
+			if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
+				return err
+			}
+			return tx.WriteAt(id, randData(uint64(i), 256<<10), 0)
+		})
+		if err == nil {
+			err = s.Durable()
+		}
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		if err != nil || i == 64 {
+			t.Fatalf("filling the disk: %v after %d writes", err, i)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // tens of failed attempts
+	if n := strings.Count(logs.String(), "commit failed"); n != 1 {
+		t.Fatalf("%d lines say a commit failed, want 1:\n%s", n, logs.String())
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "commit works again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line says commits work again:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// logBuf is a log sink that the store's goroutines write to while a test
+// reads it.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
