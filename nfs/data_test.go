@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -871,5 +872,73 @@ func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
 	defer mu.Unlock()
 	if most < 2 {
 		t.Errorf("at most %d large READs were answered at once", most)
+	}
+}
+
+// Clients that go away mid-call: one whose connection ends inside a WRITE
+// record, and one that sends whole WRITEs and closes without reading the
+// replies. The cut-off WRITE changes nothing; the whole ones are applied;
+// the server's goroutines for those connections end; and other clients
+// are served throughout, their committed data intact.
+func TestClientsGoneMidCall(t *testing.T) {
+	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	f := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "f", 0o644))
+	g := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "g", 0o644))
+	c := dialRaw(t, ts.addr)
+	kept := randBytes(64 << 10)
+	if w := c.write(f, 0, stableUnstable, kept); w.status != nfsOK {
+		t.Fatalf("WRITE: %+v", w)
+	}
+	if st, _ := c.commit(f); st != nfsOK {
+		t.Fatalf("COMMIT: status %d", st)
+	}
+	baseline := runtime.NumGoroutine()
+
+	for i := 0; i < 20; i++ {
+		// A 1 MiB WRITE over f, cut off after 100 KiB.
+		cut := dialRaw(t, ts.addr)
+		rec := encodeCall(1, progNFS, procWrite, writeArgs(f, 0, stableFileSync, randBytes(1<<20)))
+		if _, err := cut.c.Write(rec[:100<<10]); err != nil {
+			t.Fatal(err)
+		}
+		cut.c.Close()
+		// Two whole WRITEs to g, and gone before the replies.
+		gone := dialRaw(t, ts.addr)
+		buf := encodeCall(1, progNFS, procWrite, writeArgs(g, uint64(i)*8, stableUnstable, []byte("unstable")))
+		buf = append(buf, encodeCall(2, progNFS, procWrite, writeArgs(g, uint64(i)*8+4, stableFileSync, []byte("SYNC")))...)
+		if _, err := gone.c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		gone.c.Close()
+	}
+
+	// The calls of one connection run side by side (a FILE_SYNC WRITE in a
+	// goroutine of its own): wait for the last of them.
+	want := bytes.Repeat([]byte("unstSYNC"), 20)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r := c.read(g, 0, 1<<10)
+		if r.status != nfsOK {
+			t.Fatalf("READ g: status %d", r.status)
+		}
+		if bytes.Equal(r.data, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the whole WRITEs of clients gone before their replies: g is %q, want %q", r.data, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := c.read(f, 0, 1<<20)
+	if r.status != nfsOK || !bytes.Equal(r.data, kept) || !r.eof {
+		t.Fatalf("f after cut-off WRITEs: status %d, %d bytes (eof %v), want the 64 KiB committed before", r.status, len(r.data), r.eof)
+	}
+	if w := c.write(f, 0, stableFileSync, []byte("still served")); w.status != nfsOK {
+		t.Fatalf("WRITE after them: %+v", w)
+	}
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > baseline+2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before the 40 connections: theirs did not end", runtime.NumGoroutine(), baseline)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
