@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +79,46 @@ func TestSmokeNFS(t *testing.T) {
 	}
 }
 
+// The kernel client writes to an asof whose disk (a 40 MiB tmpfs) fills up: the write
+// that finds no room fails with "No space left on device" at its fsync, what fitted
+// stays, and the server logs the failing commits once, not at every attempt.
+func TestFullDiskNFS(t *testing.T) {
+	needVM(t)
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=40m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	srv := asof(t)
+	for i, e := range srv.Env {
+		if strings.HasPrefix(e, "ASOF_DATA=") {
+			srv.Env[i] = "ASOF_DATA=" + filepath.Join(mnt, "data")
+		}
+	}
+	res, err := vm.Run(context.Background(), vm.Options{
+		Server:   srv,
+		NFSPort:  2049,
+		Workload: "workloads/full.sh",
+		Logf:     t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest: %s", grepLines(res.Console, "dd"))
+	if !strings.Contains(res.Console, "ok   dd says there is no space") {
+		t.Errorf("the guest's checks did not run through:\n%s", res.Console)
+	}
+	if n := strings.Count(res.ServerLog, "commit failed"); n != 1 {
+		t.Errorf("%d log lines say a commit failed, want one:\n%s", n, res.ServerLog)
+	}
+	// SIGTERM cannot commit on the full disk: asof says where the changes are and
+	// exits 1.
+	if res.ServerExit != 1 || !strings.Contains(res.ServerLog, "intent log") {
+		t.Errorf("asof exited %d on SIGTERM on the full disk, want 1 with a word on the intent log:\n%s",
+			res.ServerExit, res.ServerLog)
+	}
+}
+
 // asof restarts (SIGTERM, then kill -9) while the kernel client holds a file open on a
 // hard mount: the client carries on, and writes from before and after are all there.
 func TestRestartWithOpenFileNFS(t *testing.T) {
@@ -93,4 +134,15 @@ func TestRestartWithOpenFileNFS(t *testing.T) {
 	if r := res.Restarts[0]; r.Signal != "TERM" || r.ExitCode != 0 {
 		t.Errorf("after SIGTERM asof exited %d, want 0", r.ExitCode)
 	}
+}
+
+// grepLines is the lines of s that contain sub, joined.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " | ")
 }
