@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,14 +134,7 @@ func TestFailedPackWrite(t *testing.T) {
 // reopened store still has and verifies clean. Needs root, for a small
 // tmpfs.
 func TestFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounts a tmpfs: needs root")
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=6m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	mnt := smallDisk(t, "6m")
 	dir := filepath.Join(mnt, "store")
 	clk := epoch()
 	s := openTest(t, dir, clk)
@@ -220,9 +212,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal("a change was made durable on a full disk")
 	}
 
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
-		t.Fatalf("grow the tmpfs: %v", err)
-	}
+	resizeDisk(t, mnt, "64m")
 	// The intent log write that failed may have left a hole in its file:
 	// a change made now must not be called durable there (behind the
 	// hole, a replay would never reach it). Either its sync fails, or the
@@ -311,15 +301,8 @@ func TestCloseKeepsChangesWhenCommitFails(t *testing.T) {
 // interval, and the log says so once (then once a minute), not at every
 // attempt; it says when commits work again.
 func TestFailingCommitsLogOnce(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounts a tmpfs: needs root")
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=6m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
-	var logs logBuf
+	mnt := smallDisk(t, "6m")
+	var logs lockedBuffer
 	s, err := Open(filepath.Join(mnt, "store"), Options{FlushInterval: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -349,9 +332,7 @@ func TestFailingCommitsLogOnce(t *testing.T) {
 	if n := strings.Count(logs.String(), "commit failed"); n != 1 {
 		t.Fatalf("%d lines say a commit failed, want 1:\n%s", n, logs.String())
 	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
-		t.Fatalf("grow the tmpfs: %v", err)
-	}
+	resizeDisk(t, mnt, "64m")
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), "commit works again") {
 		if time.Now().After(deadline) {
@@ -361,21 +342,25 @@ func TestFailingCommitsLogOnce(t *testing.T) {
 	}
 }
 
-// logBuf is a log sink that the store's goroutines write to while a test
-// reads it.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// smallDisk mounts a tmpfs of size (mount(8)'s size=) for the test, which
+// it skips unless it may (root).
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: needs root")
+	}
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	return mnt
 }
 
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// resizeDisk gives smallDisk's tmpfs a new size: room again.
+func resizeDisk(t *testing.T, mnt, size string) {
+	t.Helper()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size="+size); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
 }
