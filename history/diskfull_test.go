@@ -364,3 +364,50 @@ func resizeDisk(t *testing.T, mnt, size string) {
 		t.Fatalf("grow the tmpfs: %v", err)
 	}
 }
+
+// Pruning is the way out of a full disk that history filled: a pass under
+// a policy that lets old versions go frees their blocks, though the disk
+// has no room when it starts, and the commit that could not be made then
+// goes through.
+func TestPruneOnFullDisk(t *testing.T) {
+	mnt := smallDisk(t, "12m")
+	defer func(old int64) { packMaxSize = old }(packMaxSize)
+	packMaxSize = 1 << 20 // old versions' packs can go whole
+	clk := epoch()
+	s := openTest(t, filepath.Join(mnt, "store"), clk)
+	defer s.Close()
+	f := newFile(t, s, RootID, "f")
+	var last []byte
+	var full error
+	for i := 0; i < 64 && full == nil; i++ {
+		d := randData(uint64(200+i), 1<<20)
+		if err := s.Update(func(tx *Tx) error { return tx.WriteAt(f, d, 0) }); err != nil {
+			t.Fatalf("version %d: %v", i, err)
+		}
+		last = d
+		clk.add(time.Hour)
+		_, full = s.Commit()
+	}
+	if !errors.Is(full, syscall.ENOSPC) {
+		t.Fatalf("64 MiB of versions on a 12 MiB disk: %v, want ENOSPC", full)
+	}
+	rep, err := s.Prune(Policy{{Keep: time.Hour, For: 3 * time.Hour}}, PruneOptions{})
+	if err != nil {
+		t.Fatalf("prune on the full disk: %v", err)
+	}
+	if rep.BlockBytes == 0 || rep.StoredAfter >= rep.StoredBefore {
+		t.Fatalf("prune on the full disk freed nothing: %+v", rep)
+	}
+	clk.add(time.Second)
+	tid, err := s.Commit()
+	if err != nil {
+		t.Fatalf("commit after the prune: %v", err)
+	}
+	if got := readAll(t, s, f, tid); !bytes.Equal(got, last) {
+		t.Fatal("the last version differs")
+	}
+	rep2, err := s.Verify(nil)
+	if err != nil || !rep2.OK() {
+		t.Fatalf("verify: %v %+v", err, rep2)
+	}
+}
