@@ -23,6 +23,9 @@ import (
 func (s *Store) commit() error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	if err := s.repairIndex(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -81,11 +84,13 @@ func (s *Store) commit() error {
 		return fmt.Errorf("history: commit: %w", err)
 	}
 	if err = ix.finish(t, loc, next); err != nil {
-		// The transaction is durable in the log but not in the index; the
-		// frozen overlay keeps reads right until a restart replays it.
+		// The transaction is durable in the log but not in the index (a
+		// full disk): the frozen overlay keeps reads right until the next
+		// commit, or a restart, brings the index up to the log.
 		s.mu.Lock()
 		s.broken = fmt.Errorf("history: index update for %s: %w", tid, err)
 		s.lastTID = tid
+		s.unindexed, s.unindexedIntent = retained, old.seq
 		s.mu.Unlock()
 		return s.broken
 	}
@@ -102,6 +107,43 @@ func (s *Store) commit() error {
 			s.dropsPending.Done()
 		}
 	}
+	return nil
+}
+
+// repairIndex brings the index up to the log after a commit whose frame
+// was durable could not update it (its bbolt transaction failed, on a full
+// disk say): it applies the frames the index lacks from the log, as Open
+// does after a crash, and then finishes that commit. Until it succeeds,
+// commits fail with the first error, and reads are served from the frozen
+// overlay. The caller holds commitMu.
+func (s *Store) repairIndex() error {
+	s.mu.RLock()
+	broken := s.broken
+	s.mu.RUnlock()
+	if broken == nil {
+		return nil
+	}
+	if err := s.catchUpIndex(); err != nil {
+		return fmt.Errorf("%w (bringing the index up to the log: %v)", broken, err)
+	}
+	// The frame may have been the cleaner's, collapsing moments.
+	var cs collapses
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		cs, err = loadCollapses(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	s.gone.Store(&cs)
+	s.mu.Lock()
+	s.frozen, s.broken, s.lastIntent = nil, nil, s.unindexedIntent
+	retained := s.unindexed
+	s.unindexed = nil
+	s.mu.Unlock()
+	s.commits.Add(1)
+	s.ilog.retire(retained...)
+	s.log.Info("history: index brought up to the log; commits go on")
 	return nil
 }
 

@@ -508,6 +508,7 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 	s.lastTID = t.TID
 	if err != nil {
 		s.broken = fmt.Errorf("history: index update for %s: %w", t.TID, err)
+		s.unindexed, s.unindexedIntent = nil, s.lastIntent
 		err = s.broken
 	}
 	s.mu.Unlock()

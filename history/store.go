@@ -59,6 +59,11 @@ type Store struct {
 	closed   bool
 	broken   error         // set when a commit failed after its frame was durable
 	retained []*intentFile // intent files whose changes are not yet committed
+	// unindexed is what the commit that set broken had left to do once
+	// the index has its frame (repairIndex): the intent files it covers,
+	// and the last of them.
+	unindexed       []*intentFile
+	unindexedIntent uint64
 
 	lastIntent uint64        // the intent file the newest transaction covers
 	packFloor  atomic.Uint32 // the first pack the commit in flight may write to; MaxUint32 when none

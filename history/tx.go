@@ -37,7 +37,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	}
 	if s.broken != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("history: store needs a restart after a failed commit: %w", s.broken)
+		return fmt.Errorf("history: no changes until the index has the last commit, tried again every flush interval: %w", s.broken)
 	}
 	tx := s.newTx()
 	if err := fn(tx); err != nil {
