@@ -126,16 +126,6 @@ func (s *Store) repairIndex() error {
 	if err := s.catchUpIndex(); err != nil {
 		return fmt.Errorf("%w (bringing the index up to the log: %v)", broken, err)
 	}
-	// The frame may have been the cleaner's, collapsing moments.
-	var cs collapses
-	if err := s.index.View(func(tx *bolt.Tx) error {
-		var err error
-		cs, err = loadCollapses(tx)
-		return err
-	}); err != nil {
-		return err
-	}
-	s.gone.Store(&cs)
 	s.mu.Lock()
 	s.frozen, s.broken, s.lastIntent = nil, nil, s.unindexedIntent
 	retained := s.unindexed

@@ -162,15 +162,6 @@ func (s *Store) recover() error {
 	if err := s.catchUpIndex(); err != nil {
 		return err
 	}
-	var cs collapses
-	if err := s.index.View(func(tx *bolt.Tx) error {
-		var err error
-		cs, err = loadCollapses(tx)
-		return err
-	}); err != nil {
-		return err
-	}
-	s.gone.Store(&cs)
 	var intentSeq uint64
 	s.nextObj, s.objHigh = RootID+1, RootID+1
 	if last != nil {
@@ -266,9 +257,10 @@ func (s *Store) recover() error {
 	return nil
 }
 
-// catchUpIndex applies committed frames the index has not seen: the log is
-// the truth, the index may lag it by the transactions a crash interrupted,
-// or be empty after Rebuild removed it.
+// catchUpIndex applies committed frames the index has not seen, and loads
+// the collapsed moments from it: the log is the truth, the index may lag
+// it by the transactions a crash (or a full disk) interrupted, or be empty
+// after Rebuild removed it.
 func (s *Store) catchUpIndex() error {
 	var st indexState
 	err := s.index.View(func(tx *bolt.Tx) error {
@@ -283,7 +275,20 @@ func (s *Store) catchUpIndex() error {
 	if n > 0 {
 		s.log.Info("history: index caught up with the log", "transactions", n)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// The moments collapsed, which frames of the cleaner's may have added.
+	var cs collapses
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		cs, err = loadCollapses(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	s.gone.Store(&cs)
+	return nil
 }
 
 // replayLog applies to db every frame of the log after st.
