@@ -80,27 +80,28 @@ func TestSmokeNFS(t *testing.T) {
 }
 
 // The kernel client writes to an asof whose disk (a 40 MiB tmpfs) fills up: the write
-// that finds no room fails with "No space left on device" at its fsync, what fitted
-// stays, and the server logs the failing commits once, not at every attempt.
-func TestFullDiskNFS(t *testing.T) {
+// that finds no room fails with "No space left on device", what fitted stays, and the
+// server logs the failing commits once, not at every attempt.
+func TestFullDiskNFS(t *testing.T) { fullDisk(t, vm.Options{NFSPort: 2049}) }
+
+// The same through 9P.
+func TestFullDisk9P(t *testing.T) { fullDisk(t, vm.Options{NinePPort: 5640}) }
+
+func fullDisk(t *testing.T, o vm.Options) {
 	needVM(t)
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=40m"); err != nil {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
-	srv := asof(t)
-	for i, e := range srv.Env {
+	o.Server = asof(t)
+	for i, e := range o.Server.Env {
 		if strings.HasPrefix(e, "ASOF_DATA=") {
-			srv.Env[i] = "ASOF_DATA=" + filepath.Join(mnt, "data")
+			o.Server.Env[i] = "ASOF_DATA=" + filepath.Join(mnt, "data")
 		}
 	}
-	res, err := vm.Run(context.Background(), vm.Options{
-		Server:   srv,
-		NFSPort:  2049,
-		Workload: "workloads/full.sh",
-		Logf:     t.Logf,
-	})
+	o.Workload, o.Logf = "workloads/full.sh", t.Logf
+	res, err := vm.Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

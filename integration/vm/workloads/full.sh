@@ -3,7 +3,7 @@
 # A file that fits is kept; a large write finds no room and fails with "No space left on
 # device" where the client asks for it to be stable (fsync, as dd conv=fsync does); the
 # file that fitted, and the directory, stay as they were, read back from the server.
-# usage (in the guest): full.sh MOUNTPOINT nfs
+# usage (in the guest): full.sh MOUNTPOINT nfs|9p
 mnt=$1
 fails=0
 ok()   { echo "ok   $*"; }
