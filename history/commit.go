@@ -123,7 +123,7 @@ func (s *Store) repairIndex() error {
 	if broken == nil {
 		return nil
 	}
-	if err := s.catchUpIndex(); err != nil {
+	if err := s.catchUpIndexOrReserve(); err != nil {
 		return fmt.Errorf("%w (bringing the index up to the log: %v)", broken, err)
 	}
 	s.mu.Lock()

@@ -418,43 +418,24 @@ func TestPruneOnFullDisk(t *testing.T) {
 // the index up to the log and carries on, with no restart; a reopened
 // store has everything and verifies clean.
 func TestFullDiskInTheIndex(t *testing.T) {
+	defer func(old int64) { reserveSize = old }(reserveSize)
+	reserveSize = 0 // no reserve to give up: the store waits for room
 	mnt := smallDisk(t, "4m")
 	clk := epoch()
 	dir := filepath.Join(mnt, "store")
 	s := openTest(t, dir, clk)
-	name := func(i int) string { return fmt.Sprintf("file-with-a-longish-name-%08d", i) }
-	made := 0
-	var broke error
-	for i := 0; broke == nil && i < 200000; i++ {
-		if err := s.Update(func(tx *Tx) error {
-			id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
-			if err != nil {
-				return err
-			}
-			if err := tx.SetDirent(RootID, name(i), id, KindFile); err != nil {
-				return err
-			}
-			return tx.WriteAt(id, []byte(name(i)), 0)
-		}); err != nil {
-			t.Fatalf("create %d: %v", i, err)
-		}
-		made++
-		if i%500 == 499 {
-			clk.add(time.Second)
-			_, broke = s.Commit()
-		}
-	}
+	made, broke := fillIndex(t, s, clk)
 	if broke == nil || !strings.Contains(broke.Error(), "index update") {
 		t.Skipf("the disk did not fill up in the index first (%v)", broke)
 	}
 	lookup := func(s *Store, i int) {
 		t.Helper()
-		id, _, err := s.Lookup(RootID, name(i), Live)
+		id, _, err := s.Lookup(RootID, indexFiller(i), Live)
 		if err != nil {
-			t.Fatalf("lookup %s: %v", name(i), err)
+			t.Fatalf("lookup %s: %v", indexFiller(i), err)
 		}
-		if got := readAll(t, s, id, Live); string(got) != name(i) {
-			t.Fatalf("%s holds %q", name(i), got)
+		if got := readAll(t, s, id, Live); string(got) != indexFiller(i) {
+			t.Fatalf("%s holds %q", indexFiller(i), got)
 		}
 	}
 	lookup(s, made-1) // from the frozen changes
@@ -483,6 +464,80 @@ func TestFullDiskInTheIndex(t *testing.T) {
 	for _, i := range []int{0, made / 2, made - 1} {
 		lookup(s, i)
 	}
+	rep, err := s.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+}
+
+// indexFiller is the name of fillIndex's file i, and its content.
+func indexFiller(i int) string { return fmt.Sprintf("file-with-a-longish-name-%08d", i) }
+
+// fillIndex makes small files, committing every 500, until a commit fails
+// (on a small disk, in the index: small files' data lives in records).
+func fillIndex(t *testing.T, s *Store, clk *fakeClock) (made int, err error) {
+	t.Helper()
+	for i := 0; err == nil && i < 200000; i++ {
+		if uerr := s.Update(func(tx *Tx) error {
+			id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
+			if err != nil {
+				return err
+			}
+			if err := tx.SetDirent(RootID, indexFiller(i), id, KindFile); err != nil {
+				return err
+			}
+			return tx.WriteAt(id, []byte(indexFiller(i)), 0)
+		}); uerr != nil {
+			t.Fatalf("create %d: %v", i, uerr)
+		}
+		made++
+		if i%500 == 499 {
+			clk.add(time.Second)
+			_, err = s.Commit()
+		}
+	}
+	return made, err
+}
+
+// With a reserve, a store whose disk filled up through its index gives it
+// up to bring the index up to the log, and carries on; a store reopened
+// on the full disk (after a crash) does the same to open. The log says
+// the disk is full.
+func TestFullDiskIndexUsesReserve(t *testing.T) {
+	defer func(old int64) { reserveSize = old }(reserveSize)
+	reserveSize = 512 << 10
+	mnt := smallDisk(t, "4m")
+	clk := epoch()
+	dir := filepath.Join(mnt, "store")
+	s := openTest(t, dir, clk)
+	if _, err := os.Stat(filepath.Join(dir, "reserve")); err != nil {
+		t.Fatalf("no reserve made: %v", err)
+	}
+	made, broke := fillIndex(t, s, clk)
+	if broke == nil || !strings.Contains(broke.Error(), "index update") {
+		t.Skipf("the disk did not fill up in the index first (%v)", broke)
+	}
+	crash(t, s)
+	var logs lockedBuffer
+	s, err := Open(dir, Options{FlushInterval: time.Hour, Clock: clk.now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("open on the full disk: %v", err)
+	}
+	defer s.Close()
+	if !strings.Contains(logs.String(), "gave up the reserve") {
+		t.Errorf("the log does not say the reserve was given up:\n%s", logs.String())
+	}
+	// The frame whose index update failed is in the log: its files too.
+	for _, i := range []int{0, made - 501, made - 1} {
+		id, _, err := s.Lookup(RootID, indexFiller(i), Live)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", indexFiller(i), err)
+		}
+		if got := readAll(t, s, id, Live); string(got) != indexFiller(i) {
+			t.Fatalf("%s holds %q", indexFiller(i), got)
+		}
+	}
+	resizeDisk(t, mnt, "64m") // verify builds an index of its own to compare
 	rep, err := s.Verify(nil)
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify: %v %+v", err, rep)

@@ -128,6 +128,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
+	s.keepReserve()
 	go s.dropper()
 	go s.flusher()
 	return s, nil
@@ -159,7 +160,7 @@ func (s *Store) recover() error {
 	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log"), st.Next); err != nil {
 		return err
 	}
-	if err := s.catchUpIndex(); err != nil {
+	if err := s.catchUpIndexOrReserve(); err != nil {
 		return err
 	}
 	var intentSeq uint64
@@ -352,7 +353,7 @@ func (s *Store) flusher() {
 	// A commit that fails (a full disk) is tried again at every tick; the
 	// log says so once, then once a minute, and says when it works again.
 	var failed int
-	var logged time.Time
+	var logged, reserved time.Time
 	for {
 		select {
 		case <-s.stop:
@@ -366,6 +367,10 @@ func (s *Store) flusher() {
 			if failed > 0 {
 				s.log.Info("history: commit works again", "failed_attempts", failed)
 				failed = 0
+			}
+			if time.Since(reserved) > time.Minute {
+				s.keepReserve() // again, if it was given up and there is room now
+				reserved = time.Now()
 			}
 		case failed == 0 || time.Since(logged) >= time.Minute:
 			failed++
