@@ -543,3 +543,32 @@ func TestFullDiskIndexUsesReserve(t *testing.T) {
 		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }
+
+// The same while the store runs: the next commit gives the reserve up to
+// bring the index up to the log, and changes are taken again.
+func TestFullDiskIndexRepairUsesReserve(t *testing.T) {
+	defer func(old int64) { reserveSize = old }(reserveSize)
+	reserveSize = 512 << 10
+	mnt := smallDisk(t, "4m")
+	clk := epoch()
+	s := openTest(t, filepath.Join(mnt, "store"), clk)
+	defer s.Close()
+	made, broke := fillIndex(t, s, clk)
+	if broke == nil || !strings.Contains(broke.Error(), "index update") {
+		t.Skipf("the disk did not fill up in the index first (%v)", broke)
+	}
+	clk.add(time.Second)
+	if _, err := s.Commit(); err != nil {
+		t.Fatalf("the commit after the failed index update, with a reserve to give up: %v", err)
+	}
+	id, _, err := s.Lookup(RootID, indexFiller(made-1), Live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, s, id, Live); string(got) != indexFiller(made-1) {
+		t.Fatalf("%s holds %q", indexFiller(made-1), got)
+	}
+	if err := s.Update(func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("a change after the repair: %v", err)
+	}
+}
