@@ -94,11 +94,7 @@ func (s *Store) commit() error {
 		s.mu.Unlock()
 		return s.broken
 	}
-	s.mu.Lock()
-	s.frozen, s.lastTID, s.lastIntent = nil, tid, old.seq
-	s.mu.Unlock()
-	s.commits.Add(1)
-	s.ilog.retire(retained...)
+	s.indexed(tid, old.seq, retained)
 	if len(b.ended) > 0 {
 		s.dropsPending.Add(1)
 		select {
@@ -127,20 +123,28 @@ func (s *Store) repairIndex() error {
 		return fmt.Errorf("%w (bringing the index up to the log: %v)", broken, err)
 	}
 	s.mu.Lock()
-	s.frozen, s.broken, s.lastIntent = nil, nil, s.unindexedIntent
-	retained := s.unindexed
-	s.unindexed = nil
+	tid, intentSeq, retained := s.lastTID, s.unindexedIntent, s.unindexed
+	s.broken, s.unindexed = nil, nil
+	s.mu.Unlock()
+	s.indexed(tid, intentSeq, retained)
+	s.log.Info("history: index brought up to the log; commits go on")
+	return nil
+}
+
+// indexed ends a commit once the index has its transaction: the frozen
+// overlay goes, and so do the intent files it covered.
+func (s *Store) indexed(tid TID, intentSeq uint64, retained []*intentFile) {
+	s.mu.Lock()
+	s.frozen, s.lastTID, s.lastIntent = nil, tid, intentSeq
 	s.mu.Unlock()
 	s.commits.Add(1)
 	s.ilog.retire(retained...)
-	s.log.Info("history: index brought up to the log; commits go on")
-	return nil
 }
 
 // building is one commit's work in progress.
 type building struct {
 	t      *Txn
-	blocks map[Hash]blockLoc // blocks this commit stored
+	blocks map[Hash]struct{} // blocks this commit stored
 	stored []storedBlock     // the same, in the order stored
 	// publish hands what the commit made so far to the indexer.
 	publish   func(ops []Op, stored []storedBlock)
@@ -156,7 +160,7 @@ type building struct {
 // publish is given the operations made so far, and the blocks stored, every
 // few hundred operations.
 func (s *Store) build(fr *overlay, tid TID, objHigh ObjID, intentSeq uint64, publish func([]Op, []storedBlock)) (*building, error) {
-	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]blockLoc{}, publish: publish}
+	b := &building{t: &Txn{TID: tid, IntentSeq: intentSeq, ObjHigh: objHigh}, blocks: map[Hash]struct{}{}, publish: publish}
 	ids := make([]ObjID, 0, len(fr.objs))
 	for id := range fr.objs {
 		ids = append(ids, id)
@@ -521,7 +525,7 @@ func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte)
 	if err != nil {
 		return chunkRef{}, err
 	}
-	b.blocks[h] = loc
+	b.blocks[h] = struct{}{}
 	b.stored = append(b.stored, storedBlock{h, loc})
 	return ref, nil
 }

@@ -144,17 +144,7 @@ func TestFullDisk(t *testing.T) {
 	var full error
 	for i := 0; i < 64 && full == nil; i++ {
 		d := randData(uint64(100+i), 256<<10)
-		var id ObjID
-		err := s.Update(func(tx *Tx) error {
-			var err error
-			if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
-				return err
-			}
-			if err := tx.SetDirent(RootID, fmt.Sprintf("f%d", i), id, KindFile); err != nil {
-				return err
-			}
-			return tx.WriteAt(id, d, 0)
-		})
+		id, err := createFile(s, fmt.Sprintf("f%d", i), d)
 		if err == nil {
 			err = s.Durable()
 		}
@@ -202,13 +192,7 @@ func TestFullDisk(t *testing.T) {
 	check(s, "reopened on the full disk")
 	// The failed commits started a new intent file; one more change that
 	// finds no room there may leave a hole in it.
-	if err := s.Update(func(tx *Tx) error {
-		id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
-		if err != nil {
-			return err
-		}
-		return tx.WriteAt(id, randData(98, 256<<10), 0)
-	}); err == nil && s.Durable() == nil {
+	if _, err := createFile(s, "late", randData(98, 256<<10)); err == nil && s.Durable() == nil {
 		t.Fatal("a change was made durable on a full disk")
 	}
 
@@ -218,17 +202,8 @@ func TestFullDisk(t *testing.T) {
 	// hole, a replay would never reach it). Either its sync fails, or the
 	// change survives a crash.
 	after := randData(99, 64<<10)
-	var afterID ObjID
-	if err := s.Update(func(tx *Tx) error {
-		var err error
-		if afterID, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
-			return err
-		}
-		if err := tx.SetDirent(RootID, "after", afterID, KindFile); err != nil {
-			return err
-		}
-		return tx.WriteAt(afterID, after, 0)
-	}); err != nil {
+	afterID, err := createFile(s, "after", after)
+	if err != nil {
 		t.Fatal(err)
 	}
 	promised := s.Durable() == nil
@@ -310,14 +285,7 @@ func TestFailingCommitsLogOnce(t *testing.T) {
 	}
 	defer s.Close()
 	for i := 0; ; i++ {
-		var id ObjID
-		err := s.Update(func(tx *Tx) error {
-			var err error
-			if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
-				return err
-			}
-			return tx.WriteAt(id, randData(uint64(i), 256<<10), 0)
-		})
+		_, err := createFile(s, fmt.Sprintf("f%d", i), randData(uint64(i), 256<<10))
 		if err == nil {
 			err = s.Durable()
 		}
@@ -478,16 +446,7 @@ func indexFiller(i int) string { return fmt.Sprintf("file-with-a-longish-name-%0
 func fillIndex(t *testing.T, s *Store, clk *fakeClock) (made int, err error) {
 	t.Helper()
 	for i := 0; err == nil && i < 200000; i++ {
-		if uerr := s.Update(func(tx *Tx) error {
-			id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
-			if err != nil {
-				return err
-			}
-			if err := tx.SetDirent(RootID, indexFiller(i), id, KindFile); err != nil {
-				return err
-			}
-			return tx.WriteAt(id, []byte(indexFiller(i)), 0)
-		}); uerr != nil {
+		if _, uerr := createFile(s, indexFiller(i), []byte(indexFiller(i))); uerr != nil {
 			t.Fatalf("create %d: %v", i, uerr)
 		}
 		made++
@@ -571,4 +530,21 @@ func TestFullDiskIndexRepairUsesReserve(t *testing.T) {
 	if err := s.Update(func(tx *Tx) error { return nil }); err != nil {
 		t.Fatalf("a change after the repair: %v", err)
 	}
+}
+
+// createFile makes a file in the root holding data, in one change; unlike
+// newFile and write, it reports errors (a full disk's) to the caller.
+func createFile(s *Store, name string, data []byte) (ObjID, error) {
+	var id ObjID
+	err := s.Update(func(tx *Tx) error {
+		var err error
+		if id, err = tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1}); err != nil {
+			return err
+		}
+		if err := tx.SetDirent(RootID, name, id, KindFile); err != nil {
+			return err
+		}
+		return tx.WriteAt(id, data, 0)
+	})
+	return id, err
 }

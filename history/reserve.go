@@ -55,7 +55,7 @@ func (s *Store) keepReserve() {
 // tries once more when the disk has no room for the index.
 func (s *Store) catchUpIndexOrReserve() error {
 	err := s.catchUpIndex()
-	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+	if !noRoom(err) {
 		return err
 	}
 	if os.Remove(s.reservePath()) != nil {
@@ -68,4 +68,9 @@ func (s *Store) catchUpIndexOrReserve() error {
 		return fmt.Errorf("history: index catch-up with the reserve given up: %w", err)
 	}
 	return nil
+}
+
+// noRoom tells the errors of a disk, or a quota, that has no room left.
+func noRoom(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

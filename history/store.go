@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -250,7 +249,7 @@ func (s *Store) recover() error {
 		s.mu.RLock()
 		broken := s.broken
 		s.mu.RUnlock()
-		if broken != nil || !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		if broken != nil || !noRoom(err) {
 			return err
 		}
 		s.log.Error("history: cannot commit the replayed changes yet; serving them from memory", "err", err)
@@ -353,7 +352,8 @@ func (s *Store) flusher() {
 	// A commit that fails (a full disk) is tried again at every tick; the
 	// log says so once, then once a minute, and says when it works again.
 	var failed int
-	var logged, reserved time.Time
+	var logged time.Time
+	reserved := time.Now() // Open made it
 	for {
 		select {
 		case <-s.stop:
