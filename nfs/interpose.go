@@ -549,13 +549,7 @@ func (ic *interposed) observeReply() {
 	if !ok {
 		return
 	}
-	var err error
-	if binary.BigEndian.Uint32(head[20:]) != 0 {
-		err = errRPCFailed
-	} else if pc.proc.prog == progNFS && len(head) >= 28 && binary.BigEndian.Uint32(head[24:]) != 0 {
-		err = errNFSStatus
-	}
-	ic.h.observer.Request("nfs", pc.proc.name(), pc.start, err)
+	ic.h.observer.Request("nfs", pc.proc.name(), pc.start, replyStatus(pc.proc, head[20:], nil))
 }
 
 var (
@@ -706,7 +700,7 @@ func (h *handler) reply(c *rpcCall) []byte {
 	if c.vers != 3 {
 		op = "other"
 	}
-	h.observer.Request("nfs", op, c.start, replyStatus(c, w.b[replyHdrLen-4:], err))
+	h.observer.Request("nfs", op, c.start, replyStatus(k, w.b[replyHdrLen-4:], err))
 	n := len(w.b) - 4
 	if c.data.N > 0 {
 		n += c.data.N + len(padding(c.data.N))
@@ -723,15 +717,15 @@ func (h *handler) reply(c *rpcCall) []byte {
 }
 
 // replyStatus is a reply's outcome for the metrics, read from its
-// accept_stat on: NFS results, and MOUNT's MNT result, start with their
-// status.
-func replyStatus(c *rpcCall, reply []byte, err error) error {
+// accept_stat on (the interposer's replies and go-nfs's alike): NFS
+// results, and MOUNT's MNT result, start with their status.
+func replyStatus(k procKey, reply []byte, err error) error {
 	switch {
 	case err != nil:
 		return err
 	case binary.BigEndian.Uint32(reply) != 0:
 		return errRPCFailed
-	case len(reply) >= 8 && (c.prog == progNFS || c.prog == progMount && c.proc == mountProcMnt) &&
+	case len(reply) >= 8 && (k.prog == progNFS || k.prog == progMount && k.proc == mountProcMnt) &&
 		binary.BigEndian.Uint32(reply[4:]) != 0:
 		return errNFSStatus
 	}
