@@ -23,6 +23,50 @@ import (
 func (s *Store) commit() error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	err := s.commitPending()
+	s.mu.Lock()
+	s.ended++
+	s.endedErr = err
+	s.endedCond.Broadcast()
+	s.mu.Unlock()
+	return err
+}
+
+// awaitCommit waits until a commit ends, the flusher's if it is running
+// (it is asked to commit now), and returns that commit's error. A writer
+// whose changes would otherwise outgrow memory waits here for the commit
+// in flight, which frees its frozen changes. It does not commit itself:
+// every other writer over the limit would queue behind that commit on
+// commitMu, and writes and commits would take turns instead of
+// overlapping.
+func (s *Store) awaitCommit() error {
+	s.mu.Lock()
+	seen := s.ended
+	s.mu.Unlock()
+	select {
+	case <-s.stop:
+		// No flusher any more (the store is closing): commit here.
+		return s.commit()
+	default:
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.ended == seen && !s.closed {
+		s.endedCond.Wait()
+	}
+	if s.ended == seen {
+		return ErrClosed
+	}
+	return s.endedErr
+}
+
+// commitPending commits the pending changes as one transaction; the
+// caller holds commitMu.
+func (s *Store) commitPending() error {
 	if err := s.repairIndex(); err != nil {
 		return err
 	}

@@ -74,9 +74,14 @@ type Store struct {
 
 	commits  atomic.Uint64 // transactions committed since Open
 	commitMu sync.Mutex    // one commit at a time
-	kick     chan struct{} // commit now, before the flush interval is up
-	stop     chan struct{}
-	done     chan struct{}
+	// ended counts commit attempts that ended, endedErr is the last one's
+	// error, and endedCond (on mu) wakes the writers waiting for one.
+	ended     uint64
+	endedErr  error
+	endedCond *sync.Cond
+	kick      chan struct{} // commit now, before the flush interval is up
+	stop      chan struct{}
+	done      chan struct{}
 
 	drops        chan []Hash    // blocks commits ended, for the dropper
 	dropsDone    chan struct{}  // the dropper has stopped
@@ -122,6 +127,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
+	s.endedCond = sync.NewCond(&s.mu)
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
@@ -456,6 +462,7 @@ func (s *Store) Close() error {
 	s.commitMu.Lock() // no commit sends to the dropper after this
 	s.mu.Lock()
 	s.closed = true
+	s.endedCond.Broadcast()
 	s.mu.Unlock()
 	close(s.drops)
 	s.commitMu.Unlock()

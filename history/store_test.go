@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -353,4 +354,96 @@ func TestFailedLogAppendLeavesIndexUntouched(t *testing.T) {
 	s = openTest(t, dir, clk)
 	defer s.Close()
 	check()
+}
+
+// Writers that outrun the commits wait for the commit in flight, so that
+// pending changes stay bounded, and go on once it has ended; none of them
+// hangs, also when the store closes under them.
+func TestWritersOverTheLimitWaitForACommit(t *testing.T) {
+	const (
+		maxPending = 256 << 10
+		writers    = 4
+		writes     = 40
+		size       = 64 << 10
+	)
+	s, err := Open(t.TempDir(), Options{FlushInterval: time.Hour, MaxPending: maxPending})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := make([]ObjID, writers)
+	for i := range files {
+		files[i] = newFile(t, s, RootID, fmt.Sprintf("f%d", i))
+	}
+	var (
+		mu         sync.Mutex
+		mostHeld   int64
+		errs       = make(chan error, writers)
+		wg         sync.WaitGroup
+		data       = randData(11, writers*writes*size)
+		piece      = func(w, i int) []byte { return data[(w*writes+i)*size:][:size] }
+		writeFiles = func(from, to int) {
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := from; i < to; i++ {
+						if err := s.Update(func(tx *Tx) error { return tx.WriteAt(files[w], piece(w, i), int64(i)*size) }); err != nil {
+							errs <- err
+							return
+						}
+						s.mu.RLock()
+						held := s.pending.bytes
+						s.mu.RUnlock()
+						mu.Lock()
+						mostHeld = max(mostHeld, held)
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+	)
+	writeFiles(0, writes/2)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Over the limit a writer waits, after adding at most one write of
+	// its own; so each writer adds one at most beyond it.
+	if bound := int64(2*maxPending + writers*(size+2*objOverhead)); mostHeld > bound {
+		t.Errorf("pending changes reached %d bytes, want at most %d", mostHeld, bound)
+	}
+	if n := s.Commits(); n < writers*writes/2*size/(2*maxPending+writers*size) {
+		t.Errorf("%d commits for %d MiB written with MaxPending %d KiB", n, writers*writes/2*size>>20, maxPending>>10)
+	}
+	tid := commit(t, s)
+	for w, f := range files {
+		want := data[w*writes*size:][:writes/2*size]
+		if got := readAll(t, s, f, tid); !bytes.Equal(got, want) {
+			t.Fatalf("file %d differs from what was written", w)
+		}
+	}
+
+	// The rest while the store closes: every writer returns, with nil or
+	// ErrClosed, and Close does too.
+	errs = make(chan error, writers*writes)
+	writeFiles(writes/2, writes)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("writers still waiting a minute after Close")
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("a write while the store closed: %v", err)
+		}
+	}
 }

@@ -87,7 +87,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	case held > 2*s.opts.MaxPending:
 		// A commit is already running and the next one is full too:
 		// wait for it, so memory stays bounded.
-		return s.commit()
+		return s.awaitCommit()
 	case held > s.opts.MaxPending:
 		// Too much waits for the next flush: have the flusher commit now,
 		// while writers go on filling the next transaction.
