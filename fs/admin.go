@@ -39,15 +39,15 @@ func (f *FS) Statfs() (Statfs, error) {
 
 // Stats is SPEC section 4's asof stats.
 type Stats struct {
-	LogicalBytes int64     `json:"logical_bytes"`
-	StoredBytes  int64     `json:"stored_bytes"`
-	BlockBytes   int64     `json:"block_bytes"`
-	DedupRatio   float64   `json:"dedup_ratio"`
-	Objects      int64     `json:"objects"`
-	Records      int64     `json:"records"`
-	Versions     int64     `json:"versions"`
-	Oldest       time.Time `json:"oldest"`
-	Newest       time.Time `json:"newest"`
+	LogicalBytes int64   `json:"logical_bytes"`
+	StoredBytes  int64   `json:"stored_bytes"`
+	BlockBytes   int64   `json:"block_bytes"`
+	DedupRatio   float64 `json:"dedup_ratio"`
+	Objects      int64   `json:"objects"`
+	Records      int64   `json:"records"`
+	Versions     int64   `json:"versions"`
+	Oldest       Moment  `json:"oldest"`
+	Newest       Moment  `json:"newest"`
 }
 
 // Stats reports the store's figures, fresh.
@@ -58,15 +58,15 @@ func (f *FS) Stats() (Stats, error) {
 	}
 	return Stats{LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes, BlockBytes: st.BlockBytes,
 		DedupRatio: st.DedupRatio(), Objects: st.Objects, Records: st.Records, Versions: st.Versions,
-		Oldest: st.Oldest.Time(), Newest: st.Last.Time()}, nil
+		Oldest: Moment{st.Oldest.Time()}, Newest: Moment{st.Last.Time()}}, nil
 }
 
 // VersionInfo is one line of asof history.
 type VersionInfo struct {
-	TID    string    `json:"tid"`
-	Time   time.Time `json:"time"`
-	Size   uint64    `json:"size"`
-	Change string    `json:"change"`
+	TID    string `json:"tid"`
+	Time   Moment `json:"time"`
+	Size   uint64 `json:"size"`
+	Change string `json:"change"`
 }
 
 // History lists the versions of the object at path, oldest first.
@@ -81,7 +81,7 @@ func (f *FS) History(c Cred, path string) ([]VersionInfo, error) {
 	}
 	out := make([]VersionInfo, 0, len(vs))
 	for _, v := range vs {
-		out = append(out, VersionInfo{TID: FormatTID(uint64(v.TID)), Time: v.TID.Time(), Size: v.Size, Change: v.Change.String()})
+		out = append(out, VersionInfo{TID: FormatTID(uint64(v.TID)), Time: Moment{v.TID.Time()}, Size: v.Size, Change: v.Change.String()})
 	}
 	return out, nil
 }

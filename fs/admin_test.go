@@ -844,7 +844,7 @@ func TestHistory(t *testing.T) {
 	b, _ := json.Marshal(vs[1])
 	var m map[string]any
 	json.Unmarshal(b, &m)
-	if m["tid"] != vs[1].TID || m["time"] != tids[1].Time().Format(time.RFC3339Nano) || m["size"] != 5.0 || m["change"] != "written" {
+	if m["tid"] != vs[1].TID || m["time"] != FormatVersionName(uint64(tids[1])) || m["size"] != 5.0 || m["change"] != "written" {
 		t.Errorf("history JSON %s", b)
 	}
 	if !regexp.MustCompile(`"time":"2021-03-04T\d\d:\d\d:\d\d\.\d{9}Z"`).Match(b) {

@@ -268,8 +268,26 @@ const versionLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // time in UTC with all nine fraction digits, so names sort by time and
 // ParseWhen reads one back as exactly that transaction.
 func FormatVersionName(tid uint64) string {
-	return time.Unix(0, int64(tid)).UTC().Format(versionLayout)
+	return FormatMoment(time.Unix(0, int64(tid)))
 }
+
+// FormatMoment prints a moment of the store's history as every admin
+// command shows it: the form of a version's name in a name@@ listing, so
+// that a time asof history prints names that version there too
+// (time.RFC3339Nano drops trailing zeros, which such a name keeps).
+func FormatMoment(t time.Time) string { return t.UTC().Format(versionLayout) }
+
+// Moment is a time in admin output, printed and encoded in JSON by
+// FormatMoment.
+type Moment struct{ time.Time }
+
+func (m Moment) String() string { return FormatMoment(m.Time) }
+
+// MarshalJSON encodes the moment as FormatMoment prints it.
+func (m Moment) MarshalJSON() ([]byte, error) { return []byte(`"` + FormatMoment(m.Time) + `"`), nil }
+
+// UnmarshalJSON reads any RFC 3339 time.
+func (m *Moment) UnmarshalJSON(b []byte) error { return m.Time.UnmarshalJSON(b) }
 
 // ParseVersionName is the inverse of FormatVersionName. It accepts only the
 // exact form FormatVersionName produces, so every name maps to one version.

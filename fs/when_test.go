@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -380,5 +381,28 @@ func TestWhenFormatTID(t *testing.T) {
 		if got := FormatTID(tid); got != want {
 			t.Errorf("FormatTID(%#x) = %q; want %q", tid, got, want)
 		}
+	}
+}
+
+// Admin output prints moments as version names: a time asof history prints
+// names that version in a name@@ listing, trailing zeros included (which
+// time.RFC3339Nano drops).
+func TestMomentIsAVersionName(t *testing.T) {
+	tid := uint64(time.Date(2026, 11, 26, 11, 50, 15, 651914760, time.UTC).UnixNano())
+	m := Moment{time.Unix(0, int64(tid))}
+	const want = "2026-11-26T11:50:15.651914760Z"
+	if m.String() != want || FormatVersionName(tid) != want {
+		t.Fatalf("moment %s, version name %s, want %s", m, FormatVersionName(tid), want)
+	}
+	b, err := json.Marshal(struct{ T Moment }{m})
+	if err != nil || string(b) != `{"T":"`+want+`"}` {
+		t.Fatalf("JSON %s, %v", b, err)
+	}
+	var back struct{ T Moment }
+	if err := json.Unmarshal(b, &back); err != nil || !back.T.Equal(m.Time) {
+		t.Fatalf("read back %v, %v", back.T, err)
+	}
+	if got, ok := ParseVersionName(m.String()); !ok || got != tid {
+		t.Fatalf("ParseVersionName(%s) = %d, %v", m, got, ok)
 	}
 }

@@ -118,7 +118,7 @@ func historyCmd(g *globals) *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "TID\tTIME\tSIZE\tCHANGE")
 			for _, v := range vs {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", v.TID, v.Time.UTC().Format(time.RFC3339Nano), v.Size, v.Change)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", v.TID, v.Time, v.Size, v.Change)
 			}
 			return w.Flush()
 		},
@@ -194,8 +194,8 @@ func statsCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "objects\t%d\n", st.Objects)
 			fmt.Fprintf(w, "versions\t%d\n", st.Versions)
 			fmt.Fprintf(w, "records\t%d\n", st.Records)
-			fmt.Fprintf(w, "oldest\t%s\n", st.Oldest.UTC().Format(time.RFC3339Nano))
-			fmt.Fprintf(w, "newest\t%s\n", st.Newest.UTC().Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "oldest\t%s\n", st.Oldest)
+			fmt.Fprintf(w, "newest\t%s\n", st.Newest)
 			fmt.Fprintf(w, "retention\t%s\n", st.Retention)
 			if p := st.LastPrune; p != nil {
 				fmt.Fprintf(w, "last prune\t%s: %d records, stored %d -> %d\n", p.At.Format(time.RFC3339), p.Records, p.StoredBefore, p.StoredAfter)
@@ -258,7 +258,7 @@ func pruneCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "blocks freed\t%d (%s)\n", r.Blocks, humanBytes(r.BlockBytes))
 			fmt.Fprintf(w, "stored bytes\t%s -> %s\n", humanBytes(r.StoredBefore), humanBytes(r.StoredAfter))
 			if r.Oldest != 0 {
-				fmt.Fprintf(w, "oldest moment\t%s\n", r.Oldest.Time().Format(time.RFC3339Nano))
+				fmt.Fprintf(w, "oldest moment\t%s\n", fs.FormatMoment(r.Oldest.Time()))
 			}
 			return w.Flush()
 		},
@@ -275,7 +275,7 @@ func pruneJSON(r history.PruneReport) map[string]any {
 		"blocks": r.Blocks, "block_bytes": r.BlockBytes, "stored_before": r.StoredBefore, "stored_after": r.StoredAfter,
 	}
 	if r.Oldest != 0 {
-		m["oldest"] = r.Oldest.Time().Format(time.RFC3339Nano)
+		m["oldest"] = fs.FormatMoment(r.Oldest.Time())
 	}
 	return m
 }

@@ -699,6 +699,9 @@ func TestLibNFSHistory(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := tm.UTC().Format("2006-01-02T15:04:05.000000000Z")
+			if v.Time != n {
+				t.Errorf("asof history prints %s; the version is named %s", v.Time, n)
+			}
 			want = append(want, n)
 			sizeOf[n] = v.Size
 		}
