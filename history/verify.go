@@ -51,11 +51,12 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	progress("log", 0, int64(len(segs)))
 	for i, seq := range segs {
-		progress("log", int64(i), int64(len(segs)))
 		if err := verifySegment(segName(s.logDir(), seq), rep); err != nil {
 			return nil, err
 		}
+		progress("log", int64(i+1), int64(len(segs)))
 	}
 	packs, _ := s.packs.storedBytes()
 	var done int64

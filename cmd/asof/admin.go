@@ -336,6 +336,7 @@ type progress struct {
 	name  string
 	tty   bool
 	last  time.Time
+	stage string
 	drawn bool
 }
 
@@ -354,13 +355,20 @@ func (p *progress) show(stage string, done, total int64) {
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
 	}
+	newStage := stage != p.stage
+	p.stage = stage
 	if p.tty {
+		if newStage && p.drawn {
+			fmt.Fprintln(p.w) // each stage keeps a bar of its own
+		}
 		n := int(pct / 5)
 		fmt.Fprintf(p.w, "\r%-7s [%-20s] %5.1f%%", stage, strings.Repeat("=", n), pct)
 		p.drawn = true
 		return
 	}
-	if time.Since(p.last) > 2*time.Second {
+	// Not a terminal: a line when a stage starts or ends, and every two
+	// seconds in between.
+	if newStage || done >= total || time.Since(p.last) > 2*time.Second {
 		p.last = time.Now()
 		fmt.Fprintf(p.w, "%s: %s %.1f%%\n", p.name, stage, pct)
 	}
