@@ -181,3 +181,56 @@ func xdrHandle(fh []byte) []byte {
 	w.opaque(fh)
 	return w.b
 }
+
+// CREATE UNCHECKED of a name that exists opens that file: as with knfsd
+// and POSIX open(O_CREAT), its mode stays; only a size in the attributes
+// (a truncation) applies. A new file takes the mode asked.
+func TestCreateUncheckedKeepsAnExistingFile(t *testing.T) {
+	s := newTestStore(t)
+	f := fs.New(s, fs.Options{})
+	ts := serveFS(t, f, root)
+	file := mustCreate(t, f, f.Root(), "keep", 0o600)
+	if _, err := f.Write(root, file, []byte("hello"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, ts.addr)
+	rootFH := ts.fh(f.Root())
+	create := func(name string, mode uint32, size *uint64) *fattr {
+		t.Helper()
+		w := &xdrWriter{b: diropArgs(rootFH, name)}
+		w.u32(0) // UNCHECKED
+		w.bool(true)
+		w.u32(mode)
+		w.bool(false) // uid
+		w.bool(false) // gid
+		w.bool(size != nil)
+		if size != nil {
+			w.u64(*size)
+		}
+		w.u32(0) // atime: don't change
+		w.u32(0) // mtime
+		x := c.call(procCreate, w.b)
+		if st := x.u32(); st != nfsOK {
+			t.Fatalf("CREATE %s: status %d", name, st)
+		}
+		if !x.bool() {
+			t.Fatalf("CREATE %s: no handle", name)
+		}
+		x.handle()
+		a := x.postOp()
+		if a == nil {
+			t.Fatalf("CREATE %s: no attributes", name)
+		}
+		return a
+	}
+	if a := create("keep", 0o644, nil); a.mode != 0o600 || a.size != 5 || a.ino != file.Ino() {
+		t.Errorf("CREATE UNCHECKED of an existing file: mode %o size %d ino %d; want 600, 5, %d", a.mode, a.size, a.ino, file.Ino())
+	}
+	zero := uint64(0)
+	if a := create("keep", 0o644, &zero); a.mode != 0o600 || a.size != 0 {
+		t.Errorf("CREATE UNCHECKED with size 0 of an existing file: mode %o size %d; want 600, 0", a.mode, a.size)
+	}
+	if a := create("new", 0o640, nil); a.mode != 0o640 || a.size != 0 {
+		t.Errorf("CREATE UNCHECKED of a new file: mode %o size %d; want 640, 0", a.mode, a.size)
+	}
+}

@@ -152,7 +152,7 @@ func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, mo
 }
 
 // made writes the result of CREATE, MKDIR, SYMLINK and MKNOD.
-func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs sattr3) {
+func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs *sattr3) {
 	var n fs.Node
 	h.change(w, fh, func(dir fs.Node) error {
 		var err error
@@ -207,11 +207,18 @@ func (h *handler) create(c *rpcCall, w *xdrWriter) error {
 			return h.exclusiveCreate(dir, name, verf)
 		}
 		n, created, err := h.f.Create(h.cred, dir, name, mode, how == 1)
-		if err == nil && created {
-			attrs.set.Mode = nil // already given
+		switch {
+		case err != nil:
+		case created:
+			attrs.set.Mode = nil // given at creation
+		default:
+			// An existing file under UNCHECKED takes the size alone, as
+			// with knfsd: creating never changes an existing file's mode,
+			// owner or times (POSIX open with O_CREAT).
+			attrs.set = fs.SetAttr{Size: attrs.set.Size}
 		}
 		return n, err
-	}, attrs)
+	}, &attrs)
 	return nil
 }
 
@@ -254,7 +261,7 @@ func (h *handler) mkdir(c *rpcCall, w *xdrWriter) error {
 	}
 	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Mkdir(h.cred, dir, name, mode)
-	}, attrs)
+	}, &attrs)
 	return nil
 }
 
@@ -269,7 +276,7 @@ func (h *handler) symlink(c *rpcCall, w *xdrWriter) error {
 	attrs.set.Mode = nil // a symlink's mode is always 0777
 	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Symlink(h.cred, dir, name, target)
-	}, attrs)
+	}, &attrs)
 	return nil
 }
 
@@ -309,7 +316,7 @@ func (h *handler) mknod(c *rpcCall, w *xdrWriter) error {
 	}
 	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Mknod(h.cred, dir, name, a)
-	}, attrs)
+	}, &attrs)
 	return nil
 }
 
