@@ -19,16 +19,24 @@ type Stats struct {
 	StoredBytes  int64 // bytes on disk: packs, log and index
 	BlockBytes   int64 // of which packs
 	Blocks       int64 // distinct blocks
+	// UniqueBytes is the data of the distinct blocks; ReferencedBytes
+	// counts it once per record, live or historical, that refers to it:
+	// what the blocks would take if nothing were shared.
+	UniqueBytes     int64
+	ReferencedBytes int64
 	Oldest       TID   // the oldest moment that can be read
 	Last         TID   // the newest transaction
 }
 
-// DedupRatio is logical bytes per stored block byte.
+// DedupRatio is how many times over sharing stores the blocks' data: the
+// bytes the records refer to, live and historical, per distinct block
+// byte; 1 when nothing is shared. (Live logical bytes per block byte would
+// fall below 1 as history grows, whatever is shared.)
 func (st Stats) DedupRatio() float64 {
-	if st.BlockBytes == 0 {
+	if st.UniqueBytes == 0 {
 		return 1
 	}
-	return float64(st.LogicalBytes) / float64(st.BlockBytes)
+	return float64(st.ReferencedBytes) / float64(st.UniqueBytes)
 }
 
 type statsCache struct {
@@ -69,7 +77,19 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 			return err
 		}
 		st.Versions = int64(tx.Bucket(bucketVer).Stats().KeyN)
-		st.Blocks = int64(tx.Bucket(bucketBlk).Stats().KeyN)
+		err = tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
+			e, err := decodeBlk(v)
+			if err != nil {
+				return err
+			}
+			st.Blocks++
+			st.UniqueBytes += int64(e.Loc.Length)
+			st.ReferencedBytes += int64(e.Refs) * int64(e.Loc.Length)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		// The oldest moment with a state of its own: the first
 		// transaction, or the end of the range the cleaner collapsed it
 		// into.
