@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -69,13 +70,16 @@ type VersionInfo struct {
 	Change string `json:"change"`
 }
 
-// History lists the versions of the object at path, oldest first.
+// History lists the versions of the object at path, oldest first. A path
+// that no longer exists names the object its last name in the live parent
+// directory referred to, so a deleted file's history, deletion included,
+// needs no @@ moment.
 func (f *FS) History(c Cred, path string) ([]VersionInfo, error) {
-	n, err := f.Resolve(c, path)
+	obj, err := f.historyObject(c, path)
 	if err != nil {
 		return nil, err
 	}
-	vs, err := f.s.Versions(n.Obj)
+	vs, err := f.s.Versions(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +88,25 @@ func (f *FS) History(c Cred, path string) ([]VersionInfo, error) {
 		out = append(out, VersionInfo{TID: FormatTID(uint64(v.TID)), Time: Moment{v.TID.Time()}, Size: v.Size, Change: v.Change.String()})
 	}
 	return out, nil
+}
+
+func (f *FS) historyObject(c Cred, path string) (history.ObjID, error) {
+	n, err := f.Resolve(c, path)
+	if err == nil || Errno(err) != syscall.ENOENT || strings.Contains(path, "@@") {
+		return n.Obj, err
+	}
+	dir, name, perr := f.splitParent(c, path)
+	if perr != nil || checkName(name) != nil {
+		return 0, err
+	}
+	child, _, ok, lerr := f.s.LastEntry(dir.Obj, name)
+	switch {
+	case lerr != nil:
+		return 0, lerr
+	case !ok:
+		return 0, err
+	}
+	return child, nil
 }
 
 // splitParent resolves the live directory a path's last name is in.

@@ -866,15 +866,30 @@ func TestHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t2 := e.commit(time.Hour)
-	if _, err := e.f.History(pRoot, "/tmp"); Errno(err) != syscall.ENOENT {
-		t.Errorf("history of a deleted path: %v", err)
+	for _, p := range []string{"/tmp@@" + FormatTID(uint64(t1)), "/tmp"} {
+		hv, err := e.f.History(pRoot, p)
+		if err != nil {
+			t.Fatalf("history of %s: %v", p, err)
+		}
+		if len(hv) != 2 || hv[0].Change != "created,written" || hv[1].Change != "deleted" || hv[1].TID != FormatTID(uint64(t2)) {
+			t.Errorf("history of the deleted file %s: %+v", p, hv)
+		}
 	}
-	hv, err := e.f.History(pRoot, "/tmp@@"+FormatTID(uint64(t1)))
-	if err != nil {
+	// A name that never was, or a past name that did not exist then.
+	for _, p := range []string{"/never", "/never/x", "/tmp@@" + FormatTID(uint64(t2))} {
+		if _, err := e.f.History(pRoot, p); Errno(err) != syscall.ENOENT {
+			t.Errorf("history of %s: %v, want ENOENT", p, err)
+		}
+	}
+	// A name the file left by a rename: the file, renamed.
+	e.file(pRoot, "/before", 0o644, "y")
+	e.commit(time.Hour)
+	if err := e.f.Rename(pRoot, e.f.Root(), "before", e.f.Root(), "after"); err != nil {
 		t.Fatal(err)
 	}
-	if len(hv) != 2 || hv[0].Change != "created,written" || hv[1].Change != "deleted" || hv[1].TID != FormatTID(uint64(t2)) {
-		t.Errorf("history of a deleted file: %+v", hv)
+	e.commit(time.Hour)
+	if hv, err := e.f.History(pRoot, "/before"); err != nil || len(hv) != 2 || hv[1].Change != "renamed" {
+		t.Errorf("history of a name left by a rename: %+v %v", hv, err)
 	}
 	// Leading slash optional; the root has a history too.
 	if a, err := e.f.History(pRoot, "g"); err != nil || len(a) != len(vs) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -703,6 +704,34 @@ func (s *Store) Moment(at TID) (TID, bool, error) {
 		return nil
 	})
 	return out, ok, err
+}
+
+// LastEntry finds the object that name in directory dir last referred to,
+// as committed, whether the entry still stands or not: ended is when the
+// entry went (0 while it stands). It is one lookup: the newest record of
+// the entry's key.
+func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
+	err = s.index.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRec).Cursor()
+		want := recKey(dir, direntKey(name), math.MaxUint64)
+		k, v := c.Seek(want)
+		if k == nil || !bytes.Equal(k, want) {
+			k, v = c.Prev()
+		}
+		if k == nil || !bytes.HasPrefix(k, want[:len(want)-8]) || len(k) != len(want) {
+			return nil
+		}
+		r, err := decodeRec(k, v)
+		if err != nil {
+			return err
+		}
+		if child, _, err = decodeDirent(r.Payload); err != nil {
+			return err
+		}
+		ended, ok = r.Delete, true
+		return nil
+	})
+	return child, ended, ok, err
 }
 
 // Versions lists every transaction that changed obj, oldest first. It
