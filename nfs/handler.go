@@ -202,8 +202,14 @@ func (h *handler) Mount(ctx context.Context, conn net.Conn, req gonfs.MountReque
 	refuse := func(err error, why string) (gonfs.MountStatus, billy.Filesystem, []gonfs.AuthFlavor) {
 		st, name := mountStatus(err)
 		args := []any{"client", client, "path", path, "status", name, "why", why}
+		// A missing or malformed moment (/@@2001-01-01 before the store
+		// began) is the why, not a file named in a URL.
+		moment := strings.Contains(path[strings.LastIndex(path, "/")+1:], "@@") && st != gonfs.MountStatusErrNotDir
 		switch st {
 		case gonfs.MountStatusErrNoEnt, gonfs.MountStatusErrNotDir, gonfs.MountStatusErrInval:
+			if moment {
+				break
+			}
 			// libnfs MOUNTs the part of a file URL's path before its last slash:
 			// nfs://host/docs/a.txt asks for /docs.
 			args = append(args, "hint", "MOUNT takes a directory; for a file, a libnfs URL puts it after a double slash: nfs://host//path/to/file")

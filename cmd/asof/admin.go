@@ -115,6 +115,10 @@ func historyCmd(g *globals) *cobra.Command {
 				}
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(vs)
 			}
+			if len(vs) == 0 {
+				// Made since the last commit: a version only once committed.
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s has no committed version yet: changes become versions at the next commit (every history.flush_interval)\n", args[0])
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "TID\tTIME\tSIZE\tCHANGE")
 			for _, v := range vs {
