@@ -263,12 +263,12 @@ func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
 				if seqs[i] < committed.Seg || (seqs[i] == committed.Seg && off < committed.Off) {
 					f.Close()
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d, in a transaction that was committed; "+
-						"the store cannot open: restore the segment from a mirror or a backup", ErrCorrupt, f.Name(), off)
+						"the store cannot open: restore the data directory, or this segment, from a backup", ErrCorrupt, f.Name(), off)
 				}
 				if _, _, err2 := readFrameAfter(f, off, st.Size()); err2 == nil {
 					f.Close()
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
-						"the store cannot open: restore the segment from a mirror or a backup", ErrCorrupt, f.Name(), off)
+						"the store cannot open: restore the data directory, or this segment, from a backup", ErrCorrupt, f.Name(), off)
 				}
 				if err := f.Truncate(off); err != nil {
 					f.Close()
