@@ -24,8 +24,8 @@ type Stats struct {
 	// what the blocks would take if nothing were shared.
 	UniqueBytes     int64
 	ReferencedBytes int64
-	Oldest       TID   // the oldest moment that can be read
-	Last         TID   // the newest transaction
+	Oldest          TID // the oldest moment that can be read
+	Last            TID // the newest transaction
 }
 
 // DedupRatio is how many times over sharing stores the blocks' data: the
