@@ -735,7 +735,7 @@ func TestFastVersionsMatchCommits(t *testing.T) {
 	sb := openTest(t, b.dir, &fakeClock{t: t0.Add(time.Hour)})
 	defer sb.Close()
 	for _, bk := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk, bucketMeta} {
-		diffs, err := compareBucket(sa.index, sb.index, bk)
+		diffs, err := compareIndexes(sa.index, sb.index, bk)
 		if err != nil || len(diffs) > 0 {
 			t.Fatalf("bucket %s differs: %v %v", bk, diffs, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -470,14 +471,32 @@ func (p *packStore) scan(full bool, fn func(h Hash, loc blockLoc, err error) err
 		return err
 	}
 	for _, seq := range seqs {
-		if err := p.scanPack(seq, full, fn); err != nil {
+		if err := p.scanPack(seq, math.MaxInt64, full, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *packStore) scanPack(seq uint32, full bool, fn func(h Hash, loc blockLoc, err error) error) error {
+// sizes is the size of every pack file now.
+func (p *packStore) sizes() (map[uint32]int64, error) {
+	seqs, err := p.list()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[uint32]int64, len(seqs))
+	for _, seq := range seqs {
+		st, err := os.Stat(p.name(seq))
+		if err != nil {
+			return nil, fmt.Errorf("history: pack: %w", err)
+		}
+		m[seq] = st.Size()
+	}
+	return m, nil
+}
+
+// scanPack calls fn with each block of pack seq in its first limit bytes.
+func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash, loc blockLoc, err error) error) error {
 	f, err := os.Open(p.name(seq))
 	if err != nil {
 		return fmt.Errorf("history: open pack: %w", err)
@@ -487,9 +506,10 @@ func (p *packStore) scanPack(seq uint32, full bool, fn func(h Hash, loc blockLoc
 	if err != nil {
 		return err
 	}
+	size := min(st.Size(), limit)
 	var off int64
 	hdr := make([]byte, packHdrLen)
-	for off < st.Size() {
+	for off < size {
 		if _, err := f.ReadAt(hdr, off); err != nil {
 			if errors.Is(err, io.EOF) {
 				// A torn tail: a block whose write never finished, so
@@ -506,7 +526,7 @@ func (p *packStore) scanPack(seq uint32, full bool, fn func(h Hash, loc blockLoc
 		copy(h[:], hdr[8:40])
 		n := binary.BigEndian.Uint32(hdr[4:])
 		loc := blockLoc{Vol: p.vol, Pack: seq, Off: uint64(off) + packHdrLen, Length: n}
-		if off+packHdrLen+int64(n) > st.Size() {
+		if off+packHdrLen+int64(n) > size {
 			return nil // torn tail
 		}
 		data := make([]byte, n)

@@ -1363,12 +1363,12 @@ func TestIndexRebuildEquivalence(t *testing.T) {
 	clk.add(time.Second)
 	remembered[commit(t, s)] = m.clone()
 
-	fresh, err := s.rebuildInto(filepath.Join(t.TempDir(), "index.db"))
+	fresh, err := s.rebuildInto(filepath.Join(t.TempDir(), "index.db"), s.LastTID())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk, bucketMeta} {
-		diffs, err := compareBucket(s.index, fresh, b)
+		diffs, err := compareIndexes(s.index, fresh, b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1803,5 +1803,66 @@ func TestReservationSyncsEarlierEntries(t *testing.T) {
 	}
 	if got := readAll(t, c, f, Live); string(got) != "E2" {
 		t.Fatalf("after the crash f holds %q", got)
+	}
+}
+
+// compareIndexes lists the keys of bucket name whose values differ between
+// two indexes, as verify does.
+func compareIndexes(a, b *bolt.DB, name []byte) (diffs []string, err error) {
+	err = a.View(func(tx *bolt.Tx) error {
+		diffs, err = compareBucket(tx, b, name)
+		return err
+	})
+	return diffs, err
+}
+
+// Verify checks the store as it stood when it began, and commits go on
+// beside it: they only append to the log and the packs. A commit made while
+// verify reads the blocks neither waits for it nor shows up in it as damage.
+func TestVerifyLetsCommitsThrough(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	defer s.Close()
+	f := newFile(t, s, RootID, "f")
+	write(t, s, f, randData(1, 8*ChunkSize), 0)
+	commit(t, s)
+
+	var once sync.Once
+	progress := func(stage string, _, _ int64) {
+		if stage != "blocks" {
+			return
+		}
+		once.Do(func() {
+			committed := make(chan error, 1)
+			go func() {
+				// New blocks go to the pack verify is reading, a new frame
+				// to the log segment it read.
+				if err := s.Update(func(tx *Tx) error { return tx.WriteAt(f, randData(2, 8*ChunkSize), 8*ChunkSize) }); err != nil {
+					committed <- err
+					return
+				}
+				_, err := s.Commit()
+				committed <- err
+			}()
+			select {
+			case err := <-committed:
+				if err != nil {
+					t.Errorf("commit during verify: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("a commit waited for verify")
+			}
+		})
+	}
+	rep, err := s.Verify(progress)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify with a commit beside it: %v %+v", err, rep)
+	}
+	after, err := s.Verify(nil)
+	if err != nil || !after.OK() {
+		t.Fatalf("verify after: %v %+v", err, after)
+	}
+	if after.Frames != rep.Frames+1 || after.Blocks != rep.Blocks+8 {
+		t.Errorf("verify during the commit saw %d frames and %d blocks, after it %d and %d: want one frame and 8 blocks more",
+			rep.Frames, rep.Blocks, after.Frames, after.Blocks)
 	}
 }

@@ -8,13 +8,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// rebuildInto makes a new index at path from the packs and the log alone.
-func (s *Store) rebuildInto(path string) (*bolt.DB, error) {
+// rebuildInto makes a new index at path from the packs and the log alone,
+// up to the transaction upTo.
+func (s *Store) rebuildInto(path string, upTo TID) (*bolt.DB, error) {
 	db, err := openIndex(path, true)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.replayLog(db, indexState{}); err != nil {
+	if _, err := s.replayLog(db, indexState{}, upTo); err != nil {
 		db.Close()
 		return nil, err
 	}

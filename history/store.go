@@ -277,7 +277,7 @@ func (s *Store) catchUpIndex() error {
 	if err != nil {
 		return err
 	}
-	n, err := s.replayLog(s.index, st)
+	n, err := s.replayLog(s.index, st, math.MaxUint64)
 	if n > 0 {
 		s.log.Info("history: index caught up with the log", "transactions", n)
 	}
@@ -297,11 +297,15 @@ func (s *Store) catchUpIndex() error {
 	return nil
 }
 
-// replayLog applies to db every frame of the log after st.
-func (s *Store) replayLog(db *bolt.DB, st indexState) (int, error) {
+// replayLog applies to db every frame of the log after st, up to the
+// transaction upTo: a frame being appended behind it may be incomplete.
+func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 	var packMap map[Hash]blockLoc // learnt once, when a frame needs it
 	n := 0
 	err := scanLog(s.logDir(), st.Next, func(t *Txn, loc, next logLoc) error {
+		if t.TID > upTo {
+			return errStop
+		}
 		if st.Applied != 0 && t.TID <= st.Applied {
 			return nil
 		}
@@ -319,8 +323,17 @@ func (s *Store) replayLog(db *bolt.DB, st indexState) (int, error) {
 			}
 		}
 		n++
-		return db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap, true) })
+		if err := db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap, true) }); err != nil {
+			return err
+		}
+		if t.TID == upTo {
+			return errStop
+		}
+		return nil
 	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
 	if err == nil && n > 0 {
 		err = missingBlocks(db)
 	}

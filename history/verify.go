@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -31,8 +34,10 @@ type Progress func(stage string, done, total int64)
 
 // Verify checks every log frame, every block and every index entry against
 // its checksum, and the index against a rebuild from the log, reporting all
-// damage it finds rather than stopping at the first. It reads the store as
-// committed when it starts; concurrent changes are not checked.
+// damage it finds rather than stopping at the first. It checks the store as
+// committed when it starts: the log up to its end then, each pack up to its
+// size then, and the index as of then (one read transaction). Commits go on
+// beside it, since they only append; the cleaner, which rewrites, waits.
 func (s *Store) Verify(progress Progress) (*Report, error) {
 	if progress == nil {
 		progress = func(string, int64, int64) {}
@@ -40,47 +45,97 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	if _, err := s.Commit(); err != nil {
 		return nil, err
 	}
-	// Hold commits back so the log, packs and index stay in step.
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
-	s.logMu.RLock()
-	defer s.logMu.RUnlock()
+	s.pruneMu.Lock()
+	defer s.pruneMu.Unlock()
 	rep := &Report{}
-
-	segs, err := listSegments(s.logDir())
+	ext, err := s.verifyExtent(rep)
 	if err != nil {
 		return nil, err
 	}
-	progress("log", 0, int64(len(segs)))
-	for i, seq := range segs {
-		if err := verifySegment(segName(s.logDir(), seq), rep); err != nil {
+	defer ext.index.Rollback()
+	defer s.logMu.RUnlock()
+
+	progress("log", 0, int64(len(ext.segs)))
+	for i, seq := range ext.segs {
+		limit := int64(math.MaxInt64)
+		if seq == ext.log.Seg {
+			limit = ext.log.Off
+		}
+		if err := verifySegment(segName(s.logDir(), seq), limit, rep); err != nil {
 			return nil, err
 		}
-		progress("log", int64(i+1), int64(len(segs)))
-	}
-	packs, _ := s.packs.storedBytes()
-	var done int64
-	err = s.packs.scan(true, func(h Hash, loc blockLoc, err error) error {
-		rep.Blocks++
-		done += int64(loc.Length) + packHdrLen
-		progress("blocks", done, packs)
-		if err != nil {
-			rep.problem("%v", err)
+		progress("log", int64(i+1), int64(len(ext.segs)))
+		if s.stopping() {
+			return nil, ErrClosed
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	}
+	var total, done int64
+	for _, n := range ext.packs {
+		total += n
+	}
+	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
+		err = s.packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
+			rep.Blocks++
+			done += int64(loc.Length) + packHdrLen
+			progress("blocks", done, total)
+			if err != nil {
+				rep.problem("%v", err)
+			}
+			if s.stopping() {
+				return ErrClosed
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	progress("index", 0, 1)
-	if err := s.verifyIndex(rep); err != nil {
+	if err := s.verifyIndex(rep, ext); err != nil {
 		return nil, err
 	}
 	progress("index", 1, 1)
 	return rep, nil
 }
 
-func verifySegment(path string, rep *Report) error {
+// extent is what a verify checks: the store between two commits.
+type extent struct {
+	log   logLoc           // the log's end
+	segs  []uint32         // its segments up to the end
+	packs map[uint32]int64 // each pack's size
+	last  TID              // the newest transaction
+	index *bolt.Tx         // the index, read-only
+}
+
+// verifyExtent fixes the extent between two commits and checks the index's
+// structure there: bbolt's check reads the free page list, which only a
+// writer changes, without a lock. It holds logMu (read) for the caller,
+// who releases it and the index transaction.
+func (s *Store) verifyExtent(rep *Report) (*extent, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.logMu.RLock()
+	e := &extent{log: logLoc{Seg: s.txlog.seg, Off: s.txlog.off}, last: s.LastTID()}
+	segs, err := listSegments(s.logDir())
+	if err == nil {
+		e.segs = slices.DeleteFunc(segs, func(seq uint32) bool { return seq > e.log.Seg })
+		e.packs, err = s.packs.sizes()
+	}
+	if err == nil {
+		e.index, err = s.index.Begin(false)
+	}
+	if err != nil {
+		s.logMu.RUnlock()
+		return nil, err
+	}
+	for err := range e.index.Check() {
+		rep.problem("index structure: %v", err)
+	}
+	return e, nil
+}
+
+// verifySegment checks the frames of one log segment up to limit.
+func verifySegment(path string, limit int64, rep *Report) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -90,8 +145,9 @@ func verifySegment(path string, rep *Report) error {
 	if err != nil {
 		return err
 	}
+	size := min(st.Size(), limit)
 	var off int64
-	for {
+	for off < size {
 		t, next, err := readFrame(f, off)
 		if err == io.EOF {
 			return nil
@@ -99,7 +155,7 @@ func verifySegment(path string, rep *Report) error {
 		if err != nil {
 			rep.problem("log %s: damaged frame at offset %d", filepath.Base(path), off)
 			// Resynchronise on the next intact frame, if any.
-			if _, n, err := readFrameAfter(f, off, st.Size()); err == nil {
+			if _, n, err := readFrameAfter(f, off, size); err == nil {
 				off = n
 				continue
 			}
@@ -109,22 +165,19 @@ func verifySegment(path string, rep *Report) error {
 		rep.Frames++
 		off = next
 	}
+	return nil
 }
 
 // verifyIndex checks every index entry's checksum, bbolt's own structure,
 // and that the index says exactly what a rebuild from the log says.
-func (s *Store) verifyIndex(rep *Report) error {
-	err := s.index.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			rep.problem("index structure: %v", err)
+func (s *Store) verifyIndex(rep *Report, ext *extent) error {
+	tx := ext.index
+	err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+		rep.Records++
+		if _, err := decodeRec(k, v); err != nil {
+			rep.problem("index: %v", err)
 		}
-		return tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-			rep.Records++
-			if _, err := decodeRec(k, v); err != nil {
-				rep.problem("index: %v", err)
-			}
-			return nil
-		})
+		return nil
 	})
 	if err != nil {
 		return err
@@ -134,7 +187,7 @@ func (s *Store) verifyIndex(rep *Report) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	fresh, err := s.rebuildInto(filepath.Join(tmp, "index.db"))
+	fresh, err := s.rebuildInto(filepath.Join(tmp, "index.db"), ext.last)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			rep.problem("rebuild from the log: %v", err)
@@ -144,7 +197,7 @@ func (s *Store) verifyIndex(rep *Report) error {
 	}
 	defer fresh.Close()
 	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk} {
-		diffs, err := compareBucket(s.index, fresh, b)
+		diffs, err := compareBucket(tx, fresh, b)
 		if err != nil {
 			return err
 		}
@@ -157,31 +210,29 @@ func (s *Store) verifyIndex(rep *Report) error {
 
 // compareBucket lists the keys whose values differ between two indexes
 // (at most 20).
-func compareBucket(a, b *bolt.DB, name []byte) ([]string, error) {
+func compareBucket(ta *bolt.Tx, b *bolt.DB, name []byte) ([]string, error) {
 	var diffs []string
-	err := a.View(func(ta *bolt.Tx) error {
-		return b.View(func(tb *bolt.Tx) error {
-			ca, cb := ta.Bucket(name).Cursor(), tb.Bucket(name).Cursor()
-			ka, va := ca.First()
-			kb, vb := cb.First()
-			for (ka != nil || kb != nil) && len(diffs) < 20 {
-				switch c := compareKeys(ka, kb); {
-				case c < 0:
-					diffs = append(diffs, fmt.Sprintf("key %x only in the index", ka))
-					ka, va = ca.Next()
-				case c > 0:
-					diffs = append(diffs, fmt.Sprintf("key %x missing from the index", kb))
-					kb, vb = cb.Next()
-				default:
-					if !bytes.Equal(va, vb) && !sameBlockEntry(name, va, vb) {
-						diffs = append(diffs, fmt.Sprintf("key %x has a different value", ka))
-					}
-					ka, va = ca.Next()
-					kb, vb = cb.Next()
+	err := b.View(func(tb *bolt.Tx) error {
+		ca, cb := ta.Bucket(name).Cursor(), tb.Bucket(name).Cursor()
+		ka, va := ca.First()
+		kb, vb := cb.First()
+		for (ka != nil || kb != nil) && len(diffs) < 20 {
+			switch c := compareKeys(ka, kb); {
+			case c < 0:
+				diffs = append(diffs, fmt.Sprintf("key %x only in the index", ka))
+				ka, va = ca.Next()
+			case c > 0:
+				diffs = append(diffs, fmt.Sprintf("key %x missing from the index", kb))
+				kb, vb = cb.Next()
+			default:
+				if !bytes.Equal(va, vb) && !sameBlockEntry(name, va, vb) {
+					diffs = append(diffs, fmt.Sprintf("key %x has a different value", ka))
 				}
+				ka, va = ca.Next()
+				kb, vb = cb.Next()
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	return diffs, err
 }
