@@ -7,7 +7,7 @@
 //   - the transaction log (log/*.seg): append-only frames, one per
 //     transaction, each holding the records it created and ended. It is the
 //     truth; everything else is derived from it or points into it.
-//   - packs (volumes/*/packs/*.pack): content-addressed data blocks, each
+//   - packs (volumes/N/NNNNNNNN.pack): content-addressed data blocks, each
 //     named by its SHA-256, which is also its checksum.
 //   - the intent log (intent/*.log): a redo log of the changes not yet
 //     committed, so a synchronous write is durable long before the next

@@ -120,9 +120,9 @@ func Available() error {
 //     "/sub/f" mounts export "/sub" and opens "f" in it, which reaches sub/f only when the
 //     server honours the MOUNT path (NFS.FileURL builds these).
 //
-// libnfs first asks MOUNTPROC3_EXPORT unless the URL says auto-traverse-mounts=0, and
-// go-nfs does not answer that procedure, so the parameter is added unless traverse is
-// true (to test a server that answers it).
+// libnfs first asks MOUNTPROC3_EXPORT unless the URL says auto-traverse-mounts=0. go-nfs
+// does not answer that procedure (asof's interposer does), so the parameter is added
+// unless traverse is true, and a URL works against either.
 func NFSURL(addr, p string, traverse bool) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
