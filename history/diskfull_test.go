@@ -548,3 +548,44 @@ func createFile(s *Store, name string, data []byte) (ObjID, error) {
 	})
 	return id, err
 }
+
+// A verify on a full disk, which is when one wants it: its scratch index
+// goes where temporary files go when the data's disk has no room.
+func TestVerifyOnFullDisk(t *testing.T) {
+	mnt := smallDisk(t, "8m")
+	clk := epoch()
+	s := openTest(t, filepath.Join(mnt, "store"), clk)
+	defer s.Close()
+	f := newFile(t, s, RootID, "f")
+	var full error
+	for i := 0; i < 64 && full == nil; i++ {
+		d := randData(uint64(300+i), 1<<20)
+		if err := s.Update(func(tx *Tx) error { return tx.WriteAt(f, d, 0) }); err != nil {
+			t.Fatalf("version %d: %v", i, err)
+		}
+		clk.add(time.Hour)
+		_, full = s.Commit()
+	}
+	if !errors.Is(full, syscall.ENOSPC) {
+		t.Fatalf("64 MiB of versions on an 8 MiB disk: %v, want ENOSPC", full)
+	}
+	// What the failed commit left pending goes back: verify commits first.
+	if err := s.Update(func(tx *Tx) error { return tx.Truncate(f, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(time.Hour)
+	if _, err := s.Commit(); err != nil {
+		t.Fatalf("commit of a truncation: %v", err)
+	}
+	// Fill what the truncation's commit left.
+	if err := os.WriteFile(filepath.Join(mnt, "filler"), make([]byte, 8<<20), 0o644); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the disk: %v", err)
+	}
+	rep, err := s.Verify(nil)
+	if err != nil || !rep.OK() || rep.Blocks == 0 {
+		t.Fatalf("verify on a full disk: %v %+v", err, rep)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "asof-verify-*")); len(left) > 0 {
+		t.Errorf("verify left %v", left)
+	}
+}

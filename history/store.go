@@ -142,6 +142,12 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) recover() error {
 	var err error
 	var last *Txn
+	// Scratch a verify left when the process stopped under it.
+	if old, _ := filepath.Glob(filepath.Join(s.dir, "*verify-*")); len(old) > 0 {
+		for _, d := range old {
+			os.RemoveAll(d)
+		}
+	}
 	if s.packs, err = openPackStore(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}

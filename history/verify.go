@@ -182,16 +182,23 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(s.dir, "verify-")
-	if err != nil {
-		return err
+	// The rebuild is scratch, about the index's size: in the data
+	// directory, or where temporary files go when that disk has no room
+	// (a verify is how one checks a store after its disk filled up).
+	var fresh *bolt.DB
+	for _, dir := range []string{s.dir, os.TempDir()} {
+		fresh, err = s.rebuildScratch(dir, ext.last)
+		if !noRoom(err) {
+			break
+		}
 	}
-	defer os.RemoveAll(tmp)
-	fresh, err := s.rebuildInto(filepath.Join(tmp, "index.db"), ext.last)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			rep.problem("rebuild from the log: %v", err)
 			return nil
+		}
+		if noRoom(err) {
+			return fmt.Errorf("history: verify: no room to rebuild the index to compare (%s or %s): %w", s.dir, os.TempDir(), err)
 		}
 		return err
 	}
@@ -206,6 +213,27 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 		}
 	}
 	return nil
+}
+
+// rebuildScratch rebuilds the index up to upTo in a new directory inside
+// dir, removed when the index is closed.
+func (s *Store) rebuildScratch(dir string, upTo TID) (*bolt.DB, error) {
+	tmp, err := os.MkdirTemp(dir, "asof-verify-")
+	if err != nil {
+		return nil, err
+	}
+	db, err := s.rebuildInto(filepath.Join(tmp, "index.db"), upTo)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	// Unlinked while open: the file goes with the handle, whatever ends
+	// the verify.
+	if err := os.RemoveAll(tmp); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 // compareBucket lists the keys whose values differ between two indexes
