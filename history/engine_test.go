@@ -1866,3 +1866,45 @@ func TestVerifyLetsCommitsThrough(t *testing.T) {
 			rep.Frames, rep.Blocks, after.Frames, after.Blocks)
 	}
 }
+
+// With no server running, VerifyDir checks a store: a sound one through
+// Verify; one whose log is damaged, so that it does not open, file by file,
+// naming the damaged segment; and it leaves a store that is open alone.
+func TestVerifyDir(t *testing.T) {
+	dir, s, _, _, _, _, _ := damageStore(t)
+	if _, err := VerifyDir(dir, Options{}, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("VerifyDir of an open store: %v, want ErrLocked", err)
+	}
+	var frames []logLoc
+	if err := scanLog(s.logDir(), logLoc{}, func(_ *Txn, loc, _ logLoc) error {
+		frames = append(frames, loc)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := VerifyDir(dir, Options{}, nil)
+	if err != nil || !rep.OK() || rep.Blocks == 0 || rep.Records == 0 {
+		t.Fatalf("VerifyDir of a sound store: %v %+v", err, rep)
+	}
+	fr := frames[len(frames)/2] // committed, with good frames after it
+	seg := segName(filepath.Join(dir, "log"), fr.Seg)
+	flipByte(t, seg, fr.Off+20)
+	rep, err = VerifyDir(dir, Options{}, nil)
+	if err != nil {
+		t.Fatalf("VerifyDir of a store that does not open: %v", err)
+	}
+	var opens, names bool
+	for _, p := range rep.Problems {
+		opens = opens || strings.Contains(p, "does not open")
+		names = names || strings.Contains(p, filepath.Base(seg)) && strings.Contains(p, fmt.Sprintf("offset %d", fr.Off))
+	}
+	if !opens || !names || rep.Blocks == 0 {
+		t.Fatalf("report of a damaged log: %+v", rep)
+	}
+	if _, err := VerifyDir(t.TempDir(), Options{}, nil); err == nil {
+		t.Fatal("VerifyDir of an empty directory: no error")
+	}
+}

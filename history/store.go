@@ -143,7 +143,8 @@ func (s *Store) recover() error {
 	var err error
 	var last *Txn
 	// Scratch a verify left when the process stopped under it.
-	if old, _ := filepath.Glob(filepath.Join(s.dir, "*verify-*")); len(old) > 0 {
+	for _, pattern := range []string{"asof-verify-*", "verify-*"} {
+		old, _ := filepath.Glob(filepath.Join(s.dir, pattern))
 		for _, d := range old {
 			os.RemoveAll(d)
 		}

@@ -24,6 +24,8 @@ import (
 	"github.com/asof/asof/server"
 )
 
+var errNotRunning = errors.New("the server is not running")
+
 // client talks to a running server over its control socket.
 type client struct {
 	socket string
@@ -62,7 +64,7 @@ func (c *client) do(method, path string, body any) (*http.Response, error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("the server is not running (no answer on control socket %s): %w", c.socket, errors.Unwrap(errors.Unwrap(err)))
+		return nil, fmt.Errorf("%w (no answer on control socket %s): %w", errNotRunning, c.socket, errors.Unwrap(errors.Unwrap(err)))
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -212,13 +214,26 @@ func statsCmd(g *globals) *cobra.Command {
 }
 
 func verifyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
+	var offline bool
+	cmd := &cobra.Command{
+		Use:   "verify [--offline]",
 		Short: "Check every record and block against its checksum",
-		Args:  cobra.NoArgs,
+		Long: `Check every record and block against its checksum, through the running server.
+With --offline, check the data directory (from the config, as serve finds it) with
+no server running: also a store whose damage keeps it from opening.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r history.Report
-			if err := streamCall(g, cmd, "verify", "/v1/verify", nil, &r); err != nil {
+			if offline {
+				rep, err := verifyOffline(g, cmd)
+				if err != nil {
+					return err
+				}
+				r = *rep
+			} else if err := streamCall(g, cmd, "verify", "/v1/verify", nil, &r); err != nil {
+				if errors.Is(err, errNotRunning) {
+					return fmt.Errorf("%w; asof verify --offline checks the data directory without it", err)
+				}
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -233,6 +248,30 @@ func verifyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&offline, "offline", false, "check the data directory with no server running")
+	return cmd
+}
+
+// verifyOffline checks the configured data directory in this process.
+func verifyOffline(g *globals, cmd *cobra.Command) (*history.Report, error) {
+	cfg, err := config.Load(g.configFile, nil)
+	if err != nil {
+		return nil, err
+	}
+	logger, err := newLogger(g.logFormat) // what opening the store says (a replay, a torn tail cut)
+	if err != nil {
+		return nil, err
+	}
+	bar := newProgress(cmd.ErrOrStderr(), "verify")
+	defer bar.done()
+	rep, err := history.VerifyDir(cfg.Data, history.Options{Logger: logger}, bar.show)
+	if errors.Is(err, history.ErrLocked) {
+		return nil, fmt.Errorf("verify: %s is in use by another process, the server most likely: run asof verify without --offline", cfg.Data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	return rep, nil
 }
 
 func pruneCmd(g *globals) *cobra.Command {
