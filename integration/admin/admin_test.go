@@ -365,3 +365,24 @@ func TestServeKeepsSysmonAwake(t *testing.T) {
 		t.Errorf("server's GODEBUG %q, want the user's schedtrace=600000 alone", got)
 	}
 }
+
+// asof verify --offline checks the data directory with no server running,
+// and refuses one a server holds.
+func TestVerifyOffline(t *testing.T) {
+	needClients(t)
+	s, c := start(t, nil)
+	ctx := context.Background()
+	if err := c.Write(ctx, "/a.txt", bytes.Repeat([]byte("offline verify\n"), 4000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Admin(ctx, "verify", "--offline"); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("verify --offline beside the running server: %v", err)
+	}
+	if code, err := s.Term(); err != nil || code != 0 {
+		t.Fatalf("SIGTERM: exit %d, %v", code, err)
+	}
+	out, _, err := s.Admin(ctx, "verify", "--offline")
+	if err != nil || !strings.Contains(out, "ok: no damage found") || strings.Contains(out, " 0 blocks") {
+		t.Fatalf("verify --offline of the stopped server's data: %v\n%s", err, out)
+	}
+}
