@@ -151,7 +151,7 @@ func (f *FS) Clone(c Cred, src, dst string) (Node, error) {
 		return Node{}, err
 	}
 	var out Node
-	err = f.update([]Node{dir}, func(tx *history.Tx) error {
+	err = f.copyPast(dir, func(tx *history.Tx) error {
 		if _, err := dirFor(tx, c, dir.Obj); err != nil {
 			return err
 		}
@@ -179,6 +179,22 @@ func (f *FS) Clone(c Cred, src, dst string) (Node, error) {
 		return f.touch(tx, dir.Obj, delta)
 	})
 	return out, err
+}
+
+// copyPast runs a change that copies a past moment (clone, restore) with
+// the engine's cleaner held off, and commits it before letting go: until
+// then the copy refers to that moment's blocks by hash, and a cleaner pass
+// that let the moment go could free them.
+func (f *FS) copyPast(dir Node, change func(tx *history.Tx) error) error {
+	release := f.s.HoldCleaner()
+	defer release()
+	if err := f.update([]Node{dir}, change); err != nil {
+		return err
+	}
+	if _, err := f.s.Commit(); err != nil {
+		return fmt.Errorf("the copy is made but its commit failed (retried every flush interval): %w", err)
+	}
+	return nil
 }
 
 // committedMoment is the moment to copy n from: its own for the past, and

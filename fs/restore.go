@@ -34,7 +34,7 @@ func (f *FS) Restore(c Cred, histPath string) (Node, error) {
 	}
 	if name == "" {
 		// The root itself: restore it in place.
-		err := f.update([]Node{dir}, func(tx *history.Tx) error {
+		err := f.copyPast(dir, func(tx *history.Tx) error {
 			r := newRestorer(f, tx, c, hist.At)
 			if err := r.restoreInPlace(history.RootID, hist.Obj); err != nil {
 				return err
@@ -44,7 +44,7 @@ func (f *FS) Restore(c Cred, histPath string) (Node, error) {
 		return f.Root(), err
 	}
 	var out Node
-	err = f.update([]Node{dir}, func(tx *history.Tx) error {
+	err = f.copyPast(dir, func(tx *history.Tx) error {
 		if _, err := dirFor(tx, c, dir.Obj); err != nil {
 			return err
 		}

@@ -187,6 +187,38 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 	return rep, nil
 }
 
+// HoldCleaner keeps the cleaner from applying its next batch until the
+// function it returns is called. A change that copies a past moment
+// (Tx.CopyData) should run under it and be committed before letting go:
+// until its commit the copy refers to the moment's blocks by hash, and a
+// batch that dropped the moment's last records could free them. (A batch
+// that finds such copies pending, their commit having failed, commits them
+// first.) Any number of holders go on at once.
+func (s *Store) HoldCleaner() (release func()) {
+	s.copyMu.RLock()
+	return s.copyMu.RUnlock
+}
+
+// copiesPending reports whether changes not yet committed copy blocks of a
+// past moment by reference.
+func (s *Store) copiesPending() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, o := range []*overlay{s.pending, s.frozen} {
+		if o == nil {
+			continue
+		}
+		for _, st := range o.objs {
+			for _, c := range st.chunks {
+				if c.ref != nil && c.ref.block {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // stopping reports whether Close has begun: a cleaner pass stops at its
 // next batch, and the next pass after Open finishes the work.
 func (s *Store) stopping() bool {
@@ -444,6 +476,15 @@ func recordBlock(tx *bolt.Tx, op Op) (Hash, bool, error) {
 // appendPrune logs one frame of cleaner ops and applies it, like a commit:
 // one at a time with commits, durable in the log before the index changes.
 func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
+	s.copyMu.Lock()
+	defer s.copyMu.Unlock()
+	if s.copiesPending() {
+		// A copy of a past moment refers to its blocks by hash until it
+		// is committed: a drop before then could free them under it.
+		if err := s.commit(); err != nil {
+			return fmt.Errorf("history: prune waits for copies of past moments to be committed: %w", err)
+		}
+	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()

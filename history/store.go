@@ -69,6 +69,7 @@ type Store struct {
 
 	gone       atomic.Pointer[collapses] // moments the cleaner collapsed
 	pruneMu    sync.Mutex                // one cleaner pass at a time
+	copyMu     sync.RWMutex              // held by a cleaner batch; copies of the past hold it shared until committed
 	prunedOnce bool                      // a pass has completed since Open (under pruneMu)
 	logMu      sync.RWMutex              // held to read old log segments; the cleaner rewrites them under it
 
