@@ -312,6 +312,9 @@ func (r *modelRun) step() {
 			if k != len(p) {
 				r.fail("%s: wrote %d", op, k)
 			}
+			if len(p) == 0 {
+				break // a write of nothing changes nothing (POSIX)
+			}
 			if end := off + len(p); end > len(n.data) {
 				n.data = append(n.data, make([]byte, end-len(n.data))...)
 			}
@@ -363,6 +366,7 @@ func (r *modelRun) step() {
 		}
 		_, err := f.Mkdir(pRoot, r.node(dirPath(d.path)), name, mode)
 		if r.check(op, err, want) {
+			mode &= 0o1777 // mkdir: setgid only from the parent, as Linux's
 			if m.nodes[d.id].mode&syscall.S_ISGID != 0 {
 				mode |= syscall.S_ISGID
 			}

@@ -104,8 +104,13 @@ func (f *FS) Mkdir(c Cred, dir Node, name string, mode uint32) (Node, error) {
 
 // Symlink makes a symbolic link.
 func (f *FS) Symlink(c Cred, dir Node, name, target string) (Node, error) {
-	if len(target) > PathMax {
+	switch {
+	case len(target) >= PathMax:
+		// A path is at most PathMax bytes with its NUL: 4095 of text.
 		return Node{}, syscall.ENAMETOOLONG
+	case target == "", strings.IndexByte(target, 0) >= 0:
+		// No path is empty or holds a NUL; knfsd says INVAL.
+		return Node{}, syscall.EINVAL
 	}
 	return f.make(c, dir, name, NewAttr{Kind: history.KindSymlink, Mode: 0o777, Target: target}, false)
 }
@@ -141,8 +146,13 @@ func (f *FS) make(c Cred, dir Node, name string, a NewAttr, openExisting bool) (
 			if !openExisting {
 				return syscall.EEXIST
 			}
-			if k == history.KindDir {
+			switch k {
+			case history.KindDir:
 				return syscall.EISDIR
+			case history.KindFile:
+			default:
+				// Only a regular file is opened by a create (knfsd: EXIST).
+				return syscall.EEXIST
 			}
 			out = Node{Obj: id, At: history.Live}
 			return errExisting
@@ -150,7 +160,12 @@ func (f *FS) make(c Cred, dir Node, name string, a NewAttr, openExisting bool) (
 			return err
 		}
 		now := f.now()
-		ino := history.Inode{Kind: a.Kind, Mode: a.Mode & 0o7777, Uid: c.Uid, Gid: c.Gid, Nlink: 1, Rdev: a.Rdev,
+		mode := a.Mode & 0o7777
+		if a.Kind == history.KindDir {
+			// mkdir keeps the sticky bit; setgid comes from the parent.
+			mode &= 0o1777
+		}
+		ino := history.Inode{Kind: a.Kind, Mode: mode, Uid: c.Uid, Gid: c.Gid, Nlink: 1, Rdev: a.Rdev,
 			Atime: now, Mtime: now, Ctime: now, Btime: now}
 		if dino.Mode&syscall.S_ISGID != 0 {
 			// BSD group semantics in a setgid directory: the directory's
@@ -503,6 +518,9 @@ func (f *FS) Setattr(c Cred, n Node, s SetAttr) (Attr, error) {
 			if err := dataAccess(c, ino, AccessWrite); err != nil {
 				return err
 			}
+			if *s.Size > maxFileSize {
+				return syscall.EFBIG
+			}
 			if *s.Size != ino.Size {
 				if err := tx.Truncate(n.Obj, *s.Size); err != nil {
 					return err
@@ -526,23 +544,25 @@ func (f *FS) Setattr(c Cred, n Node, s SetAttr) (Attr, error) {
 			if c.Uid != 0 && (uid != ino.Uid || c.Uid != ino.Uid || (gid != ino.Gid && !c.inGroup(gid))) {
 				return syscall.EPERM
 			}
-			if (uid != ino.Uid || gid != ino.Gid) && ino.Kind != history.KindDir {
-				// chown drops setuid, and setgid where it means "run as".
-				ino.Mode &^= syscall.S_ISUID
-				if ino.Mode&0o010 != 0 {
-					ino.Mode &^= syscall.S_ISGID
-				}
+			if ino.Kind != history.KindDir {
+				// chown drops setuid, and setgid where it means "run as",
+				// even when the owner stays (as Linux does: its NFS client
+				// leaves that to the server).
+				ino.Mode = chownMode(ino.Mode)
 			}
 			ino.Uid, ino.Gid = uid, gid
 			changed = true
 		}
-		if s.Mode != nil {
+		if s.Mode != nil && ino.Kind != history.KindSymlink { // a symlink's mode is always 0777
 			if !owner {
 				return syscall.EPERM
 			}
 			m := *s.Mode & 0o7777
 			if c.Uid != 0 && ino.Kind != history.KindDir && !c.inGroup(ino.Gid) {
 				m &^= syscall.S_ISGID
+			}
+			if (s.Uid != nil || s.Gid != nil) && ino.Kind != history.KindDir {
+				m = chownMode(m) // a mode set with a chown loses them too
 			}
 			ino.Mode = m
 			changed = true
@@ -620,6 +640,9 @@ func (f *FS) Write(c Cred, n Node, p []byte, off int64, appendMode bool) (int, e
 		if uint64(off)+uint64(len(p)) > maxFileSize {
 			return syscall.EFBIG
 		}
+		if len(p) == 0 {
+			return nil // POSIX: no other results; the size and times stay
+		}
 		if err := tx.WriteAt(n.Obj, p, off); err != nil {
 			return err
 		}
@@ -635,6 +658,16 @@ func (f *FS) Write(c Cred, n Node, p []byte, off int64, appendMode bool) (int, e
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// chownMode is a file's mode after a chown: without setuid, and without
+// setgid where group execute makes it mean "run as the group".
+func chownMode(m uint32) uint32 {
+	m &^= syscall.S_ISUID
+	if m&0o010 != 0 {
+		m &^= syscall.S_ISGID
+	}
+	return m
 }
 
 // maxFileSize keeps offsets inside int64 and chunk numbers sane.

@@ -369,7 +369,9 @@ func TestPosixSetIDCleared(t *testing.T) {
 		{"chown by root keeps setgid without group exec", 0o6744, history.KindFile, pRoot, "chown", 0o2744},
 		{"chgrp by owner to own group", 0o6755, history.KindFile, Cred{Uid: 1000, Gid: 1000, Groups: []uint32{1003}}, "chgrp", 0o755},
 		{"chown of a directory keeps them", 0o6755, history.KindDir, pRoot, "chown", 0o6755},
-		{"chown to the same owner changes nothing", 0o6755, history.KindFile, pUser, "chown-same", 0o6755},
+		// Linux clears them on any chown of a file, and its NFS client
+		// leaves that to the server.
+		{"chown to the same owner clears them too", 0o6755, history.KindFile, pUser, "chown-same", 0o0755},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTEnv(t)
@@ -913,12 +915,16 @@ func TestPosixNames(t *testing.T) {
 		name string
 		want Node
 	}{
-		{d, ".", d}, {d, "..", r}, {sub, "..", d}, {sub, ".", sub}, {r, "..", r}, {r, ".", r}, {d, "", d},
+		{d, ".", d}, {d, "..", r}, {sub, "..", d}, {sub, ".", sub}, {r, "..", r}, {r, ".", r},
 	} {
 		got, err := e.f.Lookup(pRoot, tc.dir, tc.name)
 		if err != nil || got != tc.want {
 			t.Errorf("lookup %q in %d = %+v %v, want %+v", tc.name, tc.dir.Obj, got, err, tc.want)
 		}
+	}
+	// No name names nothing (a protocol lookup; paths skip empty components).
+	if n, err := e.f.Lookup(pRoot, d, ""); Errno(err) != syscall.ENOENT {
+		t.Errorf("lookup of the empty name: %+v %v, want ENOENT", n, err)
 	}
 	for _, tc := range []struct{ path, want string }{
 		{"/d/sub/..", "/d"}, {"/d/./sub/../sub", "/d/sub"}, {"/..", "/"}, {"/../../d", "/d"}, {"//d//sub//", "/d/sub"},
@@ -1290,7 +1296,15 @@ func TestPosixSymlinkMknod(t *testing.T) {
 	e := newTEnv(t)
 	r := e.f.Root()
 	e.file(pRoot, "/target", 0o644, "pointed at")
-	for _, target := range []string{"target", "/abs/path", "../up", "dangling", "with space and ünïcode", strings.Repeat("p", PathMax)} {
+	// A target is a path: 1 to PathMax-1 bytes (PathMax with its NUL), no NUL.
+	for _, tc := range []struct {
+		target string
+		want   syscall.Errno
+	}{{strings.Repeat("p", PathMax), syscall.ENAMETOOLONG}, {"", syscall.EINVAL}, {"a\x00b", syscall.EINVAL}} {
+		_, err := e.f.Symlink(pRoot, r, "bad", tc.target)
+		wantErr(t, fmt.Sprintf("symlink to a %d-byte target", len(tc.target)), err, tc.want)
+	}
+	for _, target := range []string{"target", "/abs/path", "../up", "dangling", "with space and ünïcode", strings.Repeat("p", PathMax-1)} {
 		name := fmt.Sprintf("l%d", len(target))
 		l, err := e.f.Symlink(pRoot, r, name, target)
 		if err != nil {
@@ -1711,5 +1725,66 @@ func TestPosixMknodDevicesNeedRoot(t *testing.T) {
 		wantErr(t, "non-root mknod of a "+tc.kind.String(), err, tc.want)
 		_, err = e.f.Mknod(pRoot, h, "r-"+tc.kind.String(), NewAttr{Kind: tc.kind, Mode: 0o666, Rdev: 1<<8 | 1})
 		wantErr(t, "root mknod of a "+tc.kind.String(), err, 0)
+	}
+}
+
+// Found by driving the server with a raw NFS client: what knfsd and Linux
+// do where asof did otherwise.
+func TestPosixEdgesKnfsdAgrees(t *testing.T) {
+	e := newTEnv(t)
+	r := e.f.Root()
+	f := e.file(pRoot, "/f", 0o644, "abc")
+	// A write of nothing changes nothing, not even at an offset past the end.
+	before := e.attr(f)
+	e.clk.Add(time.Second)
+	if n, err := e.f.Write(pRoot, f, nil, 1000000, false); err != nil || n != 0 {
+		t.Fatalf("write of nothing: %d %v", n, err)
+	}
+	if a := e.attr(f); a.Size != 3 || !a.Mtime.Equal(before.Mtime) {
+		t.Errorf("after a write of nothing: size %d mtime %v, want 3 and %v", a.Size, a.Mtime, before.Mtime)
+	}
+	// A size past the largest file is EFBIG, not a file nothing can read.
+	for _, size := range []uint64{maxFileSize + 1, 1<<63 - 1, 1<<64 - 1} {
+		_, err := e.f.Setattr(pRoot, f, SetAttr{Size: u64(size)})
+		wantErr(t, fmt.Sprintf("truncate to %d", size), err, syscall.EFBIG)
+	}
+	if _, err := e.f.Setattr(pRoot, f, SetAttr{Size: u64(maxFileSize)}); err != nil {
+		t.Errorf("truncate to the largest size: %v", err)
+	}
+	// A symlink's mode stays 0777.
+	l, err := e.f.Symlink(pRoot, r, "l", "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.f.Setattr(pRoot, l, SetAttr{Mode: u32(0o600)}); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.attr(l); a.Mode != 0o777 {
+		t.Errorf("symlink mode after chmod 600: %o, want 777", a.Mode)
+	}
+	// mkdir keeps the sticky bit; setuid and setgid it does not take from
+	// the mode (setgid comes from the parent).
+	d, err := e.f.Mkdir(pRoot, r, "d", 0o7777)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.attr(d); a.Mode != 0o1777 {
+		t.Errorf("mkdir 7777: mode %o, want 1777", a.Mode)
+	}
+	// A create that may open an existing name opens a regular file only.
+	for _, name := range []string{"l", "d"} {
+		_, _, err := e.f.Create(pRoot, r, name, 0o644, false)
+		want := syscall.EEXIST
+		if name == "d" {
+			want = syscall.EISDIR
+		}
+		wantErr(t, "create over "+name, err, want)
+	}
+	// chmod with a chown drops the set-id bits it asks for.
+	if _, err := e.f.Setattr(pRoot, f, SetAttr{Mode: u32(0o6755), Uid: u32(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.attr(f); a.Mode != 0o755 {
+		t.Errorf("chmod 6755 with chown: mode %o, want 755", a.Mode)
 	}
 }

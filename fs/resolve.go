@@ -143,6 +143,11 @@ func (f *FS) LookupIn(c Cred, dir Node, da Attr, name string) (Node, error) {
 		return Node{}, syscall.ENAMETOOLONG
 	}
 	if !has {
+		if name == "" {
+			// No name names nothing (knfsd refuses it too); paths skip
+			// empty components before they get here.
+			return Node{}, syscall.ENOENT
+		}
 		return f.lookupPlain(dir, name)
 	}
 	w, err := f.ParseWhen(when)
