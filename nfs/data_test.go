@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -940,5 +941,33 @@ func TestClientsGoneMidCall(t *testing.T) {
 			t.Fatalf("%d goroutines, %d before the 40 connections: theirs did not end", runtime.NumGoroutine(), baseline)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A procedure that panics (a bug) fails its call with SYSTEM_ERR and logs
+// why; the connection goes on. It used to leave the connection's reader
+// waiting for the call's reply for ever, and the client hung.
+func TestPanickingCallFailsAlone(t *testing.T) {
+	f, logger, logs := mountFixture(t)
+	hook := func(c *rpcCall) {
+		if c.prog == progNFS && c.proc == procFsinfo {
+			panic("a bug")
+		}
+	}
+	testHook.Store(&hook)
+	t.Cleanup(func() { testHook.Store(nil) })
+	addr := listenServe(t, f, Options{Key: testKey, Logger: logger})
+	ts := &testServer{f: f, s: f.Store(), h: &handler{f: f, key: testKey}, addr: addr}
+	c := dialRaw(t, addr)
+	root := xdrHandle(ts.fh(f.Root()))
+	xid := c.send(progNFS, procFsinfo, root)
+	if got, st, _ := c.recv(); got != xid || st != 5 {
+		t.Fatalf("FSINFO that panics: xid %d accept_stat %d, want %d and 5 (SYSTEM_ERR)", got, st, xid)
+	}
+	if st := c.call(procGetattr, root).u32(); st != nfsOK {
+		t.Fatalf("GETATTR after it on the same connection: status %d", st)
+	}
+	if l := logs.take(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "a bug") {
+		t.Errorf("the panic was not logged:\n%s", l)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -302,9 +303,6 @@ var errWouldBlock = errors.New("nfs: would wait for the disk")
 // for the next one that does. It reports false, having answered nothing,
 // for a call with nowait set that would wait for the disk.
 func (ic *interposed) answer(c *rpcCall, rb *[]byte, flush bool) bool {
-	if hook := testHook.Load(); hook != nil {
-		(*hook)(c)
-	}
 	reply := ic.h.reply(c)
 	if reply == nil {
 		return false
@@ -683,13 +681,18 @@ func (h *handler) reply(c *rpcCall) []byte {
 	w.u32(0) // AUTH_NONE
 	w.u32(0)
 	w.u32(0) // SUCCESS
-	err := c.fn(h, c, w)
+	err := h.call(c, w)
 	if err == errWouldBlock {
 		putBuf(c.pooled)
 		c.pooled = nil
 		return nil
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errPanicked):
+		w.b = w.b[:replyHdrLen]
+		binary.BigEndian.PutUint32(w.b[replyHdrLen-4:], 5) // SYSTEM_ERR
+		c.data.Release()
+	case err != nil:
 		// Arguments that do not decode: GARBAGE_ARGS.
 		h.log.Debug("nfs: garbage arguments", "prog", c.prog, "proc", c.proc, "err", err)
 		w.b = w.b[:replyHdrLen]
@@ -714,6 +717,27 @@ func (h *handler) reply(c *rpcCall) []byte {
 		*c.pooled = w.b
 	}
 	return w.b
+}
+
+var errPanicked = errors.New("nfs: the procedure panicked")
+
+// call runs a call's procedure. A panic in it is a bug, and the call's
+// failure rather than the server's: it is logged with its stack and the
+// call answered SYSTEM_ERR (the client sees an I/O error), where it would
+// otherwise leave the connection's reader waiting for a reply that never
+// comes, and the client hung.
+func (h *handler) call(c *rpcCall, w *xdrWriter) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("nfs: a call failed on a bug in the server; answered SYSTEM_ERR",
+				"prog", c.prog, "proc", c.proc, "panic", r, "stack", string(debug.Stack()))
+			err = errPanicked
+		}
+	}()
+	if hook := testHook.Load(); hook != nil {
+		(*hook)(c)
+	}
+	return c.fn(h, c, w)
 }
 
 // replyStatus is a reply's outcome for the metrics, read from its
