@@ -284,16 +284,33 @@ func TestFailingCommitsLogOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for i := 0; ; i++ {
-		_, err := createFile(s, fmt.Sprintf("f%d", i), randData(uint64(i), 256<<10))
-		if err == nil {
-			err = s.Durable()
+	i := 0
+	fill := func() {
+		for ; ; i++ {
+			_, err := createFile(s, fmt.Sprintf("f%d", i), randData(uint64(i), 256<<10))
+			if err == nil {
+				err = s.Durable()
+			}
+			if errors.Is(err, syscall.ENOSPC) {
+				i++
+				return
+			}
+			if err != nil || i == 128 {
+				t.Fatalf("filling the disk: %v after %d writes", err, i)
+			}
 		}
-		if errors.Is(err, syscall.ENOSPC) {
-			break
+	}
+	// The intent log may find no room first while what it held still fits
+	// in a pack, and then the commit goes through (and frees the log's
+	// room): fill on until a commit fails.
+	fill()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "commit failed"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no commit failed on the full disk:\n%s", logs.String())
 		}
-		if err != nil || i == 64 {
-			t.Fatalf("filling the disk: %v after %d writes", err, i)
+		time.Sleep(50 * time.Millisecond)
+		if s.Commits() > 0 && !strings.Contains(logs.String(), "commit failed") {
+			fill()
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // tens of failed attempts
