@@ -17,10 +17,11 @@ import (
 	"github.com/asof/asof/history"
 )
 
-// Limits on names and paths, as Linux has them.
+// Limits on names, paths and hard links, as Linux (ext4) has them.
 const (
 	NameMax = 255
 	PathMax = 4096
+	LinkMax = 65000
 )
 
 // Cred is the identity a caller acts as.

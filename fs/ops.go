@@ -230,6 +230,9 @@ func (f *FS) Link(c Cred, n, dir Node, name string) error {
 		if ino.Nlink == 0 {
 			return syscall.ENOENT // an unlinked file cannot come back
 		}
+		if ino.Nlink >= LinkMax {
+			return syscall.EMLINK
+		}
 		if _, err := dirFor(tx, c, dir.Obj); err != nil {
 			return err
 		}

@@ -1780,6 +1780,18 @@ func TestPosixEdgesKnfsdAgrees(t *testing.T) {
 		}
 		wantErr(t, "create over "+name, err, want)
 	}
+	// A file has at most LinkMax names (ext4's 65000; PATHCONF says so).
+	if err := e.s.Update(func(tx *history.Tx) error {
+		ino, err := tx.Inode(f.Obj)
+		if err != nil {
+			return err
+		}
+		ino.Nlink = LinkMax
+		return tx.PutInode(f.Obj, ino)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "link past LinkMax", e.f.Link(pRoot, f, r, "one-too-many"), syscall.EMLINK)
 	// chmod with a chown drops the set-id bits it asks for.
 	if _, err := e.f.Setattr(pRoot, f, SetAttr{Mode: u32(0o6755), Uid: u32(0)}); err != nil {
 		t.Fatal(err)

@@ -21,10 +21,11 @@ import (
 // server process, so a client resends its uncommitted writes after a
 // restart, as RFC 1813 intends.
 const (
-	procRead   = 6
-	procWrite  = 7
-	procFsinfo = 19
-	procCommit = 21
+	procRead     = 6
+	procWrite    = 7
+	procFsinfo   = 19
+	procPathconf = 20
+	procCommit   = 21
 
 	// maxIO is the largest READ and WRITE payload, and the preferred one.
 	maxIO = 1 << 20
@@ -226,6 +227,32 @@ func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
 		props |= fsfCanSetTime
 	}
 	w.u32(props)
+	return nil
+}
+
+// pathconf answers PATHCONF with fs's limits. go-nfs answered it with a
+// link maximum of 1, though hard links work, and chown as unrestricted,
+// though only root may give a file away.
+func (h *handler) pathconf(c *rpcCall, w *xdrWriter) error {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	if r.err != nil {
+		return r.err
+	}
+	_, a, err := h.targetAttr(fh)
+	if err != nil {
+		w.u32(status(err))
+		w.postOpAttr(nil)
+		return nil
+	}
+	w.u32(nfsOK)
+	w.postOpAttr(&a)
+	w.u32(fs.LinkMax)
+	w.u32(fs.NameMax)
+	w.bool(true)  // no_trunc: a name too long is an error, not cut
+	w.bool(true)  // chown_restricted
+	w.bool(false) // case_insensitive
+	w.bool(true)  // case_preserving
 	return nil
 }
 

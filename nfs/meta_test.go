@@ -151,8 +151,8 @@ func TestMetadataReplies(t *testing.T) {
 	}
 }
 
-// go-nfs still answers READLINK, FSSTAT and PATHCONF, through the billy
-// adapter (which no longer opens files).
+// go-nfs still answers READLINK and FSSTAT, through the billy adapter
+// (which no longer opens files); PATHCONF is asof's, with fs's limits.
 func TestGoNFSProcs(t *testing.T) {
 	f := fs.New(newTestStore(t), fs.Options{})
 	ts := serveFS(t, f, root)
@@ -167,11 +167,19 @@ func TestGoNFSProcs(t *testing.T) {
 	if target := string(x.opaque(4096)); st != nfsOK || target != "some/target" || x.err != nil {
 		t.Errorf("READLINK: %d %q %v", st, target, x.err)
 	}
-	for _, proc := range []uint32{18, 20} { // FSSTAT, PATHCONF
-		x := c.call(proc, xdrHandle(ts.fh(f.Root())))
-		if st := x.u32(); st != nfsOK || x.postOp() == nil {
-			t.Errorf("proc %d: %d", proc, st)
-		}
+	x = c.call(18, xdrHandle(ts.fh(f.Root()))) // FSSTAT
+	if st := x.u32(); st != nfsOK || x.postOp() == nil {
+		t.Errorf("FSSTAT: %d", st)
+	}
+	x = c.call(procPathconf, xdrHandle(ts.fh(f.Root())))
+	st = x.u32()
+	a := x.postOp()
+	linkMax, nameMax := x.u32(), x.u32()
+	noTrunc, chownRestricted, caseInsensitive, casePreserving := x.bool(), x.bool(), x.bool(), x.bool()
+	if st != nfsOK || a == nil || linkMax != fs.LinkMax || nameMax != fs.NameMax || !noTrunc || !chownRestricted ||
+		caseInsensitive || !casePreserving || x.err != nil || len(x.b) != 0 {
+		t.Errorf("PATHCONF: status %d attributes %v linkmax %d namemax %d no_trunc %v chown_restricted %v case_insensitive %v case_preserving %v (%v)",
+			st, a != nil, linkMax, nameMax, noTrunc, chownRestricted, caseInsensitive, casePreserving, x.err)
 	}
 }
 

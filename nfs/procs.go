@@ -45,6 +45,7 @@ var procs = map[procKey]procFunc{
 	{progNFS, procReaddir}:       (*handler).readdir,
 	{progNFS, procReaddirPlus}:   (*handler).readdir,
 	{progNFS, procFsinfo}:        (*handler).fsinfo,
+	{progNFS, procPathconf}:      (*handler).pathconf,
 	{progNFS, procCommit}:        (*handler).commit,
 	{progMount, mountProcMnt}:    (*handler).mnt,
 	{progMount, mountProcExport}: (*handler).exports,
