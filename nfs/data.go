@@ -199,19 +199,10 @@ func (h *handler) finishFile(w *xdrWriter, n fs.Node, pre *fs.Attr, err error, r
 // call record cannot hold (maxRecord) and which go-nfs-client takes at its
 // word.
 func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
-	fh := r.handle()
-	if r.err != nil {
-		return r.err
+	n, ok, err := h.handleInfo(c, w)
+	if !ok {
+		return err
 	}
-	n, a, err := h.targetAttr(fh)
-	if err != nil {
-		w.u32(status(err))
-		w.postOpAttr(nil)
-		return nil
-	}
-	w.u32(nfsOK)
-	w.postOpAttr(&a)
 	w.u32(maxIO) // rtmax
 	w.u32(maxIO) // rtpref
 	w.u32(4096)  // rtmult
@@ -234,19 +225,9 @@ func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
 // link maximum of 1, though hard links work, and chown as unrestricted,
 // though only root may give a file away.
 func (h *handler) pathconf(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
-	fh := r.handle()
-	if r.err != nil {
-		return r.err
+	if _, ok, err := h.handleInfo(c, w); !ok {
+		return err
 	}
-	_, a, err := h.targetAttr(fh)
-	if err != nil {
-		w.u32(status(err))
-		w.postOpAttr(nil)
-		return nil
-	}
-	w.u32(nfsOK)
-	w.postOpAttr(&a)
 	w.u32(fs.LinkMax)
 	w.u32(fs.NameMax)
 	w.bool(true)  // no_trunc: a name too long is an error, not cut
@@ -254,6 +235,27 @@ func (h *handler) pathconf(c *rpcCall, w *xdrWriter) error {
 	w.bool(false) // case_insensitive
 	w.bool(true)  // case_preserving
 	return nil
+}
+
+// handleInfo begins the reply to a call whose arguments are one handle and
+// whose reply opens with a status and the object's attributes (FSINFO,
+// PATHCONF). It writes both and reports whether the rest should follow;
+// err is for arguments that do not decode.
+func (h *handler) handleInfo(c *rpcCall, w *xdrWriter) (fs.Node, bool, error) {
+	r := &xdrReader{b: c.args}
+	fh := r.handle()
+	if r.err != nil {
+		return fs.Node{}, false, r.err
+	}
+	n, a, err := h.targetAttr(fh)
+	if err != nil {
+		w.u32(status(err))
+		w.postOpAttr(nil)
+		return fs.Node{}, false, nil
+	}
+	w.u32(nfsOK)
+	w.postOpAttr(&a)
+	return n, true, nil
 }
 
 // maxFileSize is the largest file fs allows.
