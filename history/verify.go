@@ -55,40 +55,8 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	defer ext.index.Rollback()
 	defer s.logMu.RUnlock()
 
-	progress("log", 0, int64(len(ext.segs)))
-	for i, seq := range ext.segs {
-		limit := int64(math.MaxInt64)
-		if seq == ext.log.Seg {
-			limit = ext.log.Off
-		}
-		if err := verifySegment(segName(s.logDir(), seq), limit, rep); err != nil {
-			return nil, err
-		}
-		progress("log", int64(i+1), int64(len(ext.segs)))
-		if s.stopping() {
-			return nil, ErrClosed
-		}
-	}
-	var total, done int64
-	for _, n := range ext.packs {
-		total += n
-	}
-	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
-		err = s.packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
-			rep.Blocks++
-			done += int64(loc.Length) + packHdrLen
-			progress("blocks", done, total)
-			if err != nil {
-				rep.problem("%v", err)
-			}
-			if s.stopping() {
-				return ErrClosed
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
+	if err := checkFiles(s.logDir(), s.packs, ext, rep, progress, s.stopping); err != nil {
+		return nil, err
 	}
 	progress("index", 0, 1)
 	if err := s.verifyIndex(rep, ext); err != nil {
@@ -96,6 +64,48 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	}
 	progress("index", 1, 1)
 	return rep, nil
+}
+
+// checkFiles checks every frame of the extent's log segments and every
+// block of its packs against their checksums, each file up to where the
+// extent ends. It gives up with ErrClosed once stop says so.
+func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progress Progress, stop func() bool) error {
+	progress("log", 0, int64(len(ext.segs)))
+	for i, seq := range ext.segs {
+		limit := int64(math.MaxInt64)
+		if seq == ext.log.Seg {
+			limit = ext.log.Off
+		}
+		if err := verifySegment(segName(logDir, seq), limit, rep); err != nil {
+			return err
+		}
+		progress("log", int64(i+1), int64(len(ext.segs)))
+		if stop() {
+			return ErrClosed
+		}
+	}
+	var total, done int64
+	for _, n := range ext.packs {
+		total += n
+	}
+	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
+		err := packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
+			rep.Blocks++
+			done += int64(loc.Length) + packHdrLen
+			progress("blocks", done, total)
+			if err != nil {
+				rep.problem("%v", err)
+			}
+			if stop() {
+				return ErrClosed
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // extent is what a verify checks: the store between two commits.
@@ -312,28 +322,24 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 		return nil, err
 	}
 	defer lock.Close()
-	segs, err := listSegments(filepath.Join(dir, "log"))
+	logDir := filepath.Join(dir, "log")
+	segs, err := listSegments(logDir)
 	if err != nil {
 		return nil, err
 	}
-	for i, seq := range segs {
-		progress("log", int64(i), int64(len(segs)))
-		if err := verifySegment(segName(filepath.Join(dir, "log"), seq), math.MaxInt64, rep); err != nil {
-			return nil, err
-		}
-	}
-	progress("log", int64(len(segs)), int64(len(segs)))
 	packs, err := openPackStore(filepath.Join(dir, "volumes", "0"), 0)
 	if err != nil {
 		return nil, err
 	}
 	defer packs.close()
-	err = packs.scan(true, func(h Hash, loc blockLoc, err error) error {
-		rep.Blocks++
-		if err != nil {
-			rep.problem("%v", err)
-		}
-		return nil
-	})
+	// Everything there is: nothing appends to a store no process has open.
+	ext := &extent{log: logLoc{Off: math.MaxInt64}, segs: segs}
+	if len(segs) > 0 {
+		ext.log.Seg = segs[len(segs)-1]
+	}
+	if ext.packs, err = packs.sizes(); err != nil {
+		return nil, err
+	}
+	err = checkFiles(logDir, packs, ext, rep, progress, func() bool { return false })
 	return rep, err
 }
