@@ -126,6 +126,18 @@ func readIndexState(tx *bolt.Tx) (indexState, bool, error) {
 // largest create tid <= at, if it was not yet deleted at at. One seek: the
 // cost is O(log n) in all records, however many versions the key has.
 func latest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
+	r, ok, err := newest(tx, obj, key, at)
+	if err != nil || !ok || !r.Visible(at) {
+		return Record{}, false, err
+	}
+	r.Payload = append([]byte(nil), r.Payload...)
+	return r, true, nil
+}
+
+// newest finds the newest record of obj's key created at or before at,
+// whether or not it has ended since: one seek and a step back. Its payload
+// is valid only during tx.
+func newest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
 	c := tx.Bucket(bucketRec).Cursor()
 	want := recKey(obj, key, at)
 	prefix := want[:len(want)-8]
@@ -140,10 +152,6 @@ func latest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, err
 	}
-	if !r.Visible(at) {
-		return Record{}, false, nil
-	}
-	r.Payload = append([]byte(nil), r.Payload...)
 	return r, true, nil
 }
 

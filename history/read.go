@@ -712,17 +712,8 @@ func (s *Store) Moment(at TID) (TID, bool, error) {
 // the entry's key.
 func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
 	err = s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRec).Cursor()
-		want := recKey(dir, direntKey(name), math.MaxUint64)
-		k, v := c.Seek(want)
-		if k == nil || !bytes.Equal(k, want) {
-			k, v = c.Prev()
-		}
-		if k == nil || !bytes.HasPrefix(k, want[:len(want)-8]) || len(k) != len(want) {
-			return nil
-		}
-		r, err := decodeRec(k, v)
-		if err != nil {
+		r, found, err := newest(tx, dir, direntKey(name), math.MaxUint64)
+		if err != nil || !found {
 			return err
 		}
 		if child, _, err = decodeDirent(r.Payload); err != nil {
