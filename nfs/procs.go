@@ -274,7 +274,7 @@ func (h *handler) symlink(c *rpcCall, w *xdrWriter) error {
 	if r.err != nil {
 		return r.err
 	}
-	attrs.set.Mode = nil // a symlink's mode is always 0777
+	attrs.set.Mode = nil // a symlink's mode is always 0777: fs ignores one, and no Setattr is needed for it
 	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
 		return h.f.Symlink(h.cred, dir, name, target)
 	}, &attrs)
