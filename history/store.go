@@ -239,10 +239,12 @@ func (s *Store) recover() error {
 		s.retained = append(s.retained, f)
 	}
 	if s.pending.empty() && s.lastTID == 0 {
-		// A new store: its first transaction creates the root directory.
+		// A new store: its first transaction creates the root directory,
+		// sticky and writable by all like /tmp, so that every user of a
+		// shared server can start a tree of their own at the top.
 		now := s.opts.Clock().UnixNano()
 		err := s.Update(func(tx *Tx) error {
-			return tx.record(iop{kind: iopNewObj, obj: RootID, data: (&Inode{Kind: KindDir, Mode: 0o755,
+			return tx.record(iop{kind: iopNewObj, obj: RootID, data: (&Inode{Kind: KindDir, Mode: 0o1777,
 				Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Nlink: 2, Atime: now, Mtime: now, Ctime: now, Btime: now}).encode()})
 		})
 		if err != nil {
