@@ -92,7 +92,7 @@ func (f *FS) History(c Cred, path string) ([]VersionInfo, error) {
 
 func (f *FS) historyObject(c Cred, path string) (history.ObjID, error) {
 	n, err := f.Resolve(c, path)
-	if err == nil || Errno(err) != syscall.ENOENT || strings.Contains(path, "@@") {
+	if err == nil || Errno(err) != syscall.ENOENT || strings.Contains(path, TimeSep) {
 		return n.Obj, err
 	}
 	dir, name, perr := f.splitParent(c, path)

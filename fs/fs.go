@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -131,14 +132,7 @@ func (a Attr) FileMode() os.FileMode {
 }
 
 // UnixMode is the st_mode of the attribute: S_IF* type bits and permissions.
-func (a Attr) UnixMode() uint32 {
-	t := map[history.Kind]uint32{
-		history.KindFile: syscall.S_IFREG, history.KindDir: syscall.S_IFDIR, history.KindSymlink: syscall.S_IFLNK,
-		history.KindChar: syscall.S_IFCHR, history.KindBlock: syscall.S_IFBLK, history.KindFifo: syscall.S_IFIFO,
-		history.KindSocket: syscall.S_IFSOCK,
-	}[a.Kind]
-	return t | a.Mode&0o7777
-}
+func (a Attr) UnixMode() uint32 { return TypeBits(a.Kind) | a.Mode&0o7777 }
 
 // Options configure an FS.
 type Options struct {
@@ -150,14 +144,23 @@ type Options struct {
 	// Clock is the time attributes are stamped with and relative @@ forms
 	// count back from. Default time.Now.
 	Clock func() time.Time
+	// Squash is whose identity a caller acts as (exports.squash); the
+	// zero value is SquashRoot.
+	Squash Squash
+	// Anon is the anonymous identity (exports.anon_uid, exports.anon_gid):
+	// squashed callers and callers with no credential act as it. Nil means
+	// 65534:65534 (nobody:nogroup), never root by omission.
+	Anon *Cred
 }
 
 // FS is the file system over one store.
 type FS struct {
-	s    *history.Store
-	opts Options
-	log  *slog.Logger
-	open openFiles
+	s     *history.Store
+	opts  Options
+	log   *slog.Logger
+	open  openFiles
+	fsid  uint64
+	users userDB
 }
 
 // New serves the store s.
@@ -171,7 +174,10 @@ func New(s *history.Store, opts Options) *FS {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	f := &FS{s: s, opts: opts, log: opts.Logger, open: openFiles{n: map[history.ObjID]int{}}}
+	if opts.Anon == nil {
+		opts.Anon = &Cred{Uid: AnonID, Gid: AnonID}
+	}
+	f := &FS{s: s, opts: opts, log: opts.Logger, open: openFiles{n: map[history.ObjID]int{}}, fsid: fsid(s.Dir())}
 	if !opts.ReadOnly {
 		if err := f.endOrphans(); err != nil {
 			f.log.Error("could not end files unlinked while open before the restart", "err", err)
@@ -180,8 +186,24 @@ func New(s *history.Store, opts Options) *FS {
 	return f
 }
 
-// Store is the engine under the file system.
-func (f *FS) Store() *history.Store { return f.s }
+// Fsid is the file system id both protocols report (NFS fsid, statfs's
+// f_fsid over 9P): the same for one store through either protocol and
+// across restarts, different between stores served side by side.
+func (f *FS) Fsid() uint64 { return f.fsid }
+
+// fsid hashes the store's absolute directory (FNV-1a), which is what tells
+// two stores on one server apart.
+func fsid(dir string) uint64 {
+	if a, err := filepath.Abs(dir); err == nil {
+		dir = a
+	}
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(dir); i++ {
+		h ^= uint64(dir[i])
+		h *= 1099511628211
+	}
+	return h
+}
 
 // Root is the live root directory.
 func (f *FS) Root() Node { return Node{Obj: history.RootID, At: history.Live} }

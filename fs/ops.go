@@ -33,7 +33,7 @@ func checkName(name string) error {
 		return syscall.EINVAL
 	case name == "." || name == "..":
 		return syscall.EEXIST
-	case strings.Contains(name, "@@"):
+	case Reserved(name):
 		// The suffix is reserved for time travel.
 		return syscall.EINVAL
 	}
@@ -262,7 +262,7 @@ func (f *FS) Remove(c Cred, dir Node, name string, dirOnly bool) error {
 		return syscall.EINVAL
 	case name == "..":
 		return syscall.ENOTEMPTY
-	case strings.Contains(name, "@@"):
+	case Reserved(name):
 		return syscall.EROFS // a name in the past
 	}
 	return f.update([]Node{dir}, func(tx *history.Tx) error {

@@ -239,6 +239,22 @@ func (f *FS) Resolve(c Cred, path string) (Node, error) {
 	return n, nil
 }
 
+// DotDot is the entry a listing of dir shows as "..": its parent, or dir
+// itself where it has none to show (the root, a name@@ versions directory,
+// a directory removed while listed), as a local file system does at its
+// root. Both protocols list ".." through it.
+func (f *FS) DotDot(c Cred, dir Node) (Node, Attr, error) {
+	if !dir.Versions {
+		if parent, err := f.Lookup(c, dir, ".."); err == nil {
+			if a, err := f.Getattr(parent); err == nil {
+				return parent, a, nil
+			}
+		}
+	}
+	a, err := f.Getattr(dir)
+	return dir, a, err
+}
+
 // Dirent is one entry of a listing.
 type Dirent struct {
 	Name string

@@ -300,7 +300,6 @@ func (r *rawConn) commit(fh []byte) (uint32, [8]byte) {
 // to make handles with.
 type testServer struct {
 	f    *fs.FS
-	s    *history.Store
 	h    *handler
 	addr string
 }
@@ -321,7 +320,7 @@ func newTestStore(t *testing.T) *history.Store {
 func serveFS(t *testing.T, f *fs.FS, cred fs.Cred) *testServer {
 	t.Helper()
 	addr := listenServe(t, f, Options{Key: testKey, Cred: cred})
-	return &testServer{f: f, s: f.Store(), h: &handler{f: f, key: testKey, cred: cred}, addr: addr}
+	return &testServer{f: f, h: &handler{f: f, key: testKey, cred: cred}, addr: addr}
 }
 
 // listenServe serves f on a new loopback port until the test ends, and

@@ -67,7 +67,7 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 	if opts.Observer == nil {
 		opts.Observer = fs.NopObserver{}
 	}
-	srv := &server{f: f, cred: opts.Cred, log: opts.Logger, fsid: fsid(f.Store().Dir()), obs: opts.Observer}
+	srv := &server{f: f, cred: opts.Cred, log: opts.Logger, fsid: f.Fsid(), obs: opts.Observer}
 
 	var (
 		mu    sync.Mutex
@@ -115,16 +115,6 @@ func Serve(l net.Listener, f *fs.FS, opts Options) error {
 			mu.Unlock()
 		}()
 	}
-}
-
-// fsid is statfs's f_fsid: stable for one store.
-func fsid(dir string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(dir); i++ {
-		h ^= uint64(dir[i])
-		h *= 1099511628211
-	}
-	return h
 }
 
 // session is one connection: the Attacher of its own p9 server.
