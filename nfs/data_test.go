@@ -956,7 +956,7 @@ func TestPanickingCallFailsAlone(t *testing.T) {
 	testHook.Store(&hook)
 	t.Cleanup(func() { testHook.Store(nil) })
 	addr := listenServe(t, f, Options{Key: testKey, Logger: logger})
-	ts := &testServer{f: f, s: f.Store(), h: &handler{f: f, key: testKey}, addr: addr}
+	ts := &testServer{f: f, h: &handler{f: f, key: testKey}, addr: addr}
 	c := dialRaw(t, addr)
 	root := xdrHandle(ts.fh(f.Root()))
 	xid := c.send(progNFS, procFsinfo, root)
