@@ -329,3 +329,8 @@ func (cl *cloner) fixLinks() error {
 	}
 	return nil
 }
+
+// Commit makes every change made so far one committed transaction now,
+// rather than at the next flush interval, and returns the newest committed
+// transaction id: a moment that names all of them.
+func (f *FS) Commit() (history.TID, error) { return f.s.Commit() }

@@ -93,7 +93,7 @@ func TestMountRefusalSaysWhy(t *testing.T) {
 	addr := listenServe(t, f, Options{Key: make([]byte, 32), Logger: logger})
 	logs.take() // whatever Serve says when it starts
 
-	tid, err := f.Store().Commit()
+	tid, err := f.Commit()
 	if err != nil {
 		t.Fatal(err)
 	}

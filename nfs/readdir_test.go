@@ -55,7 +55,7 @@ func TestReaddirPagesThroughManyEntriesDuringChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.Store().Commit(); err != nil {
+	if _, err := f.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	tgt := mount(t, addr, "/")
