@@ -178,7 +178,7 @@ func New(s *history.Store, opts Options) *FS {
 		opts.Anon = &Cred{Uid: AnonID, Gid: AnonID}
 	}
 	f := &FS{s: s, opts: opts, log: opts.Logger, open: openFiles{n: map[history.ObjID]int{}}, fsid: fsid(s.Dir())}
-	if !opts.ReadOnly {
+	if !f.ReadOnly() {
 		if err := f.endOrphans(); err != nil {
 			f.log.Error("could not end files unlinked while open before the restart", "err", err)
 		}
@@ -208,8 +208,9 @@ func fsid(dir string) uint64 {
 // Root is the live root directory.
 func (f *FS) Root() Node { return Node{Obj: history.RootID, At: history.Live} }
 
-// ReadOnly reports whether the export refuses changes.
-func (f *FS) ReadOnly() bool { return f.opts.ReadOnly }
+// ReadOnly reports whether the export refuses changes: it is read-only,
+// or its store is a mirror (until promoted).
+func (f *FS) ReadOnly() bool { return f.opts.ReadOnly || f.s.Mirror() }
 
 func (f *FS) now() int64 { return f.opts.Clock().UnixNano() }
 

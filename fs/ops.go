@@ -13,7 +13,7 @@ import (
 
 // writable refuses changes through the past and through a read-only export.
 func (f *FS) writable(nodes ...Node) error {
-	if f.opts.ReadOnly {
+	if f.ReadOnly() {
 		return syscall.EROFS
 	}
 	for _, n := range nodes {
@@ -731,7 +731,7 @@ func (f *FS) Release(n Node) error {
 		delete(f.open.n, n.Obj)
 	}
 	f.open.mu.Unlock()
-	if !last || f.opts.ReadOnly {
+	if !last || f.ReadOnly() {
 		return nil
 	}
 	return f.s.Update(func(tx *history.Tx) error {

@@ -65,7 +65,7 @@ func (f *FS) Access(c Cred, n Node, want uint32) (uint32, error) {
 		if want&bit == 0 {
 			continue
 		}
-		if bit == AccessWrite && (!n.Live() || f.opts.ReadOnly) {
+		if bit == AccessWrite && (!n.Live() || f.ReadOnly()) {
 			continue
 		}
 		if access(c, ino, bit) == nil {

@@ -378,7 +378,7 @@ func (f *FS) ReadView(c Cred, n Node, off int64, count int, nowait bool) (View, 
 // plain noatime-free reads must not make one each.
 func (f *FS) touchAtime(n Node, ino history.Inode) {
 	now := f.now()
-	if f.opts.ReadOnly || (ino.Atime >= ino.Mtime && ino.Atime >= ino.Ctime && now-ino.Atime < int64(24*time.Hour)) {
+	if f.ReadOnly() || (ino.Atime >= ino.Mtime && ino.Atime >= ino.Ctime && now-ino.Atime < int64(24*time.Hour)) {
 		return
 	}
 	err := f.s.Update(func(tx *history.Tx) error { return tx.SetAtime(n.Obj, now) })

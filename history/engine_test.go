@@ -692,8 +692,8 @@ func TestTIDsStrictlyIncreaseAndTrackTheClock(t *testing.T) {
 	}
 	change() // the clock did not move
 	t2 := commit(t, s)
-	if t2 != t1+1 {
-		t.Fatalf("tid with a stopped clock %s, want %s", t2, t1+1)
+	if t2 != t1+TIDGap {
+		t.Fatalf("tid with a stopped clock %s, want %s", t2, t1+TIDGap)
 	}
 	if again := commit(t, s); again != t2 {
 		t.Fatalf("a commit with nothing pending made %s", again)
@@ -701,8 +701,8 @@ func TestTIDsStrictlyIncreaseAndTrackTheClock(t *testing.T) {
 	clk.add(-time.Hour) // the clock steps backwards
 	change()
 	t3 := commit(t, s)
-	if t3 != t2+1 {
-		t.Fatalf("tid after the clock stepped back %s, want %s", t3, t2+1)
+	if t3 != t2+TIDGap {
+		t.Fatalf("tid after the clock stepped back %s, want %s", t3, t2+TIDGap)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

@@ -495,7 +495,12 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 		}
 		return ErrClosed
 	}
-	t := &Txn{TID: s.nextTID(), IntentSeq: s.lastIntent, ObjHigh: s.objHigh, Ops: ops}
+	tid, err := s.cleanerTID()
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	t := &Txn{TID: tid, IntentSeq: s.lastIntent, ObjHigh: s.objHigh, Ops: ops}
 	s.mu.Unlock()
 	loc, next, err := s.txlog.append(t)
 	if err != nil {

@@ -34,6 +34,7 @@ func (s *Store) readLayers(at TID) ([]*overlay, TID, func(), error) {
 		s.mu.RUnlock()
 		return nil, at, nil, ErrClosed
 	}
+	at = s.capRead(at)
 	if at != Live {
 		s.mu.RUnlock()
 		return nil, s.snap(at), func() {}, nil
@@ -679,6 +680,9 @@ func (s *Store) Meta(prefix string) (map[string][]byte, error) {
 // moment the cleaner collapsed is the end of its range; the cleaner's own
 // transactions change no state and are no moments.
 func (s *Store) Moment(at TID) (TID, bool, error) {
+	s.mu.RLock()
+	at = s.capRead(at)
+	s.mu.RUnlock()
 	if to := s.snap(at); to != at {
 		return to, true, nil
 	}

@@ -49,6 +49,13 @@ type Store struct {
 	stats statsCache
 	chunk int // the store's chunk size, from FORMAT
 
+	// A mirror's identity and where its own frames may go (lineage.go,
+	// apply.go): lineage is guarded by mu.
+	lineage    string
+	mirror     atomic.Bool
+	mirrorBase atomic.Uint64 // the newest of the source's transactions it holds, or less
+	applying   atomic.Bool   // an Applier is open
+
 	mu       sync.RWMutex // guards the fields below and the pending overlay
 	pending  *overlay
 	frozen   *overlay
@@ -130,7 +137,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
 	s.endedCond = sync.NewCond(&s.mu)
 	s.packFloor.Store(math.MaxUint32)
+	id, err := loadIdentity(dir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lineage = id.lineage
+	s.mirror.Store(id.mirror)
 	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if err := s.openMirror(); err != nil {
 		s.closeFiles()
 		return nil, err
 	}
@@ -238,8 +256,8 @@ func (s *Store) recover() error {
 		}
 		s.retained = append(s.retained, f)
 	}
-	if s.pending.empty() && s.lastTID == 0 {
-		// A new store: its first transaction creates the root directory,
+	if s.pending.empty() && s.lastTID == 0 && !s.mirror.Load() {
+		// A new store (a mirror gets its root from its source): its first transaction creates the root directory,
 		// sticky and writable by all like /tmp, so that every user of a
 		// shared server can start a tree of their own at the top.
 		now := s.opts.Clock().UnixNano()
@@ -448,12 +466,13 @@ func (s *Store) LastTID() TID {
 // Now is the TID that stands for this moment.
 func (s *Store) Now() TID { return TIDAt(s.opts.Clock()) }
 
-// nextTID is strictly greater than every TID before it, across restarts
-// and clock steps backwards.
+// nextTID is at least TIDGap greater than every TID before it, across
+// restarts and clock steps backwards: a mirror puts frames of its own in
+// the gap (apply.go).
 func (s *Store) nextTID() TID {
 	t := s.Now()
-	if t <= s.lastTID {
-		t = s.lastTID + 1
+	if t < s.lastTID+TIDGap {
+		t = s.lastTID + TIDGap
 	}
 	return t
 }

@@ -35,6 +35,10 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	if s.mirror.Load() {
+		s.mu.Unlock()
+		return ErrReadOnly
+	}
 	if s.broken != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("history: no changes until the index has the last commit, tried again every flush interval: %w", s.broken)
