@@ -54,6 +54,7 @@ type Config struct {
 	Volumes []Volume
 
 	Metrics Metrics
+	Mirror  Mirror
 }
 
 // NFS configures the NFSv3 listener.
@@ -276,6 +277,7 @@ func load(file string, flags *pflag.FlagSet, useEnv bool) (*Config, error) {
 	v.SetDefault("history.timezone", DefaultTimezone)
 	v.SetDefault("history.flush_interval", DefaultFlushInterval.String())
 	v.SetDefault("metrics.listen", "")
+	mirrorDefaults(v)
 	if l.raw != nil {
 		// MergeConfigMap lower-cases the keys in place, as viper matches
 		// keys case-insensitively; l.raw stays usable for lookups.
@@ -402,6 +404,7 @@ func (l *loader) decode() *Config {
 
 	c.Retention = l.retention("retention")
 	c.Volumes = l.volumes("volumes")
+	c.Mirror = l.mirror(c)
 	return c
 }
 

@@ -221,6 +221,7 @@ listen = "127.0.0.1:9090"
 			{Name: "disk2", Kind: "dir", Path: "/mnt/disk2"},
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9090"},
+		Mirror:  Mirror{Allow: prefixes("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"), TokenFile: "/srv/asof/mirror.token"},
 	}
 	for name, content := range map[string]string{"asof.yaml": yaml, "asof.yml": yaml, "asof": yaml, "asof.toml": toml, "asof.json": json} {
 		t.Run(name, func(t *testing.T) {
@@ -311,7 +312,8 @@ func TestAllFlags(t *testing.T) {
 	want := "data: \"/d\"\nnfs:\n  listen: \":1\"\nninep:\n  listen: \":2\"\ncontrol:\n  socket: \"/c.sock\"\n" +
 		"exports:\n  read_only: true\n  allow: [\"10.1.0.0/16\"]\n  uid: 7\n  gid: 8\n" +
 		"history:\n  timezone: \"America/New_York\"\n  flush_interval: \"10ms\"\n" +
-		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nmetrics:\n  listen: \":3\"\n"
+		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nmetrics:\n  listen: \":3\"\n" +
+		"mirror:\n  listen: \"\"\n  allow: [\"10.1.0.0/16\"]\n  token_file: \"/d/mirror.token\"\n  source: \"\"\n"
 	if got := c.String(); !strings.HasSuffix(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

@@ -69,5 +69,6 @@ func (c *Config) String() string {
 		}
 	}
 	line("metrics:\n  listen: %s", q(c.Metrics.Listen))
+	c.dumpMirror(line)
 	return b.String()
 }

@@ -31,6 +31,10 @@ var fileKeys = []string{
 	"retention",
 	"volumes",
 	"metrics.listen",
+	"mirror.listen",
+	"mirror.allow",
+	"mirror.token_file",
+	"mirror.source",
 }
 
 // Keys of the objects inside the list-valued keys.

@@ -40,6 +40,7 @@ type Source struct {
 
 	mu    sync.Mutex // guards peers
 	peers map[*peer]struct{}
+	sent  atomic.Int64 // bytes sent to every target since the start
 	wg    sync.WaitGroup
 	stop  chan struct{}
 	once  sync.Once
@@ -246,6 +247,7 @@ func (src *Source) session(p *peer) error {
 func (src *Source) send(p *peer, typ byte, body []byte) error {
 	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	p.sent.Add(int64(len(body) + 5))
+	src.sent.Add(int64(len(body) + 5))
 	return writeMsg(p.w, typ, body)
 }
 
@@ -375,6 +377,9 @@ type SourceStatus struct {
 	Last    history.TID  `json:"last"`
 	Targets []PeerStatus `json:"targets"`
 }
+
+// SentBytes is how many bytes went to targets since the start.
+func (src *Source) SentBytes() int64 { return src.sent.Load() }
 
 // Status lists the targets connected now.
 func (src *Source) Status() SourceStatus {

@@ -86,6 +86,10 @@ func (t *Target) Status() TargetStatus {
 	defer t.mu.Unlock()
 	st := t.st
 	st.Position = t.store.LastTID()
+	if d := time.Since(st.rateAt); d > 3*time.Second {
+		// Nothing received lately: the rate is what came since.
+		st.Rate = float64(st.Bytes-st.rateBytes) / d.Seconds()
+	}
 	st.Lag = lag(st.SourceLast, st.Position)
 	if st.Position == 0 {
 		st.Lag = 0

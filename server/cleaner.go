@@ -45,7 +45,11 @@ func (s *Server) startCleaner() {
 				if errors.Is(err, history.ErrClosed) {
 					return
 				}
-				s.log.Error("cleaner: pass failed; history is kept until a pass succeeds", "err", err)
+				// A mirror's pass goes on once its source's next
+				// transaction arrives (history.ErrMirrorNoRoom).
+				if !errors.Is(err, history.ErrMirrorNoRoom) {
+					s.log.Error("cleaner: pass failed; history is kept until a pass succeeds", "err", err)
+				}
 			}
 			select {
 			case <-s.stopClean:

@@ -152,6 +152,7 @@ func (s *Server) controlMux() *http.ServeMux {
 			return s.prune(req.DryRun, false, progress)
 		})
 	})
+	s.mirrorRoutes(m)
 	return m
 }
 

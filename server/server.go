@@ -33,6 +33,7 @@ type Server struct {
 	pmu       sync.Mutex
 	lastPrune *LastPrune
 	observer  fs.Observer
+	mirror    *mirrorState // server/mirror.go
 	// Addrs are the addresses actually listened on, by service name
 	// ("nfs", "9p", "control"), for tests that listen on port 0.
 	Addrs map[string]string
@@ -43,6 +44,9 @@ type Server struct {
 func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.Data, err)
+	}
+	if err := prepareMirror(cfg); err != nil {
+		return nil, err
 	}
 	store, err := history.Open(cfg.Data, history.Options{FlushInterval: cfg.History.FlushInterval, Logger: log})
 	if err != nil {
@@ -95,6 +99,7 @@ func (s *Server) startServices() error {
 	if s.cfg.Metrics.Listen != "" {
 		m, reg := newMetrics(s)
 		s.observer = m
+		s.mirrorMetrics(reg)
 		if err := s.startMetrics(reg); err != nil {
 			return err
 		}
@@ -134,6 +139,9 @@ func (s *Server) startServices() error {
 		}()
 	}
 	if err := s.startControl(); err != nil {
+		return err
+	}
+	if err := s.startMirror(); err != nil {
 		return err
 	}
 	s.logMounts()
@@ -180,6 +188,7 @@ func (s *Server) closeListeners() {
 	for _, l := range s.listeners {
 		l.Close()
 	}
+	s.stopMirror()
 	if s.stopClean != nil {
 		close(s.stopClean)
 		s.stopClean = nil
