@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -251,6 +252,25 @@ func (src *Source) send(p *peer, typ byte, body []byte) error {
 	return writeMsg(p.w, typ, body)
 }
 
+// sendBlock writes a block message without copying the block into a
+// message body first.
+func (src *Source) sendBlock(p *peer, h history.Hash, data []byte, found bool) error {
+	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	hdr := encodeBlock(h, nil, found)
+	n := len(hdr) + len(data)
+	p.sent.Add(int64(n + 5))
+	src.sent.Add(int64(n + 5))
+	var pre [5]byte
+	pre[0] = msgBlock
+	binary.BigEndian.PutUint32(pre[1:], uint32(n))
+	for _, b := range [][]byte{pre[:], hdr, data} {
+		if _, err := p.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (src *Source) flush(p *peer) error {
 	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	return p.w.Flush()
@@ -304,7 +324,7 @@ func (src *Source) blocks(p *peer, body []byte) error {
 		if err != nil && !errors.Is(err, history.ErrNotFound) {
 			return src.fail(p, err)
 		}
-		if err := src.send(p, msgBlock, encodeBlock(h, data, found)); err != nil {
+		if err := src.sendBlock(p, h, data, found); err != nil {
 			return err
 		}
 	}

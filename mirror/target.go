@@ -326,8 +326,13 @@ func (t *Target) session(ctx context.Context, follow bool, progressed func()) er
 	}
 }
 
-// fetchChunk is how many block hashes one request names.
-const fetchChunk = 256
+// fetchChunk is how many block hashes one request names, and fetchWindow
+// how many requests are out at once: the source reads the next blocks
+// while the target checks and stores the last ones.
+const (
+	fetchChunk  = 256
+	fetchWindow = 4
+)
 
 // apply fetches the blocks a batch needs and applies it. done is false
 // when the source no longer holds one of them.
@@ -341,37 +346,9 @@ func (t *Target) apply(l *link, b *history.MirrorBatch) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fetched := 0
-	for start := 0; start < len(missing); start += fetchChunk {
-		chunk := missing[start:min(start+fetchChunk, len(missing))]
-		if err := l.send(msgNeed, encodeHashes(chunk)); err != nil {
-			return false, err
-		}
-		gone := false
-		for _, want := range chunk {
-			body, err := l.recv(msgBlock)
-			if err != nil {
-				return false, err
-			}
-			h, data, found, err := decodeBlock(body)
-			if err != nil {
-				return false, err
-			}
-			if h != want {
-				return false, fmt.Errorf("%w: block %s sent for %s", errMalformed, h, want)
-			}
-			if !found {
-				gone = true
-				continue
-			}
-			if err := a.PutBlock(h, data); err != nil {
-				return false, err
-			}
-			fetched++
-		}
-		if gone {
-			return false, nil
-		}
+	fetched, freed, err := t.fetch(l, a, missing)
+	if err != nil || freed {
+		return false, err
 	}
 	cands, err := a.Candidates(b)
 	if err != nil {
@@ -411,6 +388,88 @@ func (t *Target) apply(l *link, b *history.MirrorBatch) (bool, error) {
 		st.Blocks += int64(fetched)
 	})
 	return true, nil
+}
+
+// fetch asks for the blocks missing, a window of requests at a time, and
+// stores each as it arrives: one goroutine reads the stream while this
+// one checks and writes, and the source reads the next blocks meanwhile.
+// freed is true when the source no longer holds one of them.
+func (t *Target) fetch(l *link, a *history.Applier, missing []history.Hash) (fetched int, freed bool, err error) {
+	if len(missing) == 0 {
+		return 0, false, nil
+	}
+	type arrival struct {
+		h     history.Hash
+		data  []byte
+		found bool
+		err   error
+	}
+	arrivals := make(chan arrival, 2*fetchChunk)
+	counts := make(chan int, (len(missing)+fetchChunk-1)/fetchChunk) // answers to read, per request sent
+	closeCounts := sync.OnceFunc(func() { close(counts) })
+	defer closeCounts()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(arrivals)
+		for n := range counts {
+			for ; n > 0; n-- {
+				var v arrival
+				body, err := l.recv(msgBlock)
+				if err == nil {
+					v.h, v.data, v.found, err = decodeBlock(body)
+				}
+				v.err = err
+				select {
+				case arrivals <- v:
+				case <-stop:
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	sent := 0 // blocks asked for
+	for i, want := range missing {
+		for !freed && sent < len(missing) && sent < i+fetchWindow*fetchChunk {
+			chunk := missing[sent:min(sent+fetchChunk, len(missing))]
+			if err := l.send(msgNeed, encodeHashes(chunk)); err != nil {
+				return fetched, false, err
+			}
+			sent += len(chunk)
+			counts <- len(chunk)
+		}
+		if i >= sent {
+			break
+		}
+		v := <-arrivals
+		switch {
+		case v.err != nil:
+			return fetched, false, v.err
+		case v.h != want:
+			return fetched, false, fmt.Errorf("%w: block %s sent for %s", errMalformed, v.h, want)
+		case !v.found:
+			freed = true
+		case !freed:
+			if err := a.PutBlock(v.h, v.data); err != nil {
+				return fetched, false, err
+			}
+			fetched++
+		}
+	}
+	closeCounts()
+	if freed {
+		// The answers to the requests out are read all the same, so the
+		// stream stays in step for the next request.
+		for v := range arrivals {
+			if v.err != nil {
+				return fetched, false, v.err
+			}
+		}
+	}
+	return fetched, freed, nil
 }
 
 // Verify compares the tree at the mirror's newest moment with the source's
