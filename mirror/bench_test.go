@@ -10,10 +10,7 @@ import (
 // BenchmarkFirstPull pulls a new target from a source holding one large
 // file and a tree of small ones, over loopback.
 func BenchmarkFirstPull(b *testing.B) {
-	t := &testing.T{}
-	_ = t
-	src := startSource(&testing.T{}, b.TempDir())
-	defer src.close()
+	src := startSource(b, b.TempDir())
 	f := src.fs
 	big, _, err := f.Create(root, f.Root(), "big", 0o644, false)
 	if err != nil {
@@ -41,7 +38,7 @@ func BenchmarkFirstPull(b *testing.B) {
 	b.SetBytes(size + 10000*1024)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		dst := openTarget(&testing.T{}, b.TempDir())
+		dst := openTarget(b, b.TempDir())
 		if err := NewTarget(dst, src.addr, TargetOptions{Token: src.token}).Pull(context.Background(), nil); err != nil {
 			b.Fatal(err)
 		}

@@ -56,7 +56,7 @@ type source struct {
 	l     net.Listener
 }
 
-func startSource(t *testing.T, dir string) *source {
+func startSource(t testing.TB, dir string) *source {
 	t.Helper()
 	lg := &logs{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(lg, testWriter{t}), nil))
@@ -82,7 +82,7 @@ func (s *source) close() {
 	s.store.Close()
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {
@@ -91,7 +91,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func openTarget(t *testing.T, dir string) *history.Store {
+func openTarget(t testing.TB, dir string) *history.Store {
 	t.Helper()
 	if err := history.CreateMirror(dir); err != nil {
 		t.Fatal(err)
