@@ -80,6 +80,12 @@ func (s *Server) startMirror() error {
 		m.startTarget(s)
 	}
 	if s.cfg.Mirror.Listen != "" {
+		if s.store.Mirror() {
+			// A mirror's cleaner takes ids in the gap after its source's
+			// transactions, where a target of its own would take them too.
+			return fmt.Errorf("mirror.listen: %s is a mirror, and a mirror cannot serve targets of its own yet: "+
+				"let them follow its source, or promote it", s.cfg.Data)
+		}
 		token, err := sourceToken(s.cfg.Mirror.TokenFile)
 		if err != nil {
 			return fmt.Errorf("mirror.listen: %w", err)
