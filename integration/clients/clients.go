@@ -146,10 +146,24 @@ type NFS struct {
 	Addr     string        // host:port serving both MOUNT and NFS
 	Traverse bool          // leave libnfs's auto-traverse-mounts on (see NFSURL)
 	Timeout  time.Duration // per command; DefaultTimeout when zero
+
+	// As, when set, is the identity libnfs puts in each call's AUTH_SYS credential (the
+	// URL's uid= and gid=; libnfs sends no supplementary groups). Otherwise libnfs sends
+	// this process's uid and gid: root's, in tests that run as root.
+	As *ID
 }
 
-// URL is NFSURL for this server with p used as is.
-func (c NFS) URL(p string) string { return NFSURL(c.Addr, p, c.Traverse) }
+// ID is an AUTH_SYS identity.
+type ID struct{ UID, GID int }
+
+// URL is NFSURL for this server with p used as is, and the identity of As.
+func (c NFS) URL(p string) string {
+	u := NFSURL(c.Addr, p, c.Traverse)
+	if c.As != nil {
+		u += fmt.Sprintf("&uid=%d&gid=%d", c.As.UID, c.As.GID)
+	}
+	return u
+}
 
 // DirURL is the URL nfs-ls needs to list directory dir ("/" for the root).
 func (c NFS) DirURL(dir string) string { return c.URL(path.Clean("/" + dir)) }
