@@ -72,6 +72,8 @@ func identity(t *testing.T, squash string) {
 				t.Errorf("scenario %s did not finish\n%s", name, scenarioConsole(res.Console, name))
 			case v != "pass":
 				t.Errorf("scenario %s: %s\n%s", name, v, scenarioConsole(res.Console, name))
+			case testing.Verbose():
+				t.Logf("what was checked:\n%s", scenarioConsole(res.Console, name))
 			}
 		})
 	}
