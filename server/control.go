@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"syscall"
 	"time"
 
@@ -20,17 +19,14 @@ func (s *Server) startControl() error {
 	if p == "" {
 		return nil
 	}
-	// A socket left by a crashed server is in the way; a live server would
-	// hold the store lock, which Start already took.
-	os.Remove(p)
-	// Create the socket with mode 0600 from the start: no moment in which
-	// others could connect.
-	old := syscall.Umask(0o177)
-	l, err := s.listen("unix", p, "control")
-	syscall.Umask(old)
+	// A socket left by a crashed server is in the way, and replaced: a
+	// live server would hold the store lock, which Start already took.
+	l, err := listenPrivate(p)
 	if err != nil {
-		return err
+		return fmt.Errorf("control: listen on %s: %w", p, err)
 	}
+	s.listeners = append(s.listeners, l)
+	s.Addrs["control"] = p
 	srv := &http.Server{Handler: s.controlMux(), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(1)
 	go func() {
