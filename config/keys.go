@@ -24,14 +24,27 @@ var fileKeys = []string{
 	"control.socket",
 	"exports.read_only",
 	"exports.allow",
-	"exports.uid",
-	"exports.gid",
+	"exports.squash",
+	"exports.anon_uid",
+	"exports.anon_gid",
 	"history.timezone",
 	"history.flush_interval",
 	"retention",
 	"volumes",
 	"metrics.listen",
 }
+
+// removedKeys are keys that earlier builds read, with what replaces them:
+// a config that still sets one is refused with this, not with a bare
+// "unknown key", since its meaning changed rather than its spelling.
+var removedKeys = map[string]string{
+	"exports.uid": exportsIDGone,
+	"exports.gid": exportsIDGone,
+}
+
+const exportsIDGone = "is gone: callers now act as the uid, gid and groups their requests carry (NFS AUTH_SYS, the 9P attach); " +
+	"exports.squash (root, none or all) says who acts as the anonymous identity instead, " +
+	"and exports.anon_uid and exports.anon_gid set that identity (default 65534); remove the key"
 
 // Keys of the objects inside the list-valued keys.
 var (
@@ -68,6 +81,10 @@ func checkEnv(environ []string) []error {
 		if !strings.HasPrefix(name, "ASOF_") || known[name] {
 			continue
 		}
+		if key, why := removedEnv(name); key != "" {
+			errs = append(errs, fmt.Errorf("config: environment variable %s (%s) %s", name, key, why))
+			continue
+		}
 		msg := fmt.Sprintf("config: environment variable %s is not a setting", name)
 		if s := suggest(name, append(names, EnvConfigFile)); s != "" {
 			msg += fmt.Sprintf("; did you mean %s?", s)
@@ -77,6 +94,17 @@ func checkEnv(environ []string) []error {
 		errs = append(errs, fmt.Errorf("%s", msg))
 	}
 	return errs
+}
+
+// removedEnv returns the removed key that variable name sets, and why it
+// is gone, or "", "".
+func removedEnv(name string) (key, why string) {
+	for k, why := range removedKeys {
+		if envName(k) == name {
+			return k, why
+		}
+	}
+	return "", ""
 }
 
 // readFile parses a config file into plain maps, lists and scalars.
@@ -190,6 +218,8 @@ func checkKeys(file string, m map[string]any, where, rel string, known []string)
 				continue
 			}
 			errs = append(errs, checkKeys(file, sub, where, full+".", known)...)
+		case where == "" && removedKeys[full] != "":
+			fail("%s %s", full, removedKeys[full])
 		default:
 			msg := fmt.Sprintf("unknown key %q", full)
 			siblings := children(known, strings.TrimSuffix(rel, "."))

@@ -41,6 +41,12 @@ type Server struct {
 // Start opens the store and starts every configured service. It returns
 // once they all listen.
 func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	if len(cfg.Volumes) > 0 {
+		// Serving with the volumes ignored would put blocks where the
+		// operator said they must not go; refuse until volumes exist.
+		return nil, fmt.Errorf("config: volumes: %d volumes are listed, but this build keeps every data block in the data directory %s: remove volumes (or set it to [])",
+			len(cfg.Volumes), cfg.Data)
+	}
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.Data, err)
 	}
@@ -52,8 +58,13 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Data, err)
 	}
 	s := &Server{cfg: cfg, log: log, store: store, Addrs: map[string]string{}}
-	s.warnUnbuilt()
-	s.fs = fs.New(store, fs.Options{Location: cfg.History.Timezone, ReadOnly: cfg.Exports.ReadOnly, Logger: log})
+	s.fs = fs.New(store, fs.Options{
+		Location: cfg.History.Timezone,
+		ReadOnly: cfg.Exports.ReadOnly,
+		Logger:   log,
+		Squash:   cfg.Exports.Squash,
+		Anon:     &fs.Cred{Uid: cfg.Exports.AnonUID, Gid: cfg.Exports.AnonGID},
+	})
 	if err := s.startServices(); err != nil {
 		s.closeListeners()
 		s.wg.Wait()
@@ -63,19 +74,14 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// warnUnbuilt says which configured features this build does not have
-// yet, rather than ignoring them in silence. None of them loses data.
-func (s *Server) warnUnbuilt() {
-	if len(s.cfg.Volumes) > 0 {
-		s.log.Warn("volumes are configured but this build keeps every block in the data directory", "data", s.cfg.Data)
-	}
-}
-
 // FS is the file system being served.
 func (s *Server) FS() *fs.FS { return s.fs }
 
-func (s *Server) cred() fs.Cred {
-	return fs.Cred{Uid: s.cfg.Exports.UID, Gid: s.cfg.Exports.GID}
+// legacyCred is the one identity the nfs.Serve and ninep.Serve of this
+// branch act as, having no per-request credentials: the server process's
+// own, under exports.squash. It goes with them (see legacy.go).
+func (s *Server) legacyCred() fs.Cred {
+	return s.fs.Caller(uint32(max(os.Getuid(), 0)), uint32(max(os.Getgid(), 0)), nil)
 }
 
 func (s *Server) allow(a netip.Addr) bool { return s.cfg.Exports.Allows(a) }
@@ -112,7 +118,7 @@ func (s *Server) startServices() error {
 		go func() {
 			defer s.wg.Done()
 			l := &allowListener{Listener: l, proto: "nfs", allow: s.allow, log: s.log}
-			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Logger: s.log, Key: key, Observer: s.observer})
+			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.legacyCred(), Logger: s.log, Key: key, Observer: s.observer})
 			if err != nil {
 				s.log.Error("nfs server stopped", "err", err)
 			}
@@ -127,7 +133,7 @@ func (s *Server) startServices() error {
 		go func() {
 			defer s.wg.Done()
 			l := &allowListener{Listener: l, proto: "9p", allow: s.allow, log: s.log}
-			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Logger: s.log, Observer: s.observer})
+			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.legacyCred(), Logger: s.log, Observer: s.observer})
 			if err != nil {
 				s.log.Error("9P server stopped", "err", err)
 			}

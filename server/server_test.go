@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +65,26 @@ func TestAllowRefusesOutsiders(t *testing.T) {
 	}
 	if _, err := cl.Attach(""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A config that lists volumes is refused at start, naming the key, rather
+// than served with every block in the data directory against its word.
+func TestStartRefusesVolumes(t *testing.T) {
+	cfg := config.Default()
+	cfg.Data = filepath.Join(t.TempDir(), "data")
+	cfg.Volumes = []config.Volume{{Name: "disk1", Kind: "dir", Path: t.TempDir()}}
+	s, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		s.Shutdown(t.Context())
+		t.Fatal("Start served a config with volumes")
+	}
+	for _, want := range []string{"volumes", "keeps every data block in the data directory " + cfg.Data} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(cfg.Data); !os.IsNotExist(err) {
+		t.Errorf("the data directory was created before the refusal: %v", err)
 	}
 }
