@@ -28,6 +28,7 @@ func (s *Server) startControl() error {
 	s.listeners = append(s.listeners, l)
 	s.Addrs["control"] = p
 	srv := &http.Server{Handler: s.controlMux(), ReadHeaderTimeout: 10 * time.Second}
+	s.https = append(s.https, srv)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
