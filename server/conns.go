@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -154,11 +155,15 @@ func (cs *conns) start(proto string, c net.Conn, h ConnServer) {
 		delete(cs.open, ic)
 		cs.mu.Unlock()
 		// The one place a connection's I/O error is logged: handlers
-		// return on it and say nothing.
-		if err := ic.firstErr(); err != nil {
-			cs.log.Warn("client connection ended by an I/O error", "protocol", proto, "client", client, "err", err)
-		} else {
+		// return on it and say nothing. A reset is how libnfs's tools and
+		// crashed clients leave, not a fault of the server: debug only.
+		switch err := ic.firstErr(); {
+		case err == nil:
 			cs.log.Debug("client disconnected", "protocol", proto, "client", client)
+		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+			cs.log.Debug("client connection ended by an I/O error", "protocol", proto, "client", client, "err", err)
+		default:
+			cs.log.Warn("client connection ended by an I/O error", "protocol", proto, "client", client, "err", err)
 		}
 	}()
 }
