@@ -1,4 +1,4 @@
-// Package config loads asof's configuration (SPEC section 2): defaults,
+// Package config loads asof's configuration (docs/SPEC.md section 2): defaults,
 // then one config file (YAML; TOML and JSON by extension), then ASOF_*
 // environment variables, then command-line flags, each layer overriding the
 // one before. Unknown keys and invalid values stop start-up with a message
@@ -46,13 +46,15 @@ type Config struct {
 	Exports Exports
 	History History
 
-	// Retention is the pruning policy, rules in window order (SPEC
+	// Retention is the pruning policy, rules in window order (docs/SPEC.md
 	// section 5). Empty means keep all history forever.
 	Retention []Rule
 
-	// Volumes are where data blocks live (SPEC section 7). Empty means a
-	// single volume inside Data, laid out as the engine chooses; Load does
-	// not invent a path for it, so that layout stays the engine's business.
+	// Volumes are where data blocks live (docs/SPEC.md section 7). Empty
+	// means a single volume inside Data, laid out as the engine chooses;
+	// Load does not invent a path for it, so that layout stays the
+	// engine's business. server.Start refuses a non-empty list until
+	// volumes are built.
 	Volumes []Volume
 
 	Metrics Metrics
@@ -378,7 +380,7 @@ func (l *loader) decode() *Config {
 	c.Metrics.Listen, _ = l.listen("metrics.listen", "metrics", "9090")
 	if nfsOK && ninepOK && c.NFS.Listen == "" && c.NineP.Listen == "" {
 		// A server that serves nothing is a mistake, not a mode: even a
-		// read-only mirror target serves its copy (SPEC section 6).
+		// read-only mirror target serves its copy (docs/SPEC.md section 6).
 		l.errs = append(l.errs, errors.New(
 			"config: nfs.listen and ninep.listen are both empty: nothing would be served (set at least one)"))
 	}

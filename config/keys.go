@@ -59,15 +59,16 @@ var (
 const EnvConfigFile = "ASOF_CONFIG"
 
 // envName is the environment variable of a key: ASOF_ + the key upper-cased
-// with dots as underscores (SPEC section 2).
+// with dots as underscores (docs/SPEC.md section 2).
 func envName(key string) string {
 	return "ASOF_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // checkEnv rejects ASOF_* variables that name no key. A typo such as
 // ASOF_NFS_LISTN would otherwise be silently ignored and the server would
-// start on an address nobody asked for; SPEC section 2 wants unknown keys to
-// stop start-up, and an environment variable is a key spelled differently.
+// start on an address nobody asked for; docs/SPEC.md section 2 wants
+// unknown keys to stop start-up, and an environment variable is a key
+// spelled differently.
 func checkEnv(environ []string) []error {
 	known := map[string]bool{EnvConfigFile: true}
 	var names []string
