@@ -67,7 +67,7 @@ func (s *Server) controlMux() *http.ServeMux {
 			err = s.fs.Sync()
 		}
 		s.log.Info("clone", "src", req.Src, "dst", req.Dst, "err", err)
-		reply(w, CloneReply{Src: req.Src, Dst: req.Dst}, err)
+		reply(w, CloneReply(req), err)
 	})
 	m.HandleFunc("POST "+PathRestore, func(w http.ResponseWriter, r *http.Request) {
 		var req RestoreRequest
