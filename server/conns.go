@@ -15,10 +15,14 @@ import (
 
 // ConnServer serves one client connection of a protocol: until the client
 // closes it or ctx is cancelled; once ctx is cancelled it reads no new
-// call, finishes the calls in flight and returns. nfs.Server and
+// call, finishes the calls in flight and returns. It returns the I/O error
+// that broke the connection, if one did, and logs none itself: the
+// lifecycle logs it, once. c is the accepted connection itself, not a
+// wrapper, so that a server can hand replies to writev (net.Buffers only
+// does so for the net package's own connections). nfs.Server and
 // ninep.Server are ConnServers.
 type ConnServer interface {
-	ServeConn(ctx context.Context, c net.Conn)
+	ServeConn(ctx context.Context, c net.Conn) error
 }
 
 // Accept backoff after a failed accept (out of descriptors, a client gone
@@ -135,30 +139,29 @@ func (cs *conns) allowed(a net.Addr) bool {
 // start serves c with h in a goroutine of its own, tracked until it
 // returns.
 func (cs *conns) start(proto string, c net.Conn, h ConnServer) {
-	ic := &ioConn{Conn: c}
 	cs.mu.Lock()
 	if cs.closed {
 		cs.mu.Unlock()
 		c.Close()
 		return
 	}
-	cs.open[ic] = proto
+	cs.open[c] = proto
 	cs.served.Add(1)
 	cs.mu.Unlock()
 	go func() {
 		defer cs.served.Done()
 		client := c.RemoteAddr().String()
 		cs.log.Debug("client connected", "protocol", proto, "client", client)
-		h.ServeConn(cs.ctx, ic)
-		ic.Close()
+		err := h.ServeConn(cs.ctx, c)
+		c.Close()
 		cs.mu.Lock()
-		delete(cs.open, ic)
+		delete(cs.open, c)
 		cs.mu.Unlock()
 		// The one place a connection's I/O error is logged: handlers
-		// return on it and say nothing. A reset is how libnfs's tools and
+		// return it and say nothing. A reset is how libnfs's tools and
 		// crashed clients leave, not a fault of the server: debug only.
-		switch err := ic.firstErr(); {
-		case err == nil:
+		switch {
+		case !brokenBy(err):
 			cs.log.Debug("client disconnected", "protocol", proto, "client", client)
 		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 			cs.log.Debug("client connection ended by an I/O error", "protocol", proto, "client", client, "err", err)
@@ -166,6 +169,14 @@ func (cs *conns) start(proto string, c net.Conn, h ConnServer) {
 			cs.log.Warn("client connection ended by an I/O error", "protocol", proto, "client", client, "err", err)
 		}
 	}()
+}
+
+// brokenBy reports whether err says the connection broke. The end of a
+// connection is not such an error: EOF, a Close (the handler's or
+// shutdown's), a deadline a handler set to stop reading.
+func brokenBy(err error) bool {
+	return err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+		!errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // shutdown stops accepting, asks every connection to finish its calls in
@@ -206,43 +217,4 @@ func (cs *conns) shutdown(ctx context.Context) int {
 		cs.log.Warn("connection handlers still running after their connections closed; closing the store under them")
 	}
 	return n
-}
-
-// ioConn remembers the first error reading or writing met that says the
-// connection broke, for the lifecycle to log once when it ends. The end
-// of a connection is not such an error: EOF, a Close (the handler's or
-// shutdown's), a deadline a handler set to stop reading.
-type ioConn struct {
-	net.Conn
-	mu  sync.Mutex
-	err error
-}
-
-func (c *ioConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.note(err)
-	return n, err
-}
-
-func (c *ioConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.note(err)
-	return n, err
-}
-
-func (c *ioConn) note(err error) {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-		return
-	}
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = err
-	}
-	c.mu.Unlock()
-}
-
-func (c *ioConn) firstErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
 }

@@ -27,7 +27,7 @@ type lineServer struct {
 	served  atomic.Int32  // connections served
 }
 
-func (h *lineServer) ServeConn(ctx context.Context, c net.Conn) {
+func (h *lineServer) ServeConn(ctx context.Context, c net.Conn) error {
 	h.served.Add(1)
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -35,7 +35,7 @@ func (h *lineServer) ServeConn(ctx context.Context, c net.Conn) {
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			return
+			return err
 		}
 		if h.started != nil {
 			h.started <- line
@@ -44,7 +44,7 @@ func (h *lineServer) ServeConn(ctx context.Context, c net.Conn) {
 			<-h.release
 		}
 		if _, err := fmt.Fprintf(c, "ok %s", line); err != nil {
-			return
+			return err
 		}
 	}
 }

@@ -35,16 +35,16 @@ func newLegacyServer(proto string, log *slog.Logger, serve func(net.Listener) er
 // ServeConn gives c to the old server and returns once it closed c. The
 // old servers cannot stop reading calls, so at shutdown c is closed under
 // them, as they were before.
-func (ls *legacyServer) ServeConn(ctx context.Context, c net.Conn) {
+func (ls *legacyServer) ServeConn(ctx context.Context, c net.Conn) error {
 	nc := &notifyConn{Conn: c, closed: make(chan struct{})}
 	select {
 	case ls.feed.conns <- nc:
 	case <-ctx.Done():
 		c.Close()
-		return
+		return nil
 	case <-ls.done:
 		c.Close()
-		return
+		return nil
 	}
 	select {
 	case <-nc.closed:
@@ -55,6 +55,7 @@ func (ls *legacyServer) ServeConn(ctx context.Context, c net.Conn) {
 		case <-ls.done:
 		}
 	}
+	return nil
 }
 
 // Close ends the old server's Serve and waits for it.
