@@ -511,3 +511,30 @@ func TestS3RefusalsNameTheProblem(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// TestS3PutWhileDownFailsCleanly: a pack put while the store is down
+// fails as unavailable and leaves nothing; put again once it is back, it
+// lands whole.
+func TestS3PutWhileDownFailsCleanly(t *testing.T) {
+	srv := s3test.Start(t)
+	ctx := context.Background()
+	v := openS3(t, srv, "w", nil, nil)
+	src, data := localPack(t, 2<<20)
+	srv.Kill()
+	if err := v.Put(ctx, 7, src); !errors.Is(err, volume.ErrUnavailable) {
+		t.Fatalf("Put while down = %v", err)
+	}
+	if _, err := v.List(ctx); !errors.Is(err, volume.ErrUnavailable) {
+		t.Fatalf("List while down = %v", err)
+	}
+	srv.Restart(t)
+	if packs, err := v.List(ctx); err != nil || len(packs) != 0 {
+		t.Fatalf("List after a failed put = %v, %v", packs, err)
+	}
+	if err := v.Put(ctx, 7, src); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t, v, 7, len(data)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after put: %v", err)
+	}
+}
