@@ -24,14 +24,27 @@ var fileKeys = []string{
 	"control.socket",
 	"exports.read_only",
 	"exports.allow",
-	"exports.uid",
-	"exports.gid",
+	"exports.squash",
+	"exports.anon_uid",
+	"exports.anon_gid",
 	"history.timezone",
 	"history.flush_interval",
 	"retention",
 	"volumes",
 	"metrics.listen",
 }
+
+// removedKeys are keys that earlier builds read, with what replaces them:
+// a config that still sets one is refused with this, not with a bare
+// "unknown key", since its meaning changed rather than its spelling.
+var removedKeys = map[string]string{
+	"exports.uid": exportsIDGone,
+	"exports.gid": exportsIDGone,
+}
+
+const exportsIDGone = "is gone: callers now act as the uid, gid and groups their requests carry (NFS AUTH_SYS, the 9P attach); " +
+	"exports.squash (root, none or all) says who acts as the anonymous identity instead, " +
+	"and exports.anon_uid and exports.anon_gid set that identity (default 65534); remove the key"
 
 // Keys of the objects inside the list-valued keys.
 var (
@@ -46,15 +59,16 @@ var (
 const EnvConfigFile = "ASOF_CONFIG"
 
 // envName is the environment variable of a key: ASOF_ + the key upper-cased
-// with dots as underscores (SPEC section 2).
+// with dots as underscores (docs/SPEC.md section 2).
 func envName(key string) string {
 	return "ASOF_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // checkEnv rejects ASOF_* variables that name no key. A typo such as
 // ASOF_NFS_LISTN would otherwise be silently ignored and the server would
-// start on an address nobody asked for; SPEC section 2 wants unknown keys to
-// stop start-up, and an environment variable is a key spelled differently.
+// start on an address nobody asked for; docs/SPEC.md section 2 wants
+// unknown keys to stop start-up, and an environment variable is a key
+// spelled differently.
 func checkEnv(environ []string) []error {
 	known := map[string]bool{EnvConfigFile: true}
 	var names []string
@@ -68,6 +82,10 @@ func checkEnv(environ []string) []error {
 		if !strings.HasPrefix(name, "ASOF_") || known[name] {
 			continue
 		}
+		if key, why := removedEnv(name); key != "" {
+			errs = append(errs, fmt.Errorf("config: environment variable %s (%s) %s", name, key, why))
+			continue
+		}
 		msg := fmt.Sprintf("config: environment variable %s is not a setting", name)
 		if s := suggest(name, append(names, EnvConfigFile)); s != "" {
 			msg += fmt.Sprintf("; did you mean %s?", s)
@@ -77,6 +95,17 @@ func checkEnv(environ []string) []error {
 		errs = append(errs, fmt.Errorf("%s", msg))
 	}
 	return errs
+}
+
+// removedEnv returns the removed key that variable name sets, and why it
+// is gone, or "", "".
+func removedEnv(name string) (key, why string) {
+	for k, why := range removedKeys {
+		if envName(k) == name {
+			return k, why
+		}
+	}
+	return "", ""
 }
 
 // readFile parses a config file into plain maps, lists and scalars.
@@ -190,6 +219,8 @@ func checkKeys(file string, m map[string]any, where, rel string, known []string)
 				continue
 			}
 			errs = append(errs, checkKeys(file, sub, where, full+".", known)...)
+		case where == "" && removedKeys[full] != "":
+			fail("%s %s", full, removedKeys[full])
 		default:
 			msg := fmt.Sprintf("unknown key %q", full)
 			siblings := children(known, strings.TrimSuffix(rel, "."))

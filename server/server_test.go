@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,66 @@ func TestAllowRefusesOutsiders(t *testing.T) {
 	}
 	if _, err := cl.Attach(""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A config that lists volumes is refused at start, naming the key, rather
+// than served with every block in the data directory against its word.
+func TestStartRefusesVolumes(t *testing.T) {
+	cfg := config.Default()
+	cfg.Data = filepath.Join(t.TempDir(), "data")
+	cfg.Volumes = []config.Volume{{Name: "disk1", Kind: "dir", Path: t.TempDir()}}
+	s, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		s.Shutdown(t.Context())
+		t.Fatal("Start served a config with volumes")
+	}
+	for _, want := range []string{"volumes", "keeps every data block in the data directory " + cfg.Data} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(cfg.Data); !os.IsNotExist(err) {
+		t.Errorf("the data directory was created before the refusal: %v", err)
+	}
+}
+
+// Shutdown with clients connected to both protocols and idle returns at
+// once: idle connections hold no call to wait for.
+func TestShutdownWithIdleClients(t *testing.T) {
+	s := startTest(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	c9, err := net.Dial("tcp", s.Addrs["9p"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c9.Close()
+	cl, err := p9.NewClient(c9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Attach(""); err != nil {
+		t.Fatal(err)
+	}
+	cn, err := net.Dial("tcp", s.Addrs["nfs"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	time.Sleep(50 * time.Millisecond) // both accepted and handed to their servers
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	begin := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("shutdown took %v with idle clients", d)
+	}
+	for name, c := range map[string]net.Conn{"9p": c9, "nfs": cn} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Errorf("%s connection still open after shutdown: %v", name, err)
+		}
 	}
 }

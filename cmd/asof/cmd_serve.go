@@ -33,7 +33,6 @@ func serveCmd(g *globals) *cobra.Command {
 	}
 	config.RegisterFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		keepSysmonAwake()
 		log, err := newLogger(g.logFormat)
 		if err != nil {
 			return err
