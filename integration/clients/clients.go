@@ -283,6 +283,10 @@ type NineP struct {
 	Aname   string        // attach name; always passed (diod's own default is "ctl")
 	MSize   int           // 0: the clients' default (65536)
 	Timeout time.Duration // per command; DefaultTimeout when zero
+
+	// As, when set, is the uid the clients attach as (-u); otherwise they attach as this
+	// process's euid. The attach names it in n_uname, with an empty uname.
+	As *int
 }
 
 func (c NineP) timeout() time.Duration {
@@ -302,6 +306,9 @@ func (c NineP) run(ctx context.Context, prog string, extra ...string) ([]byte, e
 	a := []string{"-s", c.Addr, "-a", c.Aname, "-t", strconv.Itoa(int((t + time.Second - 1) / time.Second))}
 	if c.MSize > 0 {
 		a = append(a, "-m", strconv.Itoa(c.MSize))
+	}
+	if c.As != nil {
+		a = append(a, "-u", strconv.Itoa(*c.As))
 	}
 	out, _, err := Run(ctx, t+2*time.Second, prog, append(a, extra...)...)
 	return out, err
