@@ -127,7 +127,7 @@ func (s *Server) startServices() error {
 		go func() {
 			defer s.wg.Done()
 			l := &allowListener{Listener: l, proto: "9p", allow: s.allow, log: s.log}
-			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Logger: s.log, Observer: s.observer})
+			err := ninep.Serve(l, s.fs, ninep.Options{Logger: s.log, Observer: s.observer})
 			if err != nil {
 				s.log.Error("9P server stopped", "err", err)
 			}
