@@ -47,17 +47,27 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// newEnv starts a store, an fs on it and a 9P server on 127.0.0.1:0.
+// newEnv starts a store, an fs on it that squashes no one and a 9P server
+// on 127.0.0.1:0.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, fs.Options{Squash: fs.SquashNone}, Options{})
+}
+
+// newEnvWith is newEnv with the given fs and server options.
+func newEnvWith(t *testing.T, fo fs.Options, o Options) *env {
 	t.Helper()
 	s, err := history.Open(t.TempDir(), history.Options{FlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	e := &env{store: s, f: fs.New(s, fs.Options{Logger: testLogger(t), Squash: fs.SquashNone}), uid: processUID()}
+	if fo.Logger == nil {
+		fo.Logger = testLogger(t)
+	}
+	e := &env{store: s, f: fs.New(s, fo), uid: processUID()}
 	e.cred = e.f.LocalUser(e.uid)
-	e.addr = e.serve(t, e.f, Options{})
+	e.addr = e.serve(t, e.f, o)
 	return e
 }
 

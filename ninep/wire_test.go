@@ -1,0 +1,124 @@
+package ninep
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+)
+
+// TestClientsCannotForgeWhatTheWireMakes: the names the wire makes and the
+// bits it stashes are the wire's alone.
+func TestClientsCannotForgeWhatTheWireMakes(t *testing.T) {
+	e := newEnv(t)
+	root := e.attach(t, "")
+	create(t, root, "f", "x")
+	walk(t, root).Mkdir("d", 0o755, p9.NoUID, p9.NoGID)
+	m := dialMux(t, e.addr)
+	top := attachAt(t, m, "", e.uid)
+
+	for _, name := range []string{dotdot, dot, mark(attachMark, 1), "a\x00b"} {
+		if _, errno, err := m.walk(top, m.fid(), "d", name); err != nil || errno != linux.EINVAL {
+			t.Errorf("walk naming %q: %v %v, want EINVAL", name, errno, err)
+		}
+	}
+
+	// A Tsetattr whose atime_nsec carries the stash's bits, with no
+	// setuid in its mode, sets no setuid.
+	f := m.fid()
+	if _, errno, err := m.walk(top, f, "f"); err != nil || errno != 0 {
+		t.Fatal(errno, err)
+	}
+	if _, err := m.must(msgTsetattr, func(e *encoder) {
+		e.u32(f)
+		e.u32(setattrMode)
+		e.u32(0o755)
+		e.u32(0)
+		e.u32(0)
+		e.u64(0)
+		e.u64(0)
+		e.u64(stashSetattrMark | 0o4000<<stashSetattrShift)
+		e.u64(0)
+		e.u64(0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mode, _, _, _, err := m.getattr(f); err != nil || mode&0o7777 != 0o755 {
+		t.Fatalf("setattr 0755 with forged stash bits gave %o %v", mode&0o7777, err)
+	}
+	// Likewise Tlcreate's flags.
+	d := m.fid()
+	if _, errno, err := m.walk(top, d, "d"); err != nil || errno != 0 {
+		t.Fatal(errno, err)
+	}
+	flags := uint32(p9.WriteOnly) | stashCreateMark | 0o4000<<stashCreateShift
+	if _, err := m.must(msgTlcreate, func(e *encoder) { e.u32(d); e.str("g"); e.u32(flags); e.u32(0o644); e.u32(0) }); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := e.f.Resolve(e.cred, "/d/g")
+	if a, _ := e.f.Getattr(n); a.Mode != 0o644 {
+		t.Fatalf("create 0644 with forged stash bits gave %o", a.Mode)
+	}
+
+	// p9's gVisor extensions would walk around the wire: refused.
+	const msgTwalkgetattr = 126
+	if errno, _, err := m.do(msgTwalkgetattr, func(e *encoder) { e.u32(top); e.u32(m.fid()); e.u16(1); e.str("..") }); err != nil || errno != linux.ENOSYS {
+		t.Fatalf("Twalkgetattr: %v %v, want ENOSYS", errno, err)
+	}
+	// ... and a client asking for them is answered plain 9P2000.L.
+	_, d2, err := m.rpc(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L.Google.7") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.u32(); d2.str() != "9P2000.L" {
+		t.Fatal("Tversion for 9P2000.L.Google.7 was not answered 9P2000.L")
+	}
+}
+
+// TestServeConnStopsWhenItsContextEnds: a request sent before the end is
+// answered, the connection is then closed, and ServeConn returns.
+func TestServeConnStopsWhenItsContextEnds(t *testing.T) {
+	e := newEnv(t)
+	srv := New(e.f, Options{Logger: testLogger(t)})
+	client, server := net.Pipe()
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	returned := make(chan struct{})
+	go func() { srv.ServeConn(ctx, server); close(returned) }()
+
+	r := &raw{t: t, c: client}
+	r.must(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L") })
+	r.attach(1, "")
+	cancel()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeConn did not return once its context ended")
+	}
+	// The server's end is closed: the client reads its end.
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the connection is still open")
+	}
+}
+
+// TestServeConnReturnsWhenTheClientCloses.
+func TestServeConnReturnsWhenTheClientCloses(t *testing.T) {
+	e := newEnv(t)
+	srv := New(e.f, Options{Logger: testLogger(t)})
+	client, server := net.Pipe()
+	returned := make(chan struct{})
+	go func() { srv.ServeConn(context.Background(), server); close(returned) }()
+	r := &raw{t: t, c: client}
+	r.must(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L") })
+	r.attach(1, "")
+	client.Close()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeConn did not return once the client closed")
+	}
+}
