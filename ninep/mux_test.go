@@ -35,12 +35,18 @@ type muxReply struct {
 	body []byte
 }
 
-func dialMux(t *testing.T, addr string) *mux {
+func dialMux(t testing.TB, addr string) *mux {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newMux(t, c)
+}
+
+// newMux speaks 9P on c, which it closes when the test ends.
+func newMux(t testing.TB, c net.Conn) *mux {
+	t.Helper()
 	m := &mux{c: c, waiting: map[uint16]chan muxReply{}}
 	m.fids.Store(100)
 	done := make(chan struct{})

@@ -34,13 +34,22 @@ import (
 //
 // On the way in:
 //
-//   - Tversion asking for p9's gVisor extensions gets plain 9P2000.L, and
-//     requests other than 9P2000.L's are answered ENOSYS here: no Linux
+//   - Tversion is let through only as the first request of a connection,
+//     and the wire reads no other until it has its reply: p9 resets the
+//     connection's buffers without a lock while serving it, which races
+//     with the requests it serves meanwhile. A later Tversion is answered
+//     EINVAL (Linux's v9fs and diod's tools send one, first). One asking
+//     for p9's gVisor extensions gets plain 9P2000.L.
+//   - Requests other than 9P2000.L's are answered ENOSYS here: no Linux
 //     client sends them, and p9 would serve them around what the wire does
 //     below (Twalkgetattr walks "..", Tucreate drops the setuid bit).
 //   - Tauth is answered here with Rlerror ENOENT, the answer diod gives
 //     when it needs no authentication: p9 hardcodes ENOSYS, which Debian's
 //     diod tools (diodls, diodcat, diodload) take as a failure.
+//   - Tflush is answered here, after the reply to the request it flushes
+//     when that is in flight (p9 serves no request any faster for it):
+//     p9 waits in a goroutine for the flushed tag, for ever when a Tflush
+//     names its own tag or two name each other.
 //   - Tgetlock, which p9 does not know (its reply would be an error, and
 //     fcntl(F_GETLK) on a v9fs mount would fail), is answered here "no
 //     conflicting lock": like Tlock, accepted with no real locking.
@@ -72,11 +81,14 @@ type wire struct {
 	br *bufio.Reader
 
 	// Reader state; p9 reads from one goroutine at a time.
-	pending   []byte // a frame rewritten here, for p9 to read next
-	remaining int    // bytes of the current frame p9 has yet to read from br
+	pending   []byte        // a frame rewritten here, for p9 to read next
+	remaining int           // bytes of the current frame p9 has yet to read from br
+	begun     bool          // a request has been read
+	versioned chan struct{} // closed once the Tversion p9 serves has its reply
 	stopping  atomic.Bool
 
-	// cmu guards calls: the requests in flight, by tag.
+	// cmu guards calls: the requests in flight, by tag. Lock order: wmu,
+	// then cmu.
 	cmu   sync.Mutex
 	calls map[uint16]call
 
@@ -92,6 +104,12 @@ type wire struct {
 type call struct {
 	typ byte
 	at  time.Time
+
+	// Tversion: closed when its reply is written.
+	replied chan struct{}
+	// The tags of the Tflushes of this request: their Rflushes follow its
+	// reply.
+	flushes []uint16
 
 	// Tattach: who attaches to what, and the qid of what was attached.
 	uname    string
@@ -118,6 +136,8 @@ const (
 	msgTauth      = 102
 	msgTattach    = 104
 	msgRattach    = 105
+	msgTflush     = 108
+	msgRflush     = 109
 	msgTwalk      = 110
 )
 
@@ -237,6 +257,10 @@ func (w *wire) Read(p []byte) (int, error) {
 			w.remaining -= n
 			return n, w.readErr(err)
 		}
+		if w.versioned != nil {
+			<-w.versioned
+			w.versioned = nil
+		}
 		if w.stopping.Load() {
 			return 0, io.EOF
 		}
@@ -257,7 +281,9 @@ func (w *wire) Read(p []byte) (int, error) {
 		if _, err := io.ReadFull(w.br, frame); err != nil {
 			return 0, w.readErr(err)
 		}
-		if w.pending, err = w.inbound(frame); err != nil {
+		first := !w.begun
+		w.begun = true
+		if w.pending, err = w.inbound(frame, first); err != nil {
 			return 0, err
 		}
 	}
@@ -274,7 +300,7 @@ func (w *wire) readErr(err error) error {
 
 func inspected(t byte) bool {
 	switch t {
-	case msgTversion, msgTauth, msgTgetlock, msgTattach, msgTwalk, msgTsetattr, msgTlcreate, msgTxattrwalk:
+	case msgTversion, msgTauth, msgTgetlock, msgTflush, msgTattach, msgTwalk, msgTsetattr, msgTlcreate, msgTxattrwalk:
 		return true
 	}
 	return false
@@ -335,7 +361,7 @@ func (w *wire) xattrFailed(tag uint16, e linux.Errno) {
 
 // inbound handles one whole request: it returns the frame p9 is to read,
 // or nil when the request was answered here.
-func (w *wire) inbound(frame []byte) ([]byte, error) {
+func (w *wire) inbound(frame []byte, first bool) ([]byte, error) {
 	typ, tag := frame[4], binary.LittleEndian.Uint16(frame[5:])
 	if _, ok := requests[typ]; !ok {
 		return nil, w.reply(rlerror(tag, linux.ENOSYS))
@@ -345,9 +371,11 @@ func (w *wire) inbound(frame []byte) ([]byte, error) {
 	switch typ {
 	case msgTversion:
 		msize, version := d.u32(), d.str()
-		if d.bad {
+		if d.bad || !first {
 			break
 		}
+		w.versioned = make(chan struct{})
+		w.update(tag, msgTversion, func(c *call) { c.replied = w.versioned })
 		if v, ext := strings.CutPrefix(version, "9P2000.L."); ext && v != "" {
 			e.header(msgTversion, tag)
 			e.u32(msize)
@@ -358,6 +386,13 @@ func (w *wire) inbound(frame []byte) ([]byte, error) {
 
 	case msgTauth:
 		return nil, w.reply(rlerror(tag, linux.ENOENT))
+
+	case msgTflush:
+		old := d.u16()
+		if d.bad {
+			break
+		}
+		return nil, w.flushAfter(tag, old)
 
 	case msgTgetlock:
 		d.u32() // fid
@@ -464,19 +499,14 @@ func (w *wire) inbound(frame []byte) ([]byte, error) {
 		binary.LittleEndian.PutUint32(frame[flagsAt:], flags)
 		return frame, nil
 	}
-	// Too short for what its type carries: p9 would answer it without its
-	// tag, which leaves the client waiting.
+	// Too short for what its type carries (p9 would answer it without its
+	// tag, which leaves the client waiting), or a Tversion after the first
+	// request.
 	return nil, w.reply(rlerror(tag, linux.EINVAL))
 }
 
 // reply sends a reply made here.
-func (w *wire) reply(frame []byte) error {
-	w.end(frame[4], binary.LittleEndian.Uint16(frame[5:]))
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	_, err := w.c.Write(frame)
-	return err
-}
+func (w *wire) reply(frame []byte) error { return w.send(frame, nil) }
 
 // Write takes p9's replies. p9 writes a reply as its header, its fixed
 // part and its payload, in order and from one goroutine at a time; the
@@ -514,30 +544,48 @@ func (w *wire) Write(p []byte) (int, error) {
 
 // flush writes the gathered reply, with tail (its payload) when given.
 func (w *wire) flush(tail []byte) error {
-	frame := w.out
 	defer func() { w.out = w.out[:0] }()
-	w.outbound(frame)
+	return w.send(w.out, tail)
+}
+
+// send ends the call a reply answers, patches the reply with what the
+// call holds for it, writes it (with tail, its payload, when given), and
+// then the Rflush of every Tflush that waited for it. The call leaves the
+// table under wmu, so that a Tflush that finds its call gone has its
+// Rflush written after the reply.
+func (w *wire) send(frame, tail []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	flushes := w.outbound(frame)
+	var err error
 	if tail == nil {
-		_, err := w.c.Write(frame)
-		return err
+		_, err = w.c.Write(frame)
+	} else {
+		bufs := net.Buffers{frame, tail}
+		_, err = bufs.WriteTo(w.c)
 	}
-	bufs := net.Buffers{frame, tail}
-	_, err := bufs.WriteTo(w.c)
+	for len(flushes) > 0 && err == nil {
+		r := rflush(flushes[0])
+		flushes = append(flushes[1:], w.outbound(r)...)
+		_, err = w.c.Write(r)
+	}
 	return err
 }
 
-// outbound ends the call a reply answers and patches the reply in place
-// with what the call holds for it.
-func (w *wire) outbound(frame []byte) {
+// outbound ends the call a reply answers, patches the reply in place with
+// what the call holds for it, and returns the tags of the Tflushes that
+// waited for it.
+func (w *wire) outbound(frame []byte) []uint16 {
 	if len(frame) < hdrLen {
-		return
+		return nil
 	}
 	typ := frame[4]
 	c, ok := w.end(typ, binary.LittleEndian.Uint16(frame[5:]))
 	if !ok {
-		return
+		return nil
+	}
+	if c.replied != nil {
+		close(c.replied)
 	}
 	switch {
 	case c.typ == msgTxattrwalk && typ == msgRlerror && len(frame) == hdrLen+4 && c.errno != 0:
@@ -547,6 +595,28 @@ func (w *wire) outbound(frame []byte) {
 		binary.LittleEndian.PutUint32(frame[hdrLen+1:], c.qid.Version)
 		binary.LittleEndian.PutUint64(frame[hdrLen+5:], c.qid.Path)
 	}
+	return c.flushes
+}
+
+// flushAfter answers a Tflush (under tag) of the request under old: at
+// once if old is not in flight, or else right after old's reply.
+func (w *wire) flushAfter(tag, old uint16) error {
+	w.cmu.Lock()
+	c, ok := w.calls[old]
+	if ok && old != tag {
+		c.flushes = append(c.flushes, tag)
+		w.calls[old] = c
+		w.cmu.Unlock()
+		return nil
+	}
+	w.cmu.Unlock()
+	return w.reply(rflush(tag))
+}
+
+func rflush(tag uint16) []byte {
+	var enc encoder
+	enc.header(msgRflush, tag)
+	return enc.frame()
 }
 
 func rlerror(tag uint16, e linux.Errno) []byte {

@@ -2,6 +2,8 @@ package ninep
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -69,13 +71,21 @@ func TestClientsCannotForgeWhatTheWireMakes(t *testing.T) {
 		t.Fatalf("Twalkgetattr: %v %v, want ENOSYS", errno, err)
 	}
 	// ... and a client asking for them is answered plain 9P2000.L.
-	_, d2, err := m.rpc(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L.Google.7") })
+	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d2.u32(); d2.str() != "9P2000.L" {
+	defer c.Close()
+	r := &raw{t: t, c: c}
+	if d := r.must(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L.Google.7") }); d.u32() == 0 || d.str() != "9P2000.L" {
 		t.Fatal("Tversion for 9P2000.L.Google.7 was not answered 9P2000.L")
 	}
+	// A Tversion after the first request is refused: p9 would reset the
+	// connection's buffers under the requests in flight.
+	if errno := r.errno(msgTversion, func(e *encoder) { e.u32(8192); e.str("9P2000.L") }); errno != linux.EINVAL {
+		t.Fatalf("a second Tversion: %v, want EINVAL", errno)
+	}
+	r.attach(1, "")
 }
 
 // TestServeConnStopsWhenItsContextEnds: a request sent before the end is
@@ -121,4 +131,69 @@ func TestServeConnReturnsWhenTheClientCloses(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeConn did not return once the client closed")
 	}
+}
+
+// TestFlush: a Tflush is answered after the reply to the request it
+// flushes, and at once when that is not in flight, even when it names
+// itself or another Tflush.
+func TestFlush(t *testing.T) {
+	e := newEnv(t)
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := &raw{t: t, c: c}
+	r.must(msgTversion, func(e *encoder) { e.u32(65536); e.str("9P2000.L") })
+	r.attach(1, "")
+
+	frame := func(typ byte, tag uint16, body func(*encoder)) []byte {
+		var e encoder
+		e.header(typ, tag)
+		body(&e)
+		return e.frame()
+	}
+	readReply := func() (byte, uint16) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		hdr := make([]byte, hdrLen)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.CopyN(io.Discard, c, int64(binary.LittleEndian.Uint32(hdr))-hdrLen); err != nil {
+			t.Fatal(err)
+		}
+		return hdr[4], binary.LittleEndian.Uint16(hdr[5:])
+	}
+	flush := func(tag, old uint16) []byte { return frame(msgTflush, tag, func(e *encoder) { e.u16(old) }) }
+	for i := range 50 {
+		// A request and its flush, sent together: its reply comes first.
+		var out []byte
+		out = append(out, frame(msgTgetattr, 10, func(e *encoder) { e.u32(1); e.u64(0x3fff) })...)
+		out = append(out, flush(11, 10)...)
+		if _, err := c.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if typ, tag := readReply(); tag != 10 || typ != msgTgetattr+1 {
+			t.Fatalf("round %d: first reply type %d tag %d, want Rgetattr tag 10", i, typ, tag)
+		}
+		if typ, tag := readReply(); tag != 11 || typ != msgRflush {
+			t.Fatalf("round %d: second reply type %d tag %d, want Rflush tag 11", i, typ, tag)
+		}
+	}
+	// Flushes of themselves and of each other are answered.
+	if _, err := c.Write(append(append(flush(20, 20), flush(21, 22)...), flush(22, 21)...)); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]bool{}
+	for range 3 {
+		typ, tag := readReply()
+		if typ != msgRflush {
+			t.Fatalf("reply type %d to a Tflush", typ)
+		}
+		seen[tag] = true
+	}
+	if !seen[20] || !seen[21] || !seen[22] {
+		t.Fatalf("Rflushes for %v", seen)
+	}
+	r.must(msgTgetattr, func(e *encoder) { e.u32(1); e.u64(0x3fff) })
 }
