@@ -168,8 +168,9 @@ const (
 	// header in one vectored write, uncopied.
 	copyMax = 16 << 10
 
-	lockTypeUnlck = 2 // P9_LOCK_TYPE_UNLCK
-	setattrMode   = 1 // P9_SETATTR_MODE
+	noTag         = ^uint16(0) // NOTAG
+	lockTypeUnlck = 2          // P9_LOCK_TYPE_UNLCK
+	setattrMode   = 1          // P9_SETATTR_MODE
 )
 
 // Names the wire makes for p9 to pass to file.walk and file.GetXattr. Each
@@ -556,7 +557,13 @@ func (w *wire) flush(tail []byte) error {
 func (w *wire) send(frame, tail []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	flushes := w.outbound(frame)
+	flushes, found := w.outbound(frame)
+	// p9 answers a message it cannot decode with an Rlerror without its
+	// tag, which leaves the client waiting for one: the wire ends the
+	// connection instead, once that reply is out.
+	if !found && len(frame) >= hdrLen && frame[4] == msgRlerror && binary.LittleEndian.Uint16(frame[5:]) == noTag {
+		defer w.Close()
+	}
 	var err error
 	if tail == nil {
 		_, err = w.c.Write(frame)
@@ -566,7 +573,8 @@ func (w *wire) send(frame, tail []byte) error {
 	}
 	for len(flushes) > 0 && err == nil {
 		r := rflush(flushes[0])
-		flushes = append(flushes[1:], w.outbound(r)...)
+		more, _ := w.outbound(r)
+		flushes = append(flushes[1:], more...)
 		_, err = w.c.Write(r)
 	}
 	return err
@@ -574,15 +582,16 @@ func (w *wire) send(frame, tail []byte) error {
 
 // outbound ends the call a reply answers, patches the reply in place with
 // what the call holds for it, and returns the tags of the Tflushes that
-// waited for it.
-func (w *wire) outbound(frame []byte) []uint16 {
+// waited for it; found is false when no call was in flight under the
+// reply's tag.
+func (w *wire) outbound(frame []byte) (flushes []uint16, found bool) {
 	if len(frame) < hdrLen {
-		return nil
+		return nil, false
 	}
 	typ := frame[4]
 	c, ok := w.end(typ, binary.LittleEndian.Uint16(frame[5:]))
 	if !ok {
-		return nil
+		return nil, false
 	}
 	if c.replied != nil {
 		close(c.replied)
@@ -595,7 +604,7 @@ func (w *wire) outbound(frame []byte) []uint16 {
 		binary.LittleEndian.PutUint32(frame[hdrLen+1:], c.qid.Version)
 		binary.LittleEndian.PutUint64(frame[hdrLen+5:], c.qid.Path)
 	}
-	return c.flushes
+	return c.flushes, true
 }
 
 // flushAfter answers a Tflush (under tag) of the request under old: at

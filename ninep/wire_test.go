@@ -197,3 +197,31 @@ func TestFlush(t *testing.T) {
 	}
 	r.must(msgTgetattr, func(e *encoder) { e.u32(1); e.u64(0x3fff) })
 }
+
+// TestMalformedMessages: a message too short for its type gets an Rlerror
+// with its tag when the wire reads it, and otherwise (p9 would answer it
+// without its tag) ends its connection; other clients go on.
+func TestMalformedMessages(t *testing.T) {
+	e := newEnv(t)
+	other := e.attach(t, "")
+
+	r := dialRaw(t, e.addr)
+	if errno := r.errno(msgTwalk, func(e *encoder) { e.u32(0); e.u32(1); e.u16(3); e.str("a") }); errno != linux.EINVAL {
+		t.Fatalf("a Twalk naming fewer names than it says: %v, want EINVAL", errno)
+	}
+	r.attach(1, "")
+
+	var short encoder
+	short.header(msgTgetattr, 5)
+	short.u32(1) // and no request mask
+	if _, err := r.c.Write(short.frame()); err != nil {
+		t.Fatal(err)
+	}
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, r.c); err != nil {
+		t.Fatalf("the connection of a malformed message was not closed: %v", err)
+	}
+	if _, _, _, err := other.GetAttr(p9.AttrMaskAll); err != nil {
+		t.Fatalf("another client after a malformed message: %v", err)
+	}
+}
