@@ -164,9 +164,10 @@ type session struct {
 // nothing of the Tattach, so this root belongs to no one: the wire names
 // every attach by its tag as the first and only component p9 walks from
 // it, and file.walk makes the attached fid there, as the attach's user
-// (see attach).
+// (see attach). p9 never makes it a fid (the wire leaves no attach name
+// empty); were it one, it would act as the anonymous user.
 func (s *session) Attach() (p9.File, error) {
-	return &file{s: s, n: s.f.Root(), unattached: true, holders: 1}, nil
+	return &file{s: s, n: s.f.Root(), cred: s.f.Anonymous(), unattached: true, holders: 1}, nil
 }
 
 // attach serves the Tattach in flight under tag: the identity its uname

@@ -75,6 +75,9 @@ import (
 //     qid of the root it walked from), which file.walk left in the call.
 //   - Rlerror to Txattrwalk carries the errno fs gave (ENODATA for a
 //     missing attribute, EACCES, ...), which file.GetXattr left in the call.
+//   - Rflushes follow the replies they wait for.
+//   - An Rlerror p9 sends without a tag, for a message it could not
+//     decode, ends the connection once it is out.
 type wire struct {
 	c  net.Conn
 	s  *session
