@@ -1,9 +1,7 @@
 package history
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,22 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
 )
-
-// HashLen is the size of a block address.
-const HashLen = sha256.Size
-
-// Hash addresses a block by its content. SHA-256: collision resistant, so
-// two different blocks never share an address and dedup is safe whoever
-// writes the data; it is in the standard library; and this kind of machine
-// has the SHA extensions, which hash at well over 1 GB/s per core, faster
-// than the disk. The hash doubles as the block's checksum.
-type Hash [HashLen]byte
-
-func HashOf(p []byte) Hash { return sha256.Sum256(p) }
-
-func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
 // blockLoc says where a block lives: volume, pack file, offset of its data.
 type blockLoc struct {
@@ -108,7 +93,7 @@ func (p *packStore) name(seq uint32) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%08x.pack", seq))
 }
 
-func (p *packStore) list() ([]uint32, error) { return listSeq32(p.dir, ".pack", "packs") }
+func (p *packStore) list() ([]uint32, error) { return fileio.ListSeq32(p.dir, ".pack", "packs") }
 
 // sealedBelow is the first pack that may still be appended to: every pack
 // before it is complete. After Open nothing is appended to the newest pack
@@ -149,7 +134,7 @@ func (p *packStore) remove(seq uint32) error {
 	if err := os.Remove(p.name(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("history: remove pack: %w", err)
 	}
-	return syncDir(p.dir)
+	return fileio.SyncDir(p.dir)
 }
 
 // Blocks are gathered and written with one system call per this many
@@ -184,7 +169,7 @@ func (p *packStore) put(h Hash, crc uint32, data []byte) (blockLoc, error) {
 	binary.BigEndian.PutUint32(hdr[4:], uint32(len(data)))
 	copy(hdr[8:], h[:])
 	binary.BigEndian.PutUint32(hdr[40:], crc)
-	binary.BigEndian.PutUint32(hdr[44:], crc32.Checksum(hdr[:44], castagnoli))
+	binary.BigEndian.PutUint32(hdr[44:], crc32.Checksum(hdr[:44], record.Castagnoli))
 	if len(p.iov) == 0 {
 		p.bufOff = p.curOff
 	}
@@ -209,7 +194,7 @@ func (p *packStore) flush() error {
 	}
 	iov, off := p.iov, p.bufOff
 	p.iov, p.bufLen, p.hdrs = p.iov[:0], 0, nil
-	err := pwritev(p.cur, iov, off)
+	err := fileio.Pwritev(p.cur, iov, off)
 	clear(iov) // let go of the callers' data
 	if err != nil {
 		err = fmt.Errorf("history: write pack: %w", err)
@@ -242,7 +227,7 @@ func (p *packStore) cutBack() {
 	p.rmu.Unlock()
 	f.Close()
 	if os.Remove(p.name(seq)) == nil {
-		syncDir(p.dir)
+		fileio.SyncDir(p.dir)
 	}
 }
 
@@ -261,34 +246,6 @@ func (p *packStore) lostSince(mark uint64) error {
 	defer p.mu.Unlock()
 	if p.failures != mark {
 		return fmt.Errorf("history: blocks lost to a failed pack write: %w", p.lastErr)
-	}
-	return nil
-}
-
-// pwritev writes every byte of iov at off, resuming after short writes
-// and interrupted calls.
-func pwritev(f *os.File, iov [][]byte, off int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for len(iov) > 0 {
-		var n int
-		var werr error
-		if err := rc.Control(func(fd uintptr) { n, werr = unix.Pwritev(int(fd), iov, off) }); err != nil {
-			return err
-		}
-		if werr == unix.EINTR {
-			continue
-		}
-		if werr != nil {
-			return fmt.Errorf("%s: %w", f.Name(), werr)
-		}
-		if n == 0 {
-			return fmt.Errorf("%s: %w", f.Name(), io.ErrShortWrite)
-		}
-		off += int64(n)
-		iov = skipIov(iov, n)
 	}
 	return nil
 }
@@ -340,7 +297,7 @@ func (p *packStore) sync() error {
 		}
 	}
 	if newFile {
-		if err := syncDir(p.dir); err != nil {
+		if err := fileio.SyncDir(p.dir); err != nil {
 			return err
 		}
 	}
@@ -391,9 +348,9 @@ func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
 // (magic, its own CRC) that names block h with data's length, and data
 // matches the CRC it gives.
 func blockIntact(hdr, data []byte, h Hash) bool {
-	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
+	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], record.Castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
 		binary.BigEndian.Uint32(hdr[4:]) == uint32(len(data)) && Hash(hdr[8:40]) == h &&
-		crc32.Checksum(data, castagnoli) == binary.BigEndian.Uint32(hdr[40:])
+		crc32.Checksum(data, record.Castagnoli) == binary.BigEndian.Uint32(hdr[40:])
 }
 
 // viewRun checks blocks that lie back to back in one pack, starting at
@@ -444,19 +401,6 @@ func (p *packStore) viewRun(locs []blockLoc, hashes []Hash, nowait bool, views [
 		return views[:n], nil, err
 	}
 	return views, m, nil
-}
-
-// skipIov drops the first n bytes of iov, after a short read or write.
-func skipIov(iov [][]byte, n int) [][]byte {
-	for n > 0 {
-		if n < len(iov[0]) {
-			iov[0] = iov[0][n:]
-			break
-		}
-		n -= len(iov[0])
-		iov = iov[1:]
-	}
-	return iov
 }
 
 // scan walks every block of every pack in order. A damaged header or a
@@ -518,7 +462,7 @@ func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash,
 			}
 			return err
 		}
-		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
+		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
 			return fn(Hash{}, blockLoc{Vol: p.vol, Pack: seq, Off: uint64(off)},
 				fmt.Errorf("%w: pack %s: bad block header at %d", ErrCorrupt, f.Name(), off))
 		}
@@ -533,7 +477,7 @@ func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash,
 		var cerr error
 		if _, err := f.ReadAt(data, int64(loc.Off)); err != nil {
 			cerr = err
-		} else if crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(hdr[40:]) || (full && HashOf(data) != h) {
+		} else if crc32.Checksum(data, record.Castagnoli) != binary.BigEndian.Uint32(hdr[40:]) || (full && HashOf(data) != h) {
 			cerr = fmt.Errorf("%w: block %s in %s at %d", ErrCorrupt, h, f.Name(), loc.Off)
 		}
 		if err := fn(h, loc, cerr); err != nil {
@@ -588,18 +532,6 @@ func (p *packStore) storedBytes() (int64, error) {
 		n += st.Size()
 	}
 	return n, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("history: sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // dropCached asks the kernel to drop the page cache of blocks a commit

@@ -103,10 +103,10 @@ func (c *locCache) place(pieces []readPiece) bool {
 	all := true
 	for i := range pieces {
 		pc := &pieces[i]
-		if pc.ref == nil || !pc.ref.block || pc.has {
+		if pc.ref == nil || !pc.ref.Block || pc.has {
 			continue
 		}
-		if pc.loc, pc.has = c.m[pc.ref.hash]; !pc.has {
+		if pc.loc, pc.has = c.m[pc.ref.Hash]; !pc.has {
 			all = false
 		}
 	}

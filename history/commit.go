@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -111,9 +113,9 @@ func (s *Store) commitPending() error {
 	if err == nil {
 		err = s.packs.lostSince(mark) // a cleaner's failed write may have taken ours with it
 	}
-	var loc, next logLoc
+	var loc, next txlog.Loc
 	if err == nil {
-		loc, next, err = s.txlog.append(t)
+		loc, next, err = s.tlog.Append(t)
 	}
 	if err != nil {
 		ix.abandon()
@@ -247,7 +249,7 @@ type indexer struct {
 
 type indexEnd struct {
 	t         *Txn
-	loc, next logLoc
+	loc, next txlog.Loc
 }
 
 var errCommitAbandoned = errors.New("history: commit abandoned before its log append")
@@ -287,7 +289,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 
 // finish has the indexer record the transaction, now in the log, and
 // commit the index.
-func (ix *indexer) finish(t *Txn, loc, next logLoc) error {
+func (ix *indexer) finish(t *Txn, loc, next txlog.Loc) error {
 	ix.end <- indexEnd{t: t, loc: loc, next: next}
 	return <-ix.done
 }
@@ -391,7 +393,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		return nil
 	}
 	if st.inode != nil {
-		if err := replace(keyInode, st.inode.encode()); err != nil {
+		if err := replace(record.KeyInode, st.inode.encode()); err != nil {
 			return err
 		}
 	}
@@ -413,8 +415,8 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		}
 	}
 	if st.truncated && !st.created {
-		err := visible(btx, id, prefixData, Live, func(r Record) error {
-			idx, ok := chunkOfKey(r.Key)
+		err := visible(btx, id, record.PrefixData, Live, func(r Record) error {
+			idx, ok := record.ChunkOfKey(r.Key)
 			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
 				end(r)
 			}
@@ -434,12 +436,12 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		var payload []byte
 		switch {
 		case c.ref != nil:
-			payload = encodeChunk(*c.ref)
+			payload = record.EncodeChunk(*c.ref)
 		case c.hole:
 			// A hole: nothing stored (so too for chunks of zeros, below).
 		case !c.stored():
 			if !allZero(c.data) {
-				payload = encodeChunk(chunkRef{inline: c.data})
+				payload = record.EncodeChunk(record.ChunkRef{Inline: c.data})
 			}
 		default:
 			sum := c.summed()
@@ -450,9 +452,9 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 			if err != nil {
 				return err
 			}
-			payload = encodeChunk(ref)
+			payload = record.EncodeChunk(ref)
 		}
-		if err := replace(chunkKey(idx), payload); err != nil {
+		if err := replace(record.ChunkKey(idx), payload); err != nil {
 			return err
 		}
 		b.flush(false)
@@ -460,7 +462,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 	var size uint64
 	if st.inode != nil {
 		size = st.inode.Size
-	} else if r, ok, err := live(keyInode); err != nil {
+	} else if r, ok, err := live(record.KeyInode); err != nil {
 		return err
 	} else if ok {
 		ino, err := decodeInode(r.Payload)
@@ -481,11 +483,11 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 
 // supersede notes the block of r, a data record being ended.
 func (b *building) supersede(r Record) {
-	if !strings.HasPrefix(r.Key, prefixData) {
+	if !strings.HasPrefix(r.Key, record.PrefixData) {
 		return
 	}
-	if c, err := decodeChunk(r.Payload); err == nil && c.block {
-		b.ended = append(b.ended, c.hash)
+	if c, err := record.DecodeChunk(r.Payload); err == nil && c.Block {
+		b.ended = append(b.ended, c.Hash)
 	}
 }
 
@@ -556,9 +558,9 @@ func hashChunks(fr *overlay) {
 
 // storeBlock puts data in a block, stored once however many records
 // refer to it.
-func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte) (chunkRef, error) {
+func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte) (record.ChunkRef, error) {
 	h := sum.hash
-	ref := chunkRef{block: true, hash: h, length: uint32(len(data))}
+	ref := record.ChunkRef{Block: true, Hash: h, Length: uint32(len(data))}
 	if _, ok := b.blocks[h]; ok {
 		return ref, nil
 	}
@@ -567,7 +569,7 @@ func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte)
 	}
 	loc, err := s.packs.put(h, sum.crc, data)
 	if err != nil {
-		return chunkRef{}, err
+		return record.ChunkRef{}, err
 	}
 	b.blocks[h] = struct{}{}
 	b.stored = append(b.stored, storedBlock{h, loc})

@@ -9,6 +9,9 @@ import (
 	"os"
 	"sort"
 
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -130,7 +133,7 @@ func (s *Store) rewritePack(seq uint32) error {
 			if err != nil {
 				return fmt.Errorf("history: rewrite pack %d: %w", seq, err)
 			}
-			if batch[i].to, err = s.packs.put(batch[i].h, crc32.Checksum(data, castagnoli), data); err != nil {
+			if batch[i].to, err = s.packs.put(batch[i].h, crc32.Checksum(data, record.Castagnoli), data); err != nil {
 				return err
 			}
 		}
@@ -172,7 +175,7 @@ func (s *Store) rewritePack(seq uint32) error {
 // that holds records or ops the cleaner made useless.
 func (s *Store) compactLog(rep *PruneReport, progress Progress) error {
 	s.commitMu.Lock()
-	cur := s.txlog.seg
+	cur := s.tlog.End().Seg
 	s.commitMu.Unlock()
 	var segs []uint32
 	if err := s.index.View(func(tx *bolt.Tx) error {
@@ -216,7 +219,7 @@ var metaCompact = []byte("compact")
 // meta; then it is renamed over the old one; then the record is cleared.
 // Open finishes or undoes a swap a crash interrupted (finishCompaction).
 func (s *Store) rewriteSegment(seg uint32) error {
-	path := segName(s.logDir(), seg)
+	path := txlog.SegName(s.logDir(), seg)
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("history: compact log: %w", err)
@@ -247,7 +250,7 @@ func (s *Store) rewriteSegment(seg uint32) error {
 		rec, ver, gone := tx.Bucket(bucketRec), tx.Bucket(bucketVer), tx.Bucket(bucketGone)
 		var roff int64
 		next := func() (*Txn, error) {
-			t, n, err := readFrame(f, roff)
+			t, n, err := txlog.ReadFrame(f, roff)
 			if err == io.EOF {
 				return nil, nil
 			}
@@ -292,7 +295,7 @@ func (s *Store) rewriteSegment(seg uint32) error {
 				if pruneOnly(t) && len(nt.Ops) == 0 {
 					nt.Ops = []Op{{Kind: OpNop}}
 				}
-				b := nt.encode()
+				b := nt.Encode()
 				if _, err := w.WriteAt(b, woff); err != nil {
 					return fmt.Errorf("history: compact log: %w", err)
 				}
@@ -381,11 +384,11 @@ func (s *Store) finishCompaction() error {
 		return err
 	}
 	if pending {
-		path := segName(s.logDir(), seg)
+		path := txlog.SegName(s.logDir(), seg)
 		if err := os.Rename(path+".new", path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("history: compact log: %w", err)
 		}
-		if err := syncDir(s.logDir()); err != nil {
+		if err := fileio.SyncDir(s.logDir()); err != nil {
 			return err
 		}
 		if err := s.index.Update(func(tx *bolt.Tx) error {

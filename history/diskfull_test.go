@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/record"
 )
 
 // breakPackWrites makes the current pack's next write fail, as a full or
@@ -44,7 +46,7 @@ func TestFailedPackWrite(t *testing.T) {
 	put := func(seed uint64) (blockLoc, []byte) {
 		t.Helper()
 		data := randData(seed, ChunkSize)
-		loc, err := p.put(HashOf(data), crc32.Checksum(data, castagnoli), data)
+		loc, err := p.put(HashOf(data), crc32.Checksum(data, record.Castagnoli), data)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -76,7 +78,7 @@ func txnOf(t *testing.T, s *Store, tid TID) *Txn {
 func dataCreates(x *Txn, obj ObjID) []Op {
 	var out []Op
 	for _, op := range x.Ops {
-		if op.Kind == OpCreate && op.Obj == obj && strings.HasPrefix(op.Key, prefixData) {
+		if op.Kind == OpCreate && op.Obj == obj && strings.HasPrefix(op.Key, record.PrefixData) {
 			out = append(out, op)
 		}
 	}
@@ -296,17 +298,17 @@ func TestSmallDataInlineLargeDataInBlocks(t *testing.T) {
 		if len(ops) != 1 {
 			t.Fatalf("%d bytes: %d data records, want 1", c.size, len(ops))
 		}
-		ref, err := decodeChunk(ops[0].Payload)
+		ref, err := record.DecodeChunk(ops[0].Payload)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.inline {
-			if grew != 0 || ref.block || !bytes.Equal(ref.inline, data) {
-				t.Fatalf("%d bytes: want inline and no pack bytes; got block=%v, %d pack bytes", c.size, ref.block, grew)
+			if grew != 0 || ref.Block || !bytes.Equal(ref.Inline, data) {
+				t.Fatalf("%d bytes: want inline and no pack bytes; got block=%v, %d pack bytes", c.size, ref.Block, grew)
 			}
 		} else {
-			if !ref.block || grew != int64(c.size+packHdrLen) || ref.hash != HashOf(data) {
-				t.Fatalf("%d bytes: want one block of %d bytes; got block=%v, %d pack bytes", c.size, c.size+packHdrLen, ref.block, grew)
+			if !ref.Block || grew != int64(c.size+packHdrLen) || ref.Hash != HashOf(data) {
+				t.Fatalf("%d bytes: want one block of %d bytes; got block=%v, %d pack bytes", c.size, c.size+packHdrLen, ref.Block, grew)
 			}
 		}
 		if !bytes.Equal(readAll(t, s, id, tid), data) {
@@ -332,10 +334,10 @@ func TestSparseFilesStoreNothingForHoles(t *testing.T) {
 	}
 	x := txnOf(t, s, tid)
 	ops := dataCreates(x, id)
-	if len(ops) != 1 || ops[0].Key != chunkKey(1<<30/ChunkSize) {
+	if len(ops) != 1 || ops[0].Key != record.ChunkKey(1<<30/ChunkSize) {
 		t.Fatalf("data records %+v, want one for chunk %d", ops, 1<<30/ChunkSize)
 	}
-	if n := len(x.encode()); n > 1024 {
+	if n := len(x.Encode()); n > 1024 {
 		t.Fatalf("the transaction frame is %d bytes: a hole is stored", n)
 	}
 	ino, err := s.Inode(id, tid)
@@ -377,7 +379,7 @@ func TestSparseFilesStoreNothingForHoles(t *testing.T) {
 	}
 	ended := 0
 	for _, op := range x2.Ops {
-		if op.Kind == OpEnd && op.Obj == z && op.Key == chunkKey(1) && op.Create == t1 {
+		if op.Kind == OpEnd && op.Obj == z && op.Key == record.ChunkKey(1) && op.Create == t1 {
 			ended++
 		}
 	}
@@ -459,10 +461,10 @@ func TestPartialOverwriteMakesNewBlockKeepsOld(t *testing.T) {
 	x := txnOf(t, s, t2)
 	var ends, creates int
 	for _, op := range x.Ops {
-		if op.Obj != id || !strings.HasPrefix(op.Key, prefixData) {
+		if op.Obj != id || !strings.HasPrefix(op.Key, record.PrefixData) {
 			continue
 		}
-		if op.Key != chunkKey(0) {
+		if op.Key != record.ChunkKey(0) {
 			t.Fatalf("the overwrite touched chunk key %q", op.Key)
 		}
 		if op.Kind == OpEnd {
@@ -472,8 +474,8 @@ func TestPartialOverwriteMakesNewBlockKeepsOld(t *testing.T) {
 			}
 		} else {
 			creates++
-			ref, err := decodeChunk(op.Payload)
-			if err != nil || !ref.block || ref.hash != HashOf(newer[:ChunkSize]) {
+			ref, err := record.DecodeChunk(op.Payload)
+			if err != nil || !ref.Block || ref.Hash != HashOf(newer[:ChunkSize]) {
 				t.Fatalf("new chunk record %+v, %v", ref, err)
 			}
 		}
@@ -627,15 +629,15 @@ func TestChangesStreamInOrderAfterSince(t *testing.T) {
 		}
 		return false
 	}
-	if !has(all[1], false, a, keyInode, t1) || !has(all[1], false, a, chunkKey(0), t1) ||
-		!has(all[1], false, RootID, direntKey("a"), t1) {
+	if !has(all[1], false, a, record.KeyInode, t1) || !has(all[1], false, a, record.ChunkKey(0), t1) ||
+		!has(all[1], false, RootID, record.DirentKey("a"), t1) {
 		t.Fatalf("t1 lacks the creates of a: %+v", all[1].Ops)
 	}
-	if !has(all[2], true, a, chunkKey(0), t1) || !has(all[2], false, a, chunkKey(0), t2) {
+	if !has(all[2], true, a, record.ChunkKey(0), t1) || !has(all[2], false, a, record.ChunkKey(0), t2) {
 		t.Fatalf("t2 lacks the end and create of a's data: %+v", all[2].Ops)
 	}
-	if !has(all[4], true, a, keyInode, t1) || !has(all[4], true, a, chunkKey(0), t2) ||
-		!has(all[4], true, RootID, direntKey("a"), t1) {
+	if !has(all[4], true, a, record.KeyInode, t1) || !has(all[4], true, a, record.ChunkKey(0), t2) ||
+		!has(all[4], true, RootID, record.DirentKey("a"), t1) {
 		t.Fatalf("t4 does not end a's records: %+v", all[4].Ops)
 	}
 	for _, x := range all {
@@ -1480,9 +1482,9 @@ func TestVerifyFindsFlippedByteInLogSegment(t *testing.T) {
 	if rep, err := s.Verify(nil); err != nil || !rep.OK() {
 		t.Fatalf("verify before the damage: %v %v", err, rep)
 	}
-	type frame struct{ loc, next logLoc }
+	type frame struct{ loc, next txlog.Loc }
 	var frames []frame
-	if err := scanLog(s.logDir(), logLoc{}, func(_ *Txn, loc, next logLoc) error {
+	if err := txlog.Scan(s.logDir(), txlog.Loc{}, func(_ *Txn, loc, next txlog.Loc) error {
 		frames = append(frames, frame{loc, next})
 		return nil
 	}); err != nil {
@@ -1492,7 +1494,7 @@ func TestVerifyFindsFlippedByteInLogSegment(t *testing.T) {
 		t.Fatalf("%d frames", len(frames))
 	}
 	fr := frames[len(frames)/2] // one in the middle, with good frames after it
-	seg := segName(s.logDir(), fr.loc.Seg)
+	seg := txlog.SegName(s.logDir(), fr.loc.Seg)
 	flipByte(t, seg, fr.loc.Off+(fr.next.Off-fr.loc.Off)/2)
 	expectProblem(t, s, filepath.Base(seg), fmt.Sprintf("offset %d", fr.loc.Off))
 }
@@ -1622,9 +1624,9 @@ func TestIntentLogDamageIsReported(t *testing.T) {
 // must report it, not cut it.
 func TestReopenDoesNotCutACommittedFrame(t *testing.T) {
 	dir, s, _, _, _, _, _ := damageStore(t)
-	var last logLoc
-	var lastNext logLoc
-	if err := scanLog(s.logDir(), logLoc{}, func(_ *Txn, loc, next logLoc) error {
+	var last txlog.Loc
+	var lastNext txlog.Loc
+	if err := txlog.Scan(s.logDir(), txlog.Loc{}, func(_ *Txn, loc, next txlog.Loc) error {
 		last, lastNext = loc, next
 		return nil
 	}); err != nil {
@@ -1633,7 +1635,7 @@ func TestReopenDoesNotCutACommittedFrame(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	seg := segName(filepath.Join(dir, "log"), last.Seg)
+	seg := txlog.SegName(filepath.Join(dir, "log"), last.Seg)
 	flipByte(t, seg, last.Off+(lastNext.Off-last.Off)/2)
 	c, err := Open(dir, Options{FlushInterval: time.Hour})
 	if err != nil {
@@ -1677,8 +1679,8 @@ func TestTornLogTailOpensCleanly(t *testing.T) {
 			write(t, s, id, []byte("never durable"), 5)
 			clk.add(time.Second)
 			t2 := commit(t, s)
-			var loc, next logLoc
-			scanLog(s.logDir(), logLoc{}, func(x *Txn, l, n logLoc) error {
+			var loc, next txlog.Loc
+			txlog.Scan(s.logDir(), txlog.Loc{}, func(x *Txn, l, n txlog.Loc) error {
 				if x.TID == t2 {
 					loc, next = l, n
 				}
@@ -1693,7 +1695,7 @@ func TestTornLogTailOpensCleanly(t *testing.T) {
 			if err := os.WriteFile(idx, saved, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			seg := segName(filepath.Join(dir, "log"), loc.Seg)
+			seg := txlog.SegName(filepath.Join(dir, "log"), loc.Seg)
 			cut := loc.Off + (next.Off-loc.Off)/2
 			if where == "mid-header" {
 				cut = loc.Off + 7
@@ -1875,8 +1877,8 @@ func TestVerifyDir(t *testing.T) {
 	if _, err := VerifyDir(dir, Options{}, nil); !errors.Is(err, ErrLocked) {
 		t.Fatalf("VerifyDir of an open store: %v, want ErrLocked", err)
 	}
-	var frames []logLoc
-	if err := scanLog(s.logDir(), logLoc{}, func(_ *Txn, loc, _ logLoc) error {
+	var frames []txlog.Loc
+	if err := txlog.Scan(s.logDir(), txlog.Loc{}, func(_ *Txn, loc, _ txlog.Loc) error {
 		frames = append(frames, loc)
 		return nil
 	}); err != nil {
@@ -1890,7 +1892,7 @@ func TestVerifyDir(t *testing.T) {
 		t.Fatalf("VerifyDir of a sound store: %v %+v", err, rep)
 	}
 	fr := frames[len(frames)/2] // committed, with good frames after it
-	seg := segName(filepath.Join(dir, "log"), fr.Seg)
+	seg := txlog.SegName(filepath.Join(dir, "log"), fr.Seg)
 	flipByte(t, seg, fr.Off+20)
 	rep, err = VerifyDir(dir, Options{}, nil)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/record"
 )
 
 func readFormatFile(t *testing.T, dir string) string {
@@ -270,7 +272,7 @@ func TestStaleBlockPlaces(t *testing.T) {
 	for i := 0; i < 6; i++ { // chunk by chunk too (chunkData's path)
 		s.locs.put(hashes[i], blockLoc{Pack: 9999, Off: 48, Length: ChunkSize})
 		s.cache = newBlockCache(s.cache.max)
-		b, err := s.chunkData(chunkRef{block: true, hash: hashes[i], length: ChunkSize})
+		b, err := s.chunkData(record.ChunkRef{Block: true, Hash: hashes[i], Length: ChunkSize})
 		if err != nil || !bytes.Equal(b, data[i*ChunkSize:(i+1)*ChunkSize]) {
 			t.Fatalf("chunk %d with a wrong place: %v", i, err)
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -36,7 +38,7 @@ const txnPruneOnly = 1
 
 type indexState struct {
 	Applied   TID
-	Next      logLoc // where the frame after Applied starts
+	Next      txlog.Loc // where the frame after Applied starts
 	IntentSeq uint64
 	ObjHigh   ObjID
 }
@@ -55,7 +57,7 @@ func decodeIndexState(b []byte) (indexState, error) {
 	}
 	return indexState{
 		Applied:   TID(binary.BigEndian.Uint64(b)),
-		Next:      logLoc{Seg: binary.BigEndian.Uint32(b[8:]), Off: int64(binary.BigEndian.Uint64(b[12:]))},
+		Next:      txlog.Loc{Seg: binary.BigEndian.Uint32(b[8:]), Off: int64(binary.BigEndian.Uint64(b[12:]))},
 		IntentSeq: binary.BigEndian.Uint64(b[20:]),
 		ObjHigh:   ObjID(binary.BigEndian.Uint64(b[28:])),
 	}, nil
@@ -165,12 +167,12 @@ func newest(tx *bolt.Tx, obj ObjID, key string, at TID) (Record, bool, error) {
 // the cursor seeks, so the cost stays O(log n) per chunk at worst.
 func chunkRecords(tx *bolt.Tx, obj ObjID, first uint64, count int, at TID, fn func(i int, payload []byte) error) error {
 	c := tx.Bucket(bucketRec).Cursor()
-	want := recKey(obj, chunkKey(first), at)
+	want := recKey(obj, record.ChunkKey(first), at)
 	pfx := want[:len(want)-8] // obj | key | NUL
 	const walk = 8            // steps forward before a seek is cheaper
 	var k, v []byte
 	for i := 0; i < count; i++ {
-		putChunkHex(want[8+1:8+17], first+uint64(i))
+		record.PutChunkHex(want[8+1:8+17], first+uint64(i))
 		// k is where the last chunk's search ended, before want: step
 		// on to the first key at or after want, as Seek would.
 		n := 0
@@ -199,7 +201,7 @@ func chunkRecords(tx *bolt.Tx, obj ObjID, first uint64, count int, at TID, fn fu
 			return fmt.Errorf("%w: index value of %d bytes for object %d chunk %d", ErrCorrupt, len(v), obj, first+uint64(i))
 		}
 		create, del := TID(binary.BigEndian.Uint64(k[len(k)-8:])), TID(binary.BigEndian.Uint64(v))
-		if recChecksum(obj, create, del, k[8:len(k)-9], v[12:]) != binary.BigEndian.Uint32(v[8:]) {
+		if record.Checksum(obj, create, del, k[8:len(k)-9], v[12:]) != binary.BigEndian.Uint32(v[8:]) {
 			return fmt.Errorf("%w: record object %d chunk %d created %s", ErrCorrupt, obj, first+uint64(i), create)
 		}
 		if del != 0 && del <= at {
@@ -257,7 +259,7 @@ func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r
 // and its pack removed, and a later drop in the log ends that record. Such
 // a block gets a placeholder entry; one left referenced at the end of the
 // replay is damage (see missingBlocks).
-func applyTxn(tx *bolt.Tx, t *Txn, loc, next logLoc, blocks map[Hash]blockLoc, replay bool) error {
+func applyTxn(tx *bolt.Tx, t *Txn, loc, next txlog.Loc, blocks map[Hash]blockLoc, replay bool) error {
 	a := newTxnApply(tx, t.TID, replay)
 	if err := a.ops(t.Ops); err != nil {
 		return err
@@ -293,18 +295,18 @@ func (a *txnApply) ops(ops []Op) error {
 			if err := a.rec.Put(recKey(op.Obj, op.Key, a.tid), recValue(&r)); err != nil {
 				return err
 			}
-			if strings.HasPrefix(op.Key, prefixData) {
-				c, err := decodeChunk(op.Payload)
+			if strings.HasPrefix(op.Key, record.PrefixData) {
+				c, err := record.DecodeChunk(op.Payload)
 				if err != nil {
 					return err
 				}
-				if loc, ok := a.stored[c.hash]; ok && c.block {
-					delete(a.stored, c.hash) // a second reference finds the entry
-					if err := a.blk.Put(c.hash[:], blkEntry{Loc: loc, Refs: 1}.encode()); err != nil {
+				if loc, ok := a.stored[c.Hash]; ok && c.Block {
+					delete(a.stored, c.Hash) // a second reference finds the entry
+					if err := a.blk.Put(c.Hash[:], blkEntry{Loc: loc, Refs: 1}.encode()); err != nil {
 						return err
 					}
-				} else if c.block {
-					a.refs = append(a.refs, c.hash)
+				} else if c.Block {
+					a.refs = append(a.refs, c.Hash)
 				}
 			}
 		case OpEnd:
@@ -352,7 +354,7 @@ func (a *txnApply) ops(ops []Op) error {
 // entries, and records the transaction: its versions, where it lies in the
 // log, and the index's state. blocks, in a replay, are those the packs
 // hold (see addRef).
-func (a *txnApply) finish(t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) error {
+func (a *txnApply) finish(t *Txn, loc, next txlog.Loc, blocks map[Hash]blockLoc) error {
 	for _, h := range a.refs {
 		if err := addRef(a.blk, h, blocks, a.replay); err != nil {
 			return err
@@ -383,15 +385,15 @@ func (a *txnApply) finish(t *Txn, loc, next logLoc, blocks map[Hash]blockLoc) er
 }
 
 // decodeTxnLoc reads a transaction index value.
-func decodeTxnLoc(v []byte) (logLoc, byte, error) {
+func decodeTxnLoc(v []byte) (txlog.Loc, byte, error) {
 	if len(v) != 12 && len(v) != 13 {
-		return logLoc{}, 0, fmt.Errorf("%w: transaction index entry of %d bytes", ErrCorrupt, len(v))
+		return txlog.Loc{}, 0, fmt.Errorf("%w: transaction index entry of %d bytes", ErrCorrupt, len(v))
 	}
 	var flags byte
 	if len(v) == 13 {
 		flags = v[12]
 	}
-	return logLoc{Seg: binary.BigEndian.Uint32(v), Off: int64(binary.BigEndian.Uint64(v[4:]))}, flags, nil
+	return txlog.Loc{Seg: binary.BigEndian.Uint32(v), Off: int64(binary.BigEndian.Uint64(v[4:]))}, flags, nil
 }
 
 // volMissing marks the placeholder entry of a block no pack holds.

@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
 )
 
 // The intent log is a redo log of the changes that are not yet part of a
@@ -123,7 +126,7 @@ func intentName(dir string, seq uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("%016x.log", seq))
 }
 
-func listIntent(dir string) ([]uint64, error) { return listSeq(dir, ".log", 64, "intent log") }
+func listIntent(dir string) ([]uint64, error) { return fileio.ListSeq(dir, ".log", 64, "intent log") }
 
 // readIntent returns the entries of one file up to its first torn or
 // damaged entry: a torn tail was never acknowledged as durable, and a
@@ -166,7 +169,7 @@ func nextIntactEntry(b []byte, off int) int {
 	from := off + 1
 	if off+intentHdrLen <= len(b) {
 		h := b[off : off+intentHdrLen]
-		if string(h[:4]) == intentMagic && crc32.Checksum(h[:12], castagnoli) == binary.BigEndian.Uint32(h[12:]) {
+		if string(h[:4]) == intentMagic && crc32.Checksum(h[:12], record.Castagnoli) == binary.BigEndian.Uint32(h[12:]) {
 			from = max(from, off+intentHdrLen+int(binary.BigEndian.Uint32(h[4:])))
 		}
 	}
@@ -189,7 +192,7 @@ func intentEntryAt(b []byte, off int) ([]byte, bool) {
 		return nil, false
 	}
 	h := b[off : off+intentHdrLen]
-	if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], castagnoli) != binary.BigEndian.Uint32(h[12:]) {
+	if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], record.Castagnoli) != binary.BigEndian.Uint32(h[12:]) {
 		return nil, false
 	}
 	n := int(binary.BigEndian.Uint32(h[4:]))
@@ -197,7 +200,7 @@ func intentEntryAt(b []byte, off int) ([]byte, bool) {
 		return nil, false
 	}
 	body := b[off+intentHdrLen : off+intentHdrLen+n]
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(h[8:]) {
+	if crc32.Checksum(body, record.Castagnoli) != binary.BigEndian.Uint32(h[8:]) {
 		return nil, false
 	}
 	return body, true
@@ -222,7 +225,7 @@ func (l *intentLog) create(seq uint64) (*intentFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("history: create intent log: %w", err)
 	}
-	if err := preallocate(f, intentPrealloc); err != nil {
+	if err := fileio.Preallocate(f, intentPrealloc); err != nil {
 		// No preallocation (unsupported, or the disk is nearly full):
 		// the file grows as it is written, correct as before, only
 		// slower to sync. Give back whatever part was allocated.
@@ -244,7 +247,7 @@ func (l *intentLog) prepare(seq uint64) (*intentFile, error) {
 	}
 	err = f.f.Sync()
 	if err == nil {
-		err = syncDir(l.dir)
+		err = fileio.SyncDir(l.dir)
 	}
 	if err != nil {
 		f.discard()
@@ -369,13 +372,13 @@ func intentHeader(body ...[]byte) [intentHdrLen]byte {
 	var crc uint32
 	n := 0
 	for _, p := range body {
-		crc = crc32.Update(crc, castagnoli, p)
+		crc = crc32.Update(crc, record.Castagnoli, p)
 		n += len(p)
 	}
 	copy(h[:], intentMagic)
 	binary.BigEndian.PutUint32(h[4:], uint32(n))
 	binary.BigEndian.PutUint32(h[8:], crc)
-	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
+	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], record.Castagnoli))
 	return h
 }
 
@@ -414,7 +417,7 @@ func writeEntries(f *os.File, entries []entry, off int64) error {
 		if len(iov) == 0 {
 			return nil
 		}
-		err := pwritev(f, iov, off)
+		err := fileio.Pwritev(f, iov, off)
 		off += int64(size)
 		iov, size = iov[:0], 0
 		if err != nil {
@@ -510,10 +513,10 @@ func (l *intentLog) sync(pos intentPos) error {
 		// directory entry durable, once.
 		err = f.f.Sync()
 		if err == nil {
-			err = syncDir(l.dir)
+			err = fileio.SyncDir(l.dir)
 		}
 	} else if err == nil {
-		err = datasync(f.f)
+		err = fileio.Datasync(f.f)
 	}
 	l.mu.Lock()
 	f.syncing = false
@@ -650,15 +653,15 @@ func appendIopHead(b []byte, op iop) []byte {
 }
 
 func decodeIops(body []byte) ([]iop, error) {
-	r := reader{b: body}
+	r := record.Reader{B: body}
 	var ops []iop
-	for r.off < len(body) && r.err == nil {
-		op := iop{kind: r.u8(), obj: ObjID(r.u64()), n: r.u64()}
-		op.key = string(r.bytes(int(r.u16())))
-		op.data = r.bytes(int(r.u32()))
+	for r.Off < len(body) && r.Err == nil {
+		op := iop{kind: r.U8(), obj: ObjID(r.U64()), n: r.U64()}
+		op.key = string(r.Bytes(int(r.U16())))
+		op.data = r.Bytes(int(r.U32()))
 		ops = append(ops, op)
 	}
-	if r.err != nil {
+	if r.Err != nil {
 		return nil, errors.New("history: intent entry truncated")
 	}
 	return ops, nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/fileio"
 )
 
 // ---- the file format: recovery of one intent file ----
@@ -173,7 +175,7 @@ func preallocWorks(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return preallocate(f, 1<<20) == nil
+	return fileio.Preallocate(f, 1<<20) == nil
 }
 
 func intentFiles(t *testing.T, dir string) []uint64 {
@@ -204,7 +206,7 @@ func crashStop(t *testing.T, s *Store) {
 		}
 	}
 	s.ilog.mu.Unlock()
-	s.txlog.close()
+	s.tlog.Close()
 	s.packs.close()
 	s.index.Close()
 	s.lock.Close()

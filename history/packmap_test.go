@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -181,7 +183,7 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 				}
 				s.index.View(func(tx *bolt.Tx) error {
 					for i := range count {
-						rec, ok, err := latest(tx, id, chunkKey(first+uint64(i)), at)
+						rec, ok, err := latest(tx, id, record.ChunkKey(first+uint64(i)), at)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -199,8 +201,8 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 // Reads go on while the cleaner rewrites and removes the packs under
 // them: every view reads the live data, also one held across a pass.
 func TestViewsDuringPrune(t *testing.T) {
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = 16<<10, 4*(ChunkSize+packHdrLen)
+	defer func(s, p int64) { txlog.SegmentSize, packMaxSize = s, p }(txlog.SegmentSize, packMaxSize)
+	txlog.SegmentSize, packMaxSize = 16<<10, 4*(ChunkSize+packHdrLen)
 	clk := epoch()
 	s := openTest(t, t.TempDir(), clk)
 	defer s.Close()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -210,7 +211,7 @@ func (s *Store) copiesPending() bool {
 		}
 		for _, st := range o.objs {
 			for _, c := range st.chunks {
-				if c.ref != nil && c.ref.block {
+				if c.ref != nil && c.ref.Block {
 					return true
 				}
 			}
@@ -454,7 +455,7 @@ func (s *Store) countDry(ops []Op, refs map[Hash]uint64, rep *PruneReport) error
 
 // recordBlock is the block a data record names, if any.
 func recordBlock(tx *bolt.Tx, op Op) (Hash, bool, error) {
-	if !strings.HasPrefix(op.Key, prefixData) {
+	if !strings.HasPrefix(op.Key, record.PrefixData) {
 		return Hash{}, false, nil
 	}
 	k := recKey(op.Obj, op.Key, op.Create)
@@ -466,11 +467,11 @@ func recordBlock(tx *bolt.Tx, op Op) (Hash, bool, error) {
 	if err != nil {
 		return Hash{}, false, err
 	}
-	c, err := decodeChunk(r.Payload)
-	if err != nil || !c.block {
+	c, err := record.DecodeChunk(r.Payload)
+	if err != nil || !c.Block {
 		return Hash{}, false, err
 	}
-	return c.hash, true, nil
+	return c.Hash, true, nil
 }
 
 // appendPrune logs one frame of cleaner ops and applies it, like a commit:
@@ -497,7 +498,7 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 	}
 	t := &Txn{TID: s.nextTID(), IntentSeq: s.lastIntent, ObjHigh: s.objHigh, Ops: ops}
 	s.mu.Unlock()
-	loc, next, err := s.txlog.append(t)
+	loc, next, err := s.tlog.Append(t)
 	if err != nil {
 		return fmt.Errorf("history: prune: %w", err)
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/txlog"
 )
 
 // The prune crash test runs the cleaner in a child process (this test
@@ -108,7 +110,7 @@ func TestPruneCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as the child of TestPruneCrashKill9")
 	}
-	segMaxSize, packMaxSize = pcSegMax, pcPackMax
+	txlog.SegmentSize, packMaxSize = pcSegMax, pcPackMax
 	nowNs, _ := strconv.ParseInt(os.Getenv("ASOF_PCRASH_NOW"), 10, 64)
 	now := time.Unix(0, nowNs).UTC()
 	pi, _ := strconv.Atoi(os.Getenv("ASOF_PCRASH_POLICY"))
@@ -505,8 +507,8 @@ func TestPruneCrashKill9(t *testing.T) {
 	case race:
 		ops, rounds, minRounds, budget = 200, 10, 6, 30*time.Second
 	}
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = pcSegMax, pcPackMax
+	defer func(s, p int64) { txlog.SegmentSize, packMaxSize = s, p }(txlog.SegmentSize, packMaxSize)
+	txlog.SegmentSize, packMaxSize = pcSegMax, pcPackMax
 	begin := time.Now()
 	tmp := t.TempDir()
 	base := buildPruneCrashBase(t, filepath.Join(tmp, "base"), ops, 77)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -102,8 +103,8 @@ func TestPruneModel(t *testing.T) {
 	if testing.Short() {
 		seeds, ops = seeds[:2], 300
 	}
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
+	defer func(s, p int64) { txlog.SegmentSize, packMaxSize = s, p }(txlog.SegmentSize, packMaxSize)
+	txlog.SegmentSize, packMaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
 	for _, seed := range seeds {
 		p := policies[int(seed)%len(policies)]
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -62,7 +62,7 @@ func (s *Store) inode(ls []*overlay, obj ObjID, at TID) (Inode, error) {
 	}
 	var ino Inode
 	err := s.index.View(func(tx *bolt.Tx) error {
-		r, ok, err := latest(tx, obj, keyInode, at)
+		r, ok, err := latest(tx, obj, record.KeyInode, at)
 		if err != nil {
 			return err
 		}
@@ -110,7 +110,7 @@ func (s *Store) Lookup(dir ObjID, name string, at TID) (ObjID, Kind, error) {
 }
 
 func (s *Store) lookup(ls []*overlay, dir ObjID, name string, at TID) (ObjID, Kind, error) {
-	p, err := s.kvGet(ls, dir, direntKey(name), at)
+	p, err := s.kvGet(ls, dir, record.DirentKey(name), at)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -124,7 +124,7 @@ func (s *Store) Readlink(obj ObjID, at TID) (string, error) {
 		return "", err
 	}
 	defer done()
-	b, err := s.kvGet(ls, obj, keySymlink, at)
+	b, err := s.kvGet(ls, obj, record.KeySymlink, at)
 	return string(b), err
 }
 
@@ -135,7 +135,7 @@ func (s *Store) Xattr(obj ObjID, name string, at TID) ([]byte, error) {
 		return nil, err
 	}
 	defer done()
-	return s.kvGet(ls, obj, xattrKey(name), at)
+	return s.kvGet(ls, obj, record.XattrKey(name), at)
 }
 
 // Xattrs lists an object's extended attribute names as of at.
@@ -150,8 +150,8 @@ func (s *Store) Xattrs(obj ObjID, at TID) ([]string, error) {
 
 func (s *Store) xattrs(ls []*overlay, obj ObjID, at TID) ([]string, error) {
 	var names []string
-	err := s.scanKV(ls, obj, prefixXatt, "", at, func(key string, _ []byte) bool {
-		names = append(names, key[len(prefixXatt):])
+	err := s.scanKV(ls, obj, record.PrefixXattr, "", at, func(key string, _ []byte) bool {
+		names = append(names, key[len(record.PrefixXattr):])
 		return true
 	})
 	return names, err
@@ -200,13 +200,13 @@ func (s *Store) ReadDir(dir ObjID, after string, at TID, fn func(name string, ch
 
 func (s *Store) readDir(ls []*overlay, dir ObjID, after string, at TID, fn func(string, ObjID, Kind) bool) error {
 	var derr error
-	err := s.scanKV(ls, dir, prefixDir, after, at, func(key string, p []byte) bool {
+	err := s.scanKV(ls, dir, record.PrefixDir, after, at, func(key string, p []byte) bool {
 		child, k, err := decodeDirent(p)
 		if err != nil {
 			derr = err
 			return false
 		}
-		return fn(key[len(prefixDir):], child, k)
+		return fn(key[len(record.PrefixDir):], child, k)
 	})
 	if err == nil {
 		err = derr
@@ -386,7 +386,7 @@ func (s *Store) ReadView(obj ObjID, off int64, n int, at TID, nowait bool) (View
 // A readPiece is one chunk of a read, as it is resolved.
 type readPiece struct {
 	buf     []byte // overlay data
-	ref     *chunkRef
+	ref     *record.ChunkRef
 	indexed bool     // no overlay decides the chunk: its record is looked up
 	loc     blockLoc // where ref's block was, when looked up
 	has     bool     // loc is set
@@ -433,7 +433,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			if tx == nil {
 				return true, nil
 			}
-			r, ok, err := latest(tx, obj, keyInode, at)
+			r, ok, err := latest(tx, obj, record.KeyInode, at)
 			if err != nil {
 				return false, err
 			}
@@ -486,14 +486,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			for j < len(pieces) && pieces[j].indexed {
 				j++
 			}
-			refs := make([]chunkRef, j-i)
+			refs := make([]record.ChunkRef, j-i)
 			err := chunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
-				ref, err := decodeChunk(payload)
+				ref, err := record.DecodeChunk(payload)
 				if err != nil {
 					return err
 				}
-				if !ref.block {
-					ref.inline = bytes.Clone(ref.inline) // the payload is the index's, for this transaction
+				if !ref.Block {
+					ref.Inline = bytes.Clone(ref.Inline) // the payload is the index's, for this transaction
 				}
 				refs[k] = ref
 				pieces[i+k].ref = &refs[k]
@@ -507,14 +507,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		s.locs.place(pieces)
 		for i := range pieces {
 			pc := &pieces[i]
-			if pc.ref != nil && pc.ref.block && !pc.has {
-				e, ok, err := getBlk(tx, pc.ref.hash)
+			if pc.ref != nil && pc.ref.Block && !pc.has {
+				e, ok, err := getBlk(tx, pc.ref.Hash)
 				if err != nil {
 					return false, err
 				}
 				pc.loc, pc.has = e.Loc, ok
 				if ok {
-					s.locs.put(pc.ref.hash, e.Loc)
+					s.locs.put(pc.ref.Hash, e.Loc)
 				}
 			}
 		}
@@ -550,7 +550,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 	}
 	mapped := func(i int) bool {
 		pc := &pieces[i]
-		return pc.ref != nil && pc.ref.block && pc.has
+		return pc.ref != nil && pc.ref.Block && pc.has
 	}
 	var locs []blockLoc
 	var hashes []Hash
@@ -565,7 +565,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			}
 			locs, hashes = locs[:0], hashes[:0]
 			for k := i; k < j; k++ {
-				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash)
+				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.Hash)
 			}
 			views, m, err := s.packs.viewRun(locs, hashes, nowait, nil)
 			if errors.Is(err, ErrWouldBlock) {
@@ -584,7 +584,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			// which looks again and reports damage (not the run again
 			// from the next block, at the same stale places).
 			for k := i; k < j; k++ {
-				s.locs.forget(pieces[k].ref.hash)
+				s.locs.forget(pieces[k].ref.Hash)
 				pieces[k].has = false
 			}
 		}
@@ -603,27 +603,27 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 }
 
 // chunkData returns the bytes of a committed chunk, checked.
-func (s *Store) chunkData(ref chunkRef) ([]byte, error) { return s.readChunk(ref, false) }
+func (s *Store) chunkData(ref record.ChunkRef) ([]byte, error) { return s.readChunk(ref, false) }
 
 // readChunk is chunkData, with nowait ErrWouldBlock where the block is
 // not in memory.
-func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
-	if !ref.block {
-		return ref.inline, nil
+func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
+	if !ref.Block {
+		return ref.Inline, nil
 	}
-	if b := s.cache.get(ref.hash); b != nil {
+	if b := s.cache.get(ref.Hash); b != nil {
 		return b, nil
 	}
-	if loc, ok := s.locs.get(ref.hash); ok {
-		b, err := s.packs.get(loc, ref.hash, nowait)
+	if loc, ok := s.locs.get(ref.Hash); ok {
+		b, err := s.packs.get(loc, ref.Hash, nowait)
 		if err == nil {
-			s.cache.put(ref.hash, b)
+			s.cache.put(ref.Hash, b)
 			return b, nil
 		}
 		if errors.Is(err, ErrWouldBlock) {
 			return nil, err
 		}
-		s.locs.forget(ref.hash) // moved, or damaged: the index says
+		s.locs.forget(ref.Hash) // moved, or damaged: the index says
 	}
 	var b []byte
 	var prev blockLoc
@@ -632,17 +632,17 @@ func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 		err := s.index.View(func(tx *bolt.Tx) error {
 			var ok bool
 			var err error
-			e, ok, err = getBlk(tx, ref.hash)
+			e, ok, err = getBlk(tx, ref.Hash)
 			if err == nil && !ok {
-				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.hash)
+				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.Hash)
 			}
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		if b, err = s.packs.get(e.Loc, ref.hash, nowait); err == nil {
-			s.locs.put(ref.hash, e.Loc)
+		if b, err = s.packs.get(e.Loc, ref.Hash, nowait); err == nil {
+			s.locs.put(ref.Hash, e.Loc)
 			break
 		}
 		if errors.Is(err, ErrWouldBlock) {
@@ -655,7 +655,7 @@ func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 		}
 		prev = e.Loc
 	}
-	s.cache.put(ref.hash, b)
+	s.cache.put(ref.Hash, b)
 	return b, nil
 }
 
@@ -667,8 +667,8 @@ func (s *Store) Meta(prefix string) (map[string][]byte, error) {
 	}
 	defer done()
 	out := map[string][]byte{}
-	err = s.scanKV(ls, RootID, prefixMeta+prefix, "", Live, func(key string, p []byte) bool {
-		out[key[len(prefixMeta):]] = append([]byte(nil), p...)
+	err = s.scanKV(ls, RootID, record.PrefixMeta+prefix, "", Live, func(key string, p []byte) bool {
+		out[key[len(record.PrefixMeta):]] = append([]byte(nil), p...)
 		return true
 	})
 	return out, err
@@ -712,7 +712,7 @@ func (s *Store) Moment(at TID) (TID, bool, error) {
 // the entry's key.
 func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
 	err = s.index.View(func(tx *bolt.Tx) error {
-		r, found, err := newest(tx, dir, direntKey(name), math.MaxUint64)
+		r, found, err := newest(tx, dir, record.DirentKey(name), math.MaxUint64)
 		if err != nil || !found {
 			return err
 		}
@@ -764,52 +764,3 @@ func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
 	})
 	return out, found, err
 }
-
-// Changes calls fn with every committed transaction after since, in order.
-// It finds the first one through the transaction index and reads the log
-// from there: the cost is what changed, not the size of the store, and no
-// state is kept for any reader.
-func (s *Store) Changes(since TID, fn func(t *Txn) error) error {
-	var from logLoc
-	found := false
-	// The cleaner rewrites old segments and their index entries under
-	// logMu: hold it from the lookup to the end of the scan.
-	s.logMu.RLock()
-	defer s.logMu.RUnlock()
-	err := s.index.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
-		if k == nil {
-			return nil
-		}
-		var err error
-		from, _, err = decodeTxnLoc(v)
-		found = err == nil
-		return err
-	})
-	if err != nil || !found {
-		return err
-	}
-	// Stop at the newest transaction committed now: a frame being
-	// appended behind it may be incomplete.
-	last := s.LastTID()
-	err = scanLog(s.logDir(), from, func(t *Txn, _, _ logLoc) error {
-		if t.TID > last {
-			return errStop
-		}
-		if t.TID > since {
-			if err := fn(t); err != nil {
-				return err
-			}
-		}
-		if t.TID == last {
-			return errStop
-		}
-		return nil
-	})
-	if errors.Is(err, errStop) {
-		return nil
-	}
-	return err
-}
-
-func (s *Store) logDir() string { return filepath.Join(s.dir, "log") }

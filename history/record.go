@@ -3,83 +3,7 @@ package history
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"strconv"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// Record keys. Every key is NUL-free (POSIX names and xattr names cannot
-// hold NUL, chunk numbers are hex), so an index key can end a key with a NUL
-// and sort all versions of one (object, key) together, newest last, and all
-// of a directory's entries in name order.
-const (
-	keyInode   = "i"
-	keySymlink = "s"
-	prefixDir  = "d" // + entry name
-	prefixData = "x" // + 16 hex digits: chunk number
-	prefixXatt = "e" // + attribute name
-	prefixMeta = "m" // + name: the file system's own bookkeeping, on the root
-)
-
-func direntKey(name string) string { return prefixDir + name }
-func xattrKey(name string) string  { return prefixXatt + name }
-func chunkKey(idx uint64) string {
-	var b [17]byte
-	b[0] = prefixData[0]
-	putChunkHex(b[1:], idx)
-	return string(b[:])
-}
-
-// putChunkHex writes a chunk index as chunkKey spells it: 16 hex digits,
-// which sort as the numbers do.
-func putChunkHex(b []byte, idx uint64) {
-	const digits = "0123456789abcdef"
-	for i := 15; i >= 0; i-- {
-		b[i] = digits[idx&15]
-		idx >>= 4
-	}
-}
-
-func chunkOfKey(key string) (uint64, bool) {
-	if len(key) != 17 || key[0] != prefixData[0] {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(key[1:], 16, 64)
-	return n, err == nil
-}
-
-// Record is the unit of truth: one piece of an object's state, valid from
-// the transaction Create up to (not including) Delete; Delete 0 means live.
-type Record struct {
-	Obj     ObjID
-	Key     string
-	Create  TID
-	Delete  TID
-	Payload []byte
-}
-
-// Visible reports whether the record is part of the state as of at.
-func (r *Record) Visible(at TID) bool {
-	return r.Create <= at && (r.Delete == 0 || r.Delete > at)
-}
-
-// Checksum covers every field, so a record read back from any copy (the
-// log, the index, a mirror) can be checked on its own.
-func (r *Record) Checksum() uint32 {
-	return recChecksum(r.Obj, r.Create, r.Delete, r.Key, r.Payload)
-}
-
-func recChecksum[K string | []byte](obj ObjID, create, del TID, key K, payload []byte) uint32 {
-	var h [8 * 3]byte
-	binary.BigEndian.PutUint64(h[0:], uint64(obj))
-	binary.BigEndian.PutUint64(h[8:], uint64(create))
-	binary.BigEndian.PutUint64(h[16:], uint64(del))
-	c := crc32.Update(0, castagnoli, h[:])
-	c = crc32.Update(c, castagnoli, []byte(key))
-	c = crc32.Update(c, castagnoli, []byte{0})
-	return crc32.Update(c, castagnoli, payload)
-}
 
 // Index keys: obj(8) | key | 0x00 | create tid(8).
 func recKey(obj ObjID, key string, create TID) []byte {
@@ -129,13 +53,6 @@ func decodeRec(k, v []byte) (Record, error) {
 	return r, nil
 }
 
-// Data records describe one chunk of a file: either the bytes themselves
-// (small data lives inline) or the hash of a block holding them.
-const (
-	chunkInline byte = 0
-	chunkBlock  byte = 1
-)
-
 // ChunkSize is the file-offset grain of data records in a new store: a
 // 1 GiB file is 65536 records, and rewriting 4 KiB costs one new 16 KiB
 // block. Smaller chunks cost more records (and index) per byte, larger
@@ -150,49 +67,6 @@ func (s *Store) ChunkSize() int { return s.chunk }
 
 // InlineMax is the largest chunk kept inside its record instead of a block.
 const InlineMax = 4 << 10
-
-type chunkRef struct {
-	inline []byte // when not a block
-	hash   Hash
-	length uint32
-	block  bool
-}
-
-func (c chunkRef) size() int {
-	if c.block {
-		return int(c.length)
-	}
-	return len(c.inline)
-}
-
-func encodeChunk(c chunkRef) []byte {
-	if !c.block {
-		return append([]byte{chunkInline}, c.inline...)
-	}
-	b := make([]byte, 1+4+len(c.hash))
-	b[0] = chunkBlock
-	binary.BigEndian.PutUint32(b[1:], c.length)
-	copy(b[5:], c.hash[:])
-	return b
-}
-
-func decodeChunk(p []byte) (chunkRef, error) {
-	if len(p) == 0 {
-		return chunkRef{}, fmt.Errorf("%w: empty data record", ErrCorrupt)
-	}
-	switch p[0] {
-	case chunkInline:
-		return chunkRef{inline: p[1:]}, nil
-	case chunkBlock:
-		if len(p) != 1+4+HashLen {
-			return chunkRef{}, fmt.Errorf("%w: block reference of %d bytes", ErrCorrupt, len(p))
-		}
-		c := chunkRef{block: true, length: binary.BigEndian.Uint32(p[1:])}
-		copy(c.hash[:], p[5:])
-		return c, nil
-	}
-	return chunkRef{}, fmt.Errorf("%w: data record of type %d", ErrCorrupt, p[0])
-}
 
 // Directory entries: child object id and its kind, so a listing needs no
 // lookup of each child.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -57,7 +58,7 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 	err := s.index.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
 			st.Records++
-			if len(k) == 8+len(keyInode)+1+8 && string(k[8:9]) == keyInode && len(v) >= 12 && binary.BigEndian.Uint64(v) == 0 {
+			if len(k) == 8+len(record.KeyInode)+1+8 && string(k[8:9]) == record.KeyInode && len(v) >= 12 && binary.BigEndian.Uint64(v) == 0 {
 				r, err := decodeRec(k, v)
 				if err != nil {
 					return err

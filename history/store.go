@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -40,7 +42,7 @@ type Store struct {
 	opts  Options
 	log   *slog.Logger
 	index *bolt.DB
-	txlog *txLog
+	tlog  *txlog.Log
 	packs *packStore
 	ilog  *intentLog
 	lock  *os.File
@@ -170,7 +172,7 @@ func (s *Store) recover() error {
 	}
 	// Frames the index has applied were durable: damage in them is never
 	// a torn tail to cut.
-	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log"), st.Next); err != nil {
+	if s.tlog, last, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next); err != nil {
 		return err
 	}
 	if err := s.catchUpIndexOrReserve(); err != nil {
@@ -312,7 +314,7 @@ func (s *Store) catchUpIndex() error {
 func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 	var packMap map[Hash]blockLoc // learnt once, when a frame needs it
 	n := 0
-	err := scanLog(s.logDir(), st.Next, func(t *Txn, loc, next logLoc) error {
+	err := txlog.Scan(s.logDir(), st.Next, func(t *Txn, loc, next txlog.Loc) error {
 		if t.TID > upTo {
 			return errStop
 		}
@@ -355,15 +357,15 @@ func unknownBlocks(db *bolt.DB, t *Txn) (bool, error) {
 	need := false
 	err := db.View(func(tx *bolt.Tx) error {
 		for _, op := range t.Ops {
-			if op.Kind != OpCreate || !strings.HasPrefix(op.Key, prefixData) {
+			if op.Kind != OpCreate || !strings.HasPrefix(op.Key, record.PrefixData) {
 				continue
 			}
-			c, err := decodeChunk(op.Payload)
+			c, err := record.DecodeChunk(op.Payload)
 			if err != nil {
 				return err
 			}
-			if c.block {
-				if _, ok, err := getBlk(tx, c.hash); err != nil || !ok {
+			if c.Block {
+				if _, ok, err := getBlk(tx, c.Hash); err != nil || !ok {
 					need = !ok
 					return err
 				}
@@ -501,8 +503,8 @@ func (s *Store) closeFiles() error {
 	if s.ilog != nil {
 		errs = append(errs, s.ilog.close())
 	}
-	if s.txlog != nil {
-		errs = append(errs, s.txlog.close())
+	if s.tlog != nil {
+		errs = append(errs, s.tlog.Close())
 	}
 	if s.packs != nil {
 		errs = append(errs, s.packs.close())

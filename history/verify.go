@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -76,7 +77,7 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 		if seq == ext.log.Seg {
 			limit = ext.log.Off
 		}
-		if err := verifySegment(segName(logDir, seq), limit, rep); err != nil {
+		if err := verifySegment(txlog.SegName(logDir, seq), limit, rep); err != nil {
 			return err
 		}
 		progress("log", int64(i+1), int64(len(ext.segs)))
@@ -110,7 +111,7 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 
 // extent is what a verify checks: the store between two commits.
 type extent struct {
-	log   logLoc           // the log's end
+	log   txlog.Loc        // the log's end
 	segs  []uint32         // its segments up to the end
 	packs map[uint32]int64 // each pack's size
 	last  TID              // the newest transaction
@@ -125,8 +126,8 @@ func (s *Store) verifyExtent(rep *Report) (*extent, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.logMu.RLock()
-	e := &extent{log: logLoc{Seg: s.txlog.seg, Off: s.txlog.off}, last: s.LastTID()}
-	segs, err := listSegments(s.logDir())
+	e := &extent{log: s.tlog.End(), last: s.LastTID()}
+	segs, err := txlog.ListSegments(s.logDir())
 	if err == nil {
 		e.segs = slices.DeleteFunc(segs, func(seq uint32) bool { return seq > e.log.Seg })
 		e.packs, err = s.packs.sizes()
@@ -158,14 +159,14 @@ func verifySegment(path string, limit int64, rep *Report) error {
 	size := min(st.Size(), limit)
 	var off int64
 	for off < size {
-		t, next, err := readFrame(f, off)
+		t, next, err := txlog.ReadFrame(f, off)
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			rep.problem("log %s: damaged frame at offset %d", filepath.Base(path), off)
 			// Resynchronise on the next intact frame, if any.
-			if _, n, err := readFrameAfter(f, off, size); err == nil {
+			if _, n, err := txlog.ReadFrameAfter(f, off, size); err == nil {
 				off = n
 				continue
 			}
@@ -323,7 +324,7 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	}
 	defer lock.Close()
 	logDir := filepath.Join(dir, "log")
-	segs, err := listSegments(logDir)
+	segs, err := txlog.ListSegments(logDir)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +334,7 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	}
 	defer packs.close()
 	// Everything there is: nothing appends to a store no process has open.
-	ext := &extent{log: logLoc{Off: math.MaxInt64}, segs: segs}
+	ext := &extent{log: txlog.Loc{Off: math.MaxInt64}, segs: segs}
 	if len(segs) > 0 {
 		ext.log.Seg = segs[len(segs)-1]
 	}
