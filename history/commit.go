@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -100,18 +101,18 @@ func (s *Store) commitPending() error {
 
 	// Until the index knows this commit's blocks, the cleaner must not
 	// rewrite the packs they go to.
-	s.packFloor.Store(s.packs.sealedBelow())
+	s.packFloor.Store(s.packs.SealedBelow())
 	defer s.packFloor.Store(math.MaxUint32)
 	ix := s.startIndexer(tid)
-	mark := s.packs.mark()
+	mark := s.packs.Mark()
 	b, err := s.build(fr, tid, objHigh, old.seq, ix.feed.publish)
 	ix.feed.close()
 	t := b.t
 	if err == nil {
-		err = s.packs.sync()
+		err = s.packs.Sync()
 	}
 	if err == nil {
-		err = s.packs.lostSince(mark) // a cleaner's failed write may have taken ours with it
+		err = s.packs.LostSince(mark) // a cleaner's failed write may have taken ours with it
 	}
 	var loc, next txlog.Loc
 	if err == nil {
@@ -315,7 +316,7 @@ type opFeed struct {
 // A storedBlock is one a commit stored, which the index had no entry for.
 type storedBlock struct {
 	hash Hash
-	loc  blockLoc
+	loc  pack.Loc
 }
 
 func (f *opFeed) publish(ops []Op, stored []storedBlock) {
@@ -503,7 +504,7 @@ func (s *Store) dropper() {
 	for ended := range s.drops {
 		// In key order, the lookups walk the index's pages in order.
 		sort.Slice(ended, func(i, j int) bool { return bytes.Compare(ended[i][:], ended[j][:]) < 0 })
-		var locs []blockLoc
+		var locs []pack.Loc
 		err := s.index.View(func(btx *bolt.Tx) error {
 			for _, h := range ended {
 				e, ok, err := getBlk(btx, h)
@@ -517,7 +518,7 @@ func (s *Store) dropper() {
 			return nil
 		})
 		if err == nil {
-			s.packs.dropCached(locs)
+			s.packs.DropCached(locs)
 		}
 		s.dropsPending.Done()
 	}
@@ -567,7 +568,7 @@ func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte)
 	if _, ok, err := getBlk(btx, h); err != nil || ok {
 		return ref, err
 	}
-	loc, err := s.packs.put(h, sum.crc, data)
+	loc, err := s.packs.Put(h, sum.crc, data)
 	if err != nil {
 		return record.ChunkRef{}, err
 	}

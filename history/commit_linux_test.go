@@ -102,7 +102,15 @@ func TestFailedLogAppendLeavesIndexUntouched(t *testing.T) {
 // puts the store's back.
 func readOnlyLog(t *testing.T, s *Store) (restore func()) {
 	t.Helper()
-	path, err := filepath.Abs(txlog.SegName(s.logDir(), s.tlog.End().Seg))
+	return readOnlyFile(t, txlog.SegName(s.logDir(), s.tlog.End().Seg))
+}
+
+// readOnlyFile puts a read-only descriptor of path in place of the one
+// this process has open on it, as a full or failing disk would make its
+// writes fail; restore puts the original back.
+func readOnlyFile(t *testing.T, path string) (restore func()) {
+	t.Helper()
+	path, err := filepath.Abs(path)
 	if err != nil {
 		t.Fatal(err)
 	}

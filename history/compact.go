@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -39,7 +40,7 @@ func (s *Store) liveBytes() (map[uint32]int64, error) {
 			if err != nil {
 				return err
 			}
-			live[e.Loc.Pack] += int64(e.Loc.Length) + packHdrLen
+			live[e.Loc.Pack] += int64(e.Loc.Length) + pack.HdrLen
 			return nil
 		})
 	})
@@ -57,19 +58,19 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	if err != nil {
 		return err
 	}
-	open := s.packs.sealedBelow()
-	if size := fileSize(s.packs.name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
-		if err := s.packs.seal(open); err != nil {
+	open := s.packs.SealedBelow()
+	if size := fileSize(s.packs.Name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
+		if err := s.packs.Seal(open); err != nil {
 			return err
 		}
 	}
 	// Packs a commit in flight is writing to hold blocks the index does
 	// not know yet: never touch them.
-	cur := min(s.packs.sealedBelow(), s.packFloor.Load())
+	cur := min(s.packs.SealedBelow(), s.packFloor.Load())
 	if live, err = s.liveBytes(); err != nil {
 		return err
 	}
-	seqs, err := s.packs.list()
+	seqs, err := s.packs.List()
 	if err != nil {
 		return err
 	}
@@ -78,10 +79,10 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 		if seq >= cur {
 			continue
 		}
-		size := fileSize(s.packs.name(seq))
+		size := fileSize(s.packs.Name(seq))
 		switch {
 		case live[seq] == 0:
-			if err := s.packs.remove(seq); err != nil {
+			if err := s.packs.Remove(seq); err != nil {
 				return err
 			}
 			rep.Packs++
@@ -108,7 +109,7 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 func (s *Store) rewritePack(seq uint32) error {
 	type move struct {
 		h        Hash
-		from, to blockLoc
+		from, to pack.Loc
 	}
 	var moves []move
 	if err := s.index.View(func(tx *bolt.Tx) error {
@@ -117,7 +118,7 @@ func (s *Store) rewritePack(seq uint32) error {
 			if err != nil {
 				return err
 			}
-			if e.Loc.Pack == seq && e.Loc.Vol == s.packs.vol {
+			if e.Loc.Pack == seq && e.Loc.Vol == s.packs.Vol() {
 				moves = append(moves, move{h: Hash(k), from: e.Loc})
 			}
 			return nil
@@ -127,20 +128,20 @@ func (s *Store) rewritePack(seq uint32) error {
 	}
 	for start := 0; start < len(moves); start += packRewriteBatch {
 		batch := moves[start:min(start+packRewriteBatch, len(moves))]
-		mark := s.packs.mark()
+		mark := s.packs.Mark()
 		for i := range batch {
-			data, err := s.packs.get(batch[i].from, batch[i].h, false)
+			data, err := s.packs.Get(batch[i].from, batch[i].h, false)
 			if err != nil {
 				return fmt.Errorf("history: rewrite pack %d: %w", seq, err)
 			}
-			if batch[i].to, err = s.packs.put(batch[i].h, crc32.Checksum(data, record.Castagnoli), data); err != nil {
+			if batch[i].to, err = s.packs.Put(batch[i].h, crc32.Checksum(data, record.Castagnoli), data); err != nil {
 				return err
 			}
 		}
-		if err := s.packs.sync(); err != nil {
+		if err := s.packs.Sync(); err != nil {
 			return err
 		}
-		if err := s.packs.lostSince(mark); err != nil {
+		if err := s.packs.LostSince(mark); err != nil {
 			return err // a commit's failed write took the copies with it
 		}
 		// Under commitMu: a commit between its dedup check and its
@@ -168,7 +169,7 @@ func (s *Store) rewritePack(seq uint32) error {
 			return err
 		}
 	}
-	return s.packs.remove(seq)
+	return s.packs.Remove(seq)
 }
 
 // compactLog rewrites every log segment, but the one being appended to,

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -45,7 +46,7 @@ func randData(seed uint64, n int) []byte {
 
 func packBytes(t *testing.T, s *Store) int64 {
 	t.Helper()
-	n, err := s.packs.storedBytes()
+	n, err := s.packs.StoredBytes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 	defer s.Close()
 	data := randData(1, 1<<20)
 	n := int64(len(data) / ChunkSize) // distinct chunks
-	perBlock := int64(ChunkSize + packHdrLen)
+	perBlock := int64(ChunkSize + pack.HdrLen)
 
 	b0 := packBytes(t, s)
 	a := newFile(t, s, RootID, "a")
@@ -307,8 +308,8 @@ func TestSmallDataInlineLargeDataInBlocks(t *testing.T) {
 				t.Fatalf("%d bytes: want inline and no pack bytes; got block=%v, %d pack bytes", c.size, ref.Block, grew)
 			}
 		} else {
-			if !ref.Block || grew != int64(c.size+packHdrLen) || ref.Hash != HashOf(data) {
-				t.Fatalf("%d bytes: want one block of %d bytes; got block=%v, %d pack bytes", c.size, c.size+packHdrLen, ref.Block, grew)
+			if !ref.Block || grew != int64(c.size+pack.HdrLen) || ref.Hash != HashOf(data) {
+				t.Fatalf("%d bytes: want one block of %d bytes; got block=%v, %d pack bytes", c.size, c.size+pack.HdrLen, ref.Block, grew)
 			}
 		}
 		if !bytes.Equal(readAll(t, s, id, tid), data) {
@@ -453,8 +454,8 @@ func TestPartialOverwriteMakesNewBlockKeepsOld(t *testing.T) {
 	write(t, s, id, patch, 1000)
 	clk.add(time.Second)
 	t2 := commit(t, s)
-	if grew := packBytes(t, s) - b1; grew != ChunkSize+packHdrLen {
-		t.Fatalf("a partial overwrite stored %d bytes, want one new block (%d)", grew, ChunkSize+packHdrLen)
+	if grew := packBytes(t, s) - b1; grew != ChunkSize+pack.HdrLen {
+		t.Fatalf("a partial overwrite stored %d bytes, want one new block (%d)", grew, ChunkSize+pack.HdrLen)
 	}
 	newer := append([]byte(nil), old...)
 	copy(newer[1000:], patch)
@@ -908,11 +909,11 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 
 	// Hold a commit after it froze the changes and rotated the intent log,
 	// before its frame is written: it waits on the packs to sync them.
-	s.packs.mu.Lock()
+	release := s.packs.Hold()
 	held := true
 	defer func() {
 		if held {
-			s.packs.mu.Unlock()
+			release()
 		}
 	}()
 	committed := make(chan error, 1)
@@ -934,7 +935,7 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 	select {
 	case derr = <-durable:
 	case <-time.After(2 * time.Second):
-		s.packs.mu.Unlock()
+		release()
 		held = false
 		derr = <-durable
 	}
@@ -948,7 +949,7 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 	// A power cut right after Durable returned.
 	img := crashImage(t, dir, intentSynced(s, f1))
 	if held {
-		s.packs.mu.Unlock()
+		release()
 		held = false
 	}
 	if err := <-committed; err != nil {
@@ -1771,7 +1772,7 @@ func TestReservationSyncsEarlierEntries(t *testing.T) {
 	a := s.ilog.cur // E1's intent file, not fsynced
 	s.ilog.mu.Unlock()
 	// Hold a commit after it froze E1, before its frame is durable.
-	s.packs.mu.Lock()
+	release := s.packs.Hold()
 	committed := make(chan error, 1)
 	go func() { _, err := s.Commit(); committed <- err }()
 	for {
@@ -1789,7 +1790,7 @@ func TestReservationSyncsEarlierEntries(t *testing.T) {
 	s.mu.Unlock()
 	g := newFile(t, s, RootID, "g") // E3: reserves, so it is fsynced
 	img := crashImage(t, dir, intentSynced(s, a))
-	s.packs.mu.Unlock()
+	release()
 	if err := <-committed; err != nil {
 		t.Fatal(err)
 	}

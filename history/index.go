@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -64,7 +65,7 @@ func decodeIndexState(b []byte) (indexState, error) {
 }
 
 type blkEntry struct {
-	Loc  blockLoc
+	Loc  pack.Loc
 	Refs uint64
 }
 
@@ -81,7 +82,7 @@ func decodeBlk(b []byte) (blkEntry, error) {
 		return blkEntry{}, fmt.Errorf("%w: block index entry of %d bytes", ErrCorrupt, len(b))
 	}
 	return blkEntry{
-		Loc: blockLoc{Vol: binary.BigEndian.Uint16(b), Pack: binary.BigEndian.Uint32(b[2:]),
+		Loc: pack.Loc{Vol: binary.BigEndian.Uint16(b), Pack: binary.BigEndian.Uint32(b[2:]),
 			Off: binary.BigEndian.Uint64(b[6:]), Length: binary.BigEndian.Uint32(b[14:])},
 		Refs: binary.BigEndian.Uint64(b[18:]),
 	}, nil
@@ -259,7 +260,7 @@ func visibleFrom(tx *bolt.Tx, obj ObjID, prefix, after string, at TID, fn func(r
 // and its pack removed, and a later drop in the log ends that record. Such
 // a block gets a placeholder entry; one left referenced at the end of the
 // replay is damage (see missingBlocks).
-func applyTxn(tx *bolt.Tx, t *Txn, loc, next txlog.Loc, blocks map[Hash]blockLoc, replay bool) error {
+func applyTxn(tx *bolt.Tx, t *Txn, loc, next txlog.Loc, blocks map[Hash]pack.Loc, replay bool) error {
 	a := newTxnApply(tx, t.TID, replay)
 	if err := a.ops(t.Ops); err != nil {
 		return err
@@ -278,13 +279,13 @@ type txnApply struct {
 	// stored are blocks the transaction stored that the index has no
 	// entry for: the first record created that refers to one puts its
 	// entry, with no lookup.
-	stored map[Hash]blockLoc
+	stored map[Hash]pack.Loc
 	refs   []Hash // the other blocks of the records created, counted by finish
 }
 
 func newTxnApply(tx *bolt.Tx, tid TID, replay bool) *txnApply {
 	return &txnApply{tx: tx, rec: tx.Bucket(bucketRec), blk: tx.Bucket(bucketBlk), tid: tid, replay: replay,
-		stored: map[Hash]blockLoc{}}
+		stored: map[Hash]pack.Loc{}}
 }
 
 func (a *txnApply) ops(ops []Op) error {
@@ -354,7 +355,7 @@ func (a *txnApply) ops(ops []Op) error {
 // entries, and records the transaction: its versions, where it lies in the
 // log, and the index's state. blocks, in a replay, are those the packs
 // hold (see addRef).
-func (a *txnApply) finish(t *Txn, loc, next txlog.Loc, blocks map[Hash]blockLoc) error {
+func (a *txnApply) finish(t *Txn, loc, next txlog.Loc, blocks map[Hash]pack.Loc) error {
 	for _, h := range a.refs {
 		if err := addRef(a.blk, h, blocks, a.replay); err != nil {
 			return err
@@ -399,7 +400,7 @@ func decodeTxnLoc(v []byte) (txlog.Loc, byte, error) {
 // volMissing marks the placeholder entry of a block no pack holds.
 const volMissing = 0xffff
 
-func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc, replay bool) error {
+func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]pack.Loc, replay bool) error {
 	var e blkEntry
 	if v := blk.Get(h[:]); v != nil {
 		var err error
@@ -409,7 +410,7 @@ func addRef(blk *bolt.Bucket, h Hash, blocks map[Hash]blockLoc, replay bool) err
 	} else if loc, ok := blocks[h]; ok {
 		e.Loc = loc
 	} else if replay {
-		e.Loc = blockLoc{Vol: volMissing}
+		e.Loc = pack.Loc{Vol: volMissing}
 	} else {
 		return fmt.Errorf("%w: a record references block %s, which no pack holds", ErrCorrupt, h)
 	}

@@ -207,7 +207,7 @@ func crashStop(t *testing.T, s *Store) {
 	}
 	s.ilog.mu.Unlock()
 	s.tlog.Close()
-	s.packs.close()
+	s.packs.Close()
 	s.index.Close()
 	s.lock.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
@@ -103,8 +104,8 @@ func TestPruneModel(t *testing.T) {
 	if testing.Short() {
 		seeds, ops = seeds[:2], 300
 	}
-	defer func(s, p int64) { txlog.SegmentSize, packMaxSize = s, p }(txlog.SegmentSize, packMaxSize)
-	txlog.SegmentSize, packMaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
+	defer func(s, p int64) { txlog.SegmentSize, pack.MaxSize = s, p }(txlog.SegmentSize, pack.MaxSize)
+	txlog.SegmentSize, pack.MaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
 	for _, seed := range seeds {
 		p := policies[int(seed)%len(policies)]
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -206,7 +207,7 @@ func TestPruneModel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.BlockBytes > 2*needed+packMaxSize {
+			if got.BlockBytes > 2*needed+pack.MaxSize {
 				t.Fatalf("%d bytes of packs left, the kept states need %d", got.BlockBytes, needed)
 			}
 			t.Logf("kept %d of %d moments; blocks %d (%d bytes of packs, %d needed); stored %d -> %d; log %d bytes",
@@ -368,7 +369,7 @@ func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
 		}
 		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
 			e, err := decodeBlk(v)
-			needed += int64(e.Loc.Length) + packHdrLen
+			needed += int64(e.Loc.Length) + pack.HdrLen
 			return err
 		})
 	})

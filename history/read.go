@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
@@ -327,14 +328,14 @@ func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (i
 type View struct {
 	Segs [][]byte
 	N    int // bytes in Segs
-	maps []*packMap
+	maps []*pack.Map
 }
 
 // Release lets go of the memory the view points into; the view is empty
 // afterwards.
 func (v *View) Release() {
 	for _, m := range v.maps {
-		m.release()
+		m.Release()
 	}
 	*v = View{}
 }
@@ -342,7 +343,7 @@ func (v *View) Release() {
 // CopyTo copies the view into p, which must hold N bytes, and returns N.
 func (v *View) CopyTo(p []byte) (int, error) {
 	n := 0
-	err := fault(func() {
+	err := pack.Fault(func() {
 		for _, b := range v.Segs {
 			n += copy(p[n:], b)
 		}
@@ -388,7 +389,7 @@ type readPiece struct {
 	buf     []byte // overlay data
 	ref     *record.ChunkRef
 	indexed bool     // no overlay decides the chunk: its record is looked up
-	loc     blockLoc // where ref's block was, when looked up
+	loc     pack.Loc // where ref's block was, when looked up
 	has     bool     // loc is set
 }
 
@@ -552,7 +553,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		pc := &pieces[i]
 		return pc.ref != nil && pc.ref.Block && pc.has
 	}
-	var locs []blockLoc
+	var locs []pack.Loc
 	var hashes []Hash
 	for i := 0; i < len(pieces); {
 		// Blocks back to back in one pack: checked together, with one
@@ -560,14 +561,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		if mapped(i) {
 			j := i + 1
 			for j < len(pieces) && j-i < 512 && mapped(j) && pieces[j].loc.Pack == pieces[j-1].loc.Pack &&
-				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+packHdrLen {
+				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+pack.HdrLen {
 				j++
 			}
 			locs, hashes = locs[:0], hashes[:0]
 			for k := i; k < j; k++ {
 				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.Hash)
 			}
-			views, m, err := s.packs.viewRun(locs, hashes, nowait, nil)
+			views, m, err := s.packs.ViewRun(locs, hashes, nowait, nil)
 			if errors.Is(err, ErrWouldBlock) {
 				v.Release()
 				return View{}, Inode{}, err
@@ -611,13 +612,13 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 	if !ref.Block {
 		return ref.Inline, nil
 	}
-	if b := s.cache.get(ref.Hash); b != nil {
+	if b := s.cache.Get(ref.Hash); b != nil {
 		return b, nil
 	}
 	if loc, ok := s.locs.get(ref.Hash); ok {
-		b, err := s.packs.get(loc, ref.Hash, nowait)
+		b, err := s.packs.Get(loc, ref.Hash, nowait)
 		if err == nil {
-			s.cache.put(ref.Hash, b)
+			s.cache.Put(ref.Hash, b)
 			return b, nil
 		}
 		if errors.Is(err, ErrWouldBlock) {
@@ -626,7 +627,7 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 		s.locs.forget(ref.Hash) // moved, or damaged: the index says
 	}
 	var b []byte
-	var prev blockLoc
+	var prev pack.Loc
 	for try := 0; ; try++ {
 		var e blkEntry
 		err := s.index.View(func(tx *bolt.Tx) error {
@@ -641,7 +642,7 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if b, err = s.packs.get(e.Loc, ref.Hash, nowait); err == nil {
+		if b, err = s.packs.Get(e.Loc, ref.Hash, nowait); err == nil {
 			s.locs.put(ref.Hash, e.Loc)
 			break
 		}
@@ -655,7 +656,7 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 		}
 		prev = e.Loc
 	}
-	s.cache.put(ref.Hash, b)
+	s.cache.Put(ref.Hash, b)
 	return b, nil
 }
 

@@ -110,7 +110,7 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	if st.BlockBytes, err = s.packs.storedBytes(); err != nil {
+	if st.BlockBytes, err = s.packs.StoredBytes(); err != nil {
 		return Stats{}, err
 	}
 	st.StoredBytes = st.BlockBytes + dirSize(s.logDir()) + fileSize(filepath.Join(s.dir, "index.db"))

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -43,10 +44,10 @@ type Store struct {
 	log   *slog.Logger
 	index *bolt.DB
 	tlog  *txlog.Log
-	packs *packStore
+	packs *pack.Store
 	ilog  *intentLog
 	lock  *os.File
-	cache *blockCache
+	cache *pack.BlockCache
 	locs  *locCache
 	stats statsCache
 	chunk int // the store's chunk size, from FORMAT
@@ -127,7 +128,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
-		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
+		cache: pack.NewBlockCache(pack.BlockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
 	s.endedCond = sync.NewCond(&s.mu)
@@ -152,7 +153,7 @@ func (s *Store) recover() error {
 			os.RemoveAll(d)
 		}
 	}
-	if s.packs, err = openPackStore(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
+	if s.packs, err = pack.Open(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}
 	if s.index, err = openIndex(filepath.Join(s.dir, "index.db"), false); err != nil {
@@ -312,7 +313,7 @@ func (s *Store) catchUpIndex() error {
 // replayLog applies to db every frame of the log after st, up to the
 // transaction upTo: a frame being appended behind it may be incomplete.
 func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
-	var packMap map[Hash]blockLoc // learnt once, when a frame needs it
+	var packMap map[Hash]pack.Loc // learnt once, when a frame needs it
 	n := 0
 	err := txlog.Scan(s.logDir(), st.Next, func(t *Txn, loc, next txlog.Loc) error {
 		if t.TID > upTo {
@@ -329,7 +330,7 @@ func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 			if need {
 				// Blocks the index has not seen: written by a commit a
 				// crash interrupted, or the index is being rebuilt.
-				if packMap, err = s.packs.locate(); err != nil {
+				if packMap, err = s.packs.Locate(); err != nil {
 					return err
 				}
 			}
@@ -507,7 +508,7 @@ func (s *Store) closeFiles() error {
 		errs = append(errs, s.tlog.Close())
 	}
 	if s.packs != nil {
-		errs = append(errs, s.packs.close())
+		errs = append(errs, s.packs.Close())
 	}
 	if s.index != nil {
 		errs = append(errs, s.index.Close())

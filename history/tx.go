@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
@@ -467,7 +468,7 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 	// transaction, and the block is read without entering the caches:
 	// the write that reads it supersedes it.
 	var ref record.ChunkRef
-	var loc blockLoc
+	var loc pack.Loc
 	var found, placed bool
 	err := tx.s.index.View(func(btx *bolt.Tx) error {
 		r, ok, err := latest(btx, obj, record.ChunkKey(idx), Live)
@@ -491,11 +492,11 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 	case !ref.Block:
 		return ref.Inline, nil
 	}
-	if b := tx.s.cache.get(ref.Hash); b != nil {
+	if b := tx.s.cache.Get(ref.Hash); b != nil {
 		return b, nil
 	}
 	if placed {
-		if b, err := tx.s.packs.get(loc, ref.Hash, false); err == nil {
+		if b, err := tx.s.packs.Get(loc, ref.Hash, false); err == nil {
 			return b, nil
 		}
 		// Moved by the cleaner since, or damaged: the general path looks

@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 )
 
@@ -164,5 +165,5 @@ var (
 	ErrClosed = errors.New("history: store closed")
 	// ErrWouldBlock: a read asked for cached data only (ReadInodeCached)
 	// needs the disk.
-	ErrWouldBlock = errors.New("history: data not in memory")
+	ErrWouldBlock = pack.ErrWouldBlock
 )

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
@@ -70,7 +71,7 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 // checkFiles checks every frame of the extent's log segments and every
 // block of its packs against their checksums, each file up to where the
 // extent ends. It gives up with ErrClosed once stop says so.
-func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progress Progress, stop func() bool) error {
+func checkFiles(logDir string, packs *pack.Store, ext *extent, rep *Report, progress Progress, stop func() bool) error {
 	progress("log", 0, int64(len(ext.segs)))
 	for i, seq := range ext.segs {
 		limit := int64(math.MaxInt64)
@@ -90,9 +91,9 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 		total += n
 	}
 	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
-		err := packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
+		err := packs.ScanPack(seq, ext.packs[seq], true, func(h Hash, loc pack.Loc, err error) error {
 			rep.Blocks++
-			done += int64(loc.Length) + packHdrLen
+			done += int64(loc.Length) + pack.HdrLen
 			progress("blocks", done, total)
 			if err != nil {
 				rep.problem("%v", err)
@@ -130,7 +131,7 @@ func (s *Store) verifyExtent(rep *Report) (*extent, error) {
 	segs, err := txlog.ListSegments(s.logDir())
 	if err == nil {
 		e.segs = slices.DeleteFunc(segs, func(seq uint32) bool { return seq > e.log.Seg })
-		e.packs, err = s.packs.sizes()
+		e.packs, err = s.packs.Sizes()
 	}
 	if err == nil {
 		e.index, err = s.index.Begin(false)
@@ -328,17 +329,17 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	packs, err := openPackStore(filepath.Join(dir, "volumes", "0"), 0)
+	packs, err := pack.Open(filepath.Join(dir, "volumes", "0"), 0)
 	if err != nil {
 		return nil, err
 	}
-	defer packs.close()
+	defer packs.Close()
 	// Everything there is: nothing appends to a store no process has open.
 	ext := &extent{log: txlog.Loc{Off: math.MaxInt64}, segs: segs}
 	if len(segs) > 0 {
 		ext.log.Seg = segs[len(segs)-1]
 	}
-	if ext.packs, err = packs.sizes(); err != nil {
+	if ext.packs, err = packs.Sizes(); err != nil {
 		return nil, err
 	}
 	err = checkFiles(logDir, packs, ext, rep, progress, func() bool { return false })
