@@ -497,7 +497,7 @@ func (b *building) supersede(r Record) {
 // to (a block's count is of every record, ended or not, until the cleaner
 // drops one), a new one of the same commit included. Only history reads
 // them now, and the pages freed are the ones the next blocks go into
-// (packStore.dropCached). It runs beside the commits, not in them: the
+// (pack.Store.DropCached). It runs beside the commits, not in them: the
 // lookups would double the commit that deletes a large file.
 func (s *Store) dropper() {
 	defer close(s.dropsDone)

@@ -585,12 +585,6 @@ func (l *intentLog) retire(files ...*intentFile) {
 	l.prepareSpare()
 }
 
-func (l *intentLog) seq() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.cur.seq
-}
-
 // discard closes the file and removes it: its changes are committed, or
 // it holds none.
 func (f *intentFile) discard() {

@@ -220,26 +220,6 @@ func (s *Store) copiesPending() bool {
 	return false
 }
 
-// stopping reports whether Close has begun: a cleaner pass stops at its
-// next batch, and the next pass after Open finishes the work.
-func (s *Store) stopping() bool {
-	select {
-	case <-s.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *Store) checkOpen() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	return s.broken
-}
-
 // collapsed is the current list of collapsed ranges.
 func (s *Store) collapsed() collapses {
 	if p := s.gone.Load(); p != nil {

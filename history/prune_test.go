@@ -237,40 +237,6 @@ func TestPruneModel(t *testing.T) {
 	}
 }
 
-// writeState makes the root directory hold exactly m, in one transaction.
-func writeState(t *testing.T, s *Store, m model) {
-	t.Helper()
-	var names []string
-	err := s.ReadDir(RootID, "", Live, func(name string, _ ObjID, _ Kind) bool {
-		names = append(names, name)
-		return true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		if _, ok := m[n]; !ok {
-			if err := applyStore(s, wop{kind: "remove", name: n}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for n := range m {
-		keys = append(keys, n)
-	}
-	sort.Strings(keys)
-	for _, n := range keys {
-		for _, op := range []wop{{kind: "write", name: n, data: []byte{}}, {kind: "trunc", name: n, size: 0},
-			{kind: "write", name: n, data: m[n]}} {
-			if err := applyStore(s, op); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	commit(t, s)
-}
-
 // TestPruneEmptyPolicy: without a policy nothing is ever destroyed.
 func TestPruneEmptyPolicy(t *testing.T) {
 	clk := &fakeClock{t: time.Date(2007, 8, 6, 0, 0, 0, 0, time.UTC)}

@@ -2,10 +2,8 @@ package history
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
@@ -303,13 +301,6 @@ func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, e
 	return s.readInto(obj, p, off, at, false)
 }
 
-// ReadInodeCached is ReadInode that does not wait for the disk (ReadView
-// with nowait): ErrWouldBlock, and nothing in p, where a block is not in
-// memory.
-func (s *Store) ReadInodeCached(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
-	return s.readInto(obj, p, off, at, true)
-}
-
 func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (int, Inode, error) {
 	v, ino, err := s.ReadView(obj, off, len(p), at, nowait)
 	if err != nil {
@@ -321,7 +312,7 @@ func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (i
 }
 
 // A View is file data as read, in place: slices of the packs' mappings
-// (packmap.go), of the engine's buffers and of zeros, which in order are
+// (internal/pack/packmap.go), of the engine's buffers and of zeros, which in order are
 // the bytes read. They stay valid until Release, and nothing may write to
 // them. A server sends them to the socket as they are: the data is not
 // copied on the way.
@@ -658,110 +649,4 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 	}
 	s.cache.Put(ref.Hash, b)
 	return b, nil
-}
-
-// Meta lists the live bookkeeping records whose names start with prefix.
-func (s *Store) Meta(prefix string) (map[string][]byte, error) {
-	ls, _, done, err := s.readLayers(Live)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	out := map[string][]byte{}
-	err = s.scanKV(ls, RootID, record.PrefixMeta+prefix, "", Live, func(key string, p []byte) bool {
-		out[key[len(record.PrefixMeta):]] = append([]byte(nil), p...)
-		return true
-	})
-	return out, err
-}
-
-// Moment is the newest committed transaction at or before at: the state
-// as of at is the state as of it. ok is false before the first one. A
-// moment the cleaner collapsed is the end of its range; the cleaner's own
-// transactions change no state and are no moments.
-func (s *Store) Moment(at TID) (TID, bool, error) {
-	if to := s.snap(at); to != at {
-		return to, true, nil
-	}
-	var out TID
-	var ok bool
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTxn).Cursor()
-		want := binary.BigEndian.AppendUint64(nil, uint64(at))
-		k, v := c.Seek(want)
-		if k == nil || string(k) != string(want) {
-			k, v = c.Prev()
-		}
-		for ; len(k) == 8; k, v = c.Prev() {
-			_, flags, err := decodeTxnLoc(v)
-			if err != nil {
-				return err
-			}
-			if flags&txnPruneOnly == 0 {
-				out, ok = TID(binary.BigEndian.Uint64(k)), true
-				return nil
-			}
-		}
-		return nil
-	})
-	return out, ok, err
-}
-
-// LastEntry finds the object that name in directory dir last referred to,
-// as committed, whether the entry still stands or not: ended is when the
-// entry went (0 while it stands). It is one lookup: the newest record of
-// the entry's key.
-func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
-	err = s.index.View(func(tx *bolt.Tx) error {
-		r, found, err := newest(tx, dir, record.DirentKey(name), math.MaxUint64)
-		if err != nil || !found {
-			return err
-		}
-		if child, _, err = decodeDirent(r.Payload); err != nil {
-			return err
-		}
-		ended, ok = r.Delete, true
-		return nil
-	})
-	return child, ended, ok, err
-}
-
-// Versions lists every transaction that changed obj, oldest first. It
-// reads only obj's entries of the version index.
-func (s *Store) Versions(obj ObjID) ([]Version, error) {
-	var out []Version
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
-		prefix := binary.BigEndian.AppendUint64(nil, uint64(obj))
-		for k, v := c.Seek(prefix); k != nil && len(k) == 16 && string(k[:8]) == string(prefix); k, v = c.Next() {
-			if len(v) != 9 {
-				return fmt.Errorf("%w: version entry of %d bytes", ErrCorrupt, len(v))
-			}
-			out = append(out, Version{TID: TID(binary.BigEndian.Uint64(k[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
-		}
-		return nil
-	})
-	return out, err
-}
-
-// VersionAt returns the newest version of obj at or before at.
-func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
-	var out Version
-	var found bool
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
-		k := binary.BigEndian.AppendUint64(nil, uint64(obj))
-		want := binary.BigEndian.AppendUint64(k, uint64(at))
-		kk, v := c.Seek(want)
-		if kk == nil || string(kk) != string(want) {
-			kk, v = c.Prev()
-		}
-		if kk == nil || len(kk) != 16 || string(kk[:8]) != string(k) || len(v) != 9 {
-			return nil
-		}
-		found = true
-		out = Version{TID: TID(binary.BigEndian.Uint64(kk[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])}
-		return nil
-	})
-	return out, found, err
 }

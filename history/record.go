@@ -62,9 +62,6 @@ func decodeRec(k, v []byte) (Record, error) {
 // it (FORMAT).
 const ChunkSize = 16 << 10
 
-// ChunkSize is the chunk size this store was made with.
-func (s *Store) ChunkSize() int { return s.chunk }
-
 // InlineMax is the largest chunk kept inside its record instead of a block.
 const InlineMax = 4 << 10
 

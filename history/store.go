@@ -38,6 +38,21 @@ type Options struct {
 }
 
 // Store is an open history store in one data directory.
+//
+// Lock order: a goroutine that holds more than one takes them in this
+// order, and never an earlier one while it holds a later one:
+//
+//	pruneMu -> copyMu -> commitMu -> logMu -> mu
+//
+// pruneMu: one cleaner pass or verify at a time (and Close waits for it).
+// copyMu: a cleaner batch excludes copies of the past until committed
+// (HoldCleaner, taken shared by fs around Update and Commit).
+// commitMu: one commit, or cleaner frame, at a time.
+// logMu: readers of old log segments (Changes, Verify) against the
+// cleaner's rewrite of them.
+// mu: the pending overlay and the fields below it; held briefly, never
+// across I/O. The mechanisms' own locks (the intent log's, the pack
+// store's, the caches') are taken inside their packages, last of all.
 type Store struct {
 	dir   string
 	opts  Options
@@ -517,6 +532,28 @@ func (s *Store) closeFiles() error {
 		errs = append(errs, s.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// stopping reports whether Close has begun: a cleaner pass stops at its
+// next batch, and the next pass after Open finishes the work.
+func (s *Store) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// checkOpen is nil while the store takes changes: open, and no commit
+// left the index behind the log.
+func (s *Store) checkOpen() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.broken
 }
 
 // Dir is the store's data directory.
