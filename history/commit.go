@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
@@ -86,7 +87,7 @@ func (s *Store) commitPending() error {
 		s.mu.Unlock()
 		return nil
 	}
-	old, err := s.ilog.rotate()
+	old, err := s.ilog.Rotate()
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -105,7 +106,7 @@ func (s *Store) commitPending() error {
 	defer s.packFloor.Store(math.MaxUint32)
 	ix := s.startIndexer(tid)
 	mark := s.packs.Mark()
-	b, err := s.build(fr, tid, objHigh, old.seq, ix.feed.publish)
+	b, err := s.build(fr, tid, objHigh, old.Seq(), ix.feed.publish)
 	ix.feed.close()
 	t := b.t
 	if err == nil {
@@ -137,11 +138,11 @@ func (s *Store) commitPending() error {
 		s.mu.Lock()
 		s.broken = fmt.Errorf("history: index update for %s: %w", tid, err)
 		s.lastTID = tid
-		s.unindexed, s.unindexedIntent = retained, old.seq
+		s.unindexed, s.unindexedIntent = retained, old.Seq()
 		s.mu.Unlock()
 		return s.broken
 	}
-	s.indexed(tid, old.seq, retained)
+	s.indexed(tid, old.Seq(), retained)
 	if len(b.ended) > 0 {
 		s.dropsPending.Add(1)
 		select {
@@ -180,12 +181,12 @@ func (s *Store) repairIndex() error {
 
 // indexed ends a commit once the index has its transaction: the frozen
 // overlay goes, and so do the intent files it covered.
-func (s *Store) indexed(tid TID, intentSeq uint64, retained []*intentFile) {
+func (s *Store) indexed(tid TID, intentSeq uint64, retained []*intent.File) {
 	s.mu.Lock()
 	s.frozen, s.lastTID, s.lastIntent = nil, tid, intentSeq
 	s.mu.Unlock()
 	s.commits.Add(1)
-	s.ilog.retire(retained...)
+	s.ilog.Retire(retained...)
 }
 
 // building is one commit's work in progress.

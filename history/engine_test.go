@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
@@ -105,13 +106,11 @@ func mustUpdate(t *testing.T, s *Store, fn func(tx *Tx) error) {
 
 // intentSynced maps each intent file given (and the current one) to the
 // length that is durable on disk.
-func intentSynced(s *Store, files ...*intentFile) map[string]int64 {
-	s.ilog.mu.Lock()
-	defer s.ilog.mu.Unlock()
+func intentSynced(s *Store, files ...*intent.File) map[string]int64 {
 	m := map[string]int64{}
-	for _, f := range append(files, s.ilog.cur) {
-		if f != nil && !f.retired {
-			m[filepath.Base(f.f.Name())] = f.synced
+	for _, f := range append(files, s.ilog.Current()) {
+		if st := s.ilog.State(f); !st.Retired {
+			m[filepath.Base(f.Name())] = st.Synced
 		}
 	}
 	return m
@@ -877,7 +876,7 @@ func TestDurableConcurrentWritersAllSurvive(t *testing.T) {
 	// the intent log never fsynced.
 	s.commitMu.Lock()
 	s.mu.RLock()
-	retained := append([]*intentFile(nil), s.retained...)
+	retained := append([]*intent.File(nil), s.retained...)
 	s.mu.RUnlock()
 	img := crashImage(t, dir, intentSynced(s, retained...))
 	s.commitMu.Unlock()
@@ -903,9 +902,7 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 	id := newFile(t, s, RootID, "f")
 	commit(t, s)
 	write(t, s, id, []byte("acknowledged by Durable"), 0) // inline: the commit puts no block
-	s.ilog.mu.Lock()
-	f1 := s.ilog.cur // the intent file holding the write, not yet fsynced
-	s.ilog.mu.Unlock()
+	f1 := s.ilog.Current()                                // the intent file holding the write, not yet fsynced
 
 	// Hold a commit after it froze the changes and rotated the intent log,
 	// before its frame is written: it waits on the packs to sync them.
@@ -942,10 +939,9 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 	if derr != nil {
 		t.Fatal(derr)
 	}
-	s.ilog.mu.Lock()
-	covered := f1.retired || f1.synced >= f1.written
-	synced, written := f1.synced, f1.written
-	s.ilog.mu.Unlock()
+	st := s.ilog.State(f1)
+	covered := st.Retired || st.Synced >= st.Written
+	synced, written := st.Synced, st.Written
 	// A power cut right after Durable returned.
 	img := crashImage(t, dir, intentSynced(s, f1))
 	if held {
@@ -957,7 +953,7 @@ func TestDurableCoversChangesOfARunningCommit(t *testing.T) {
 	}
 	if !covered {
 		t.Errorf("Durable returned while the write was only in intent file %s, fsynced to %d of %d bytes, and its transaction was not yet durable",
-			filepath.Base(f1.f.Name()), synced, written)
+			filepath.Base(f1.Name()), synced, written)
 	}
 	c := openTest(t, img, nil)
 	defer c.Close()
@@ -1587,9 +1583,7 @@ func TestIntentLogDamageIsReported(t *testing.T) {
 	if err := s.Durable(); err != nil {
 		t.Fatal(err)
 	}
-	s.ilog.mu.Lock()
-	name := s.ilog.cur.f.Name()
-	s.ilog.mu.Unlock()
+	name := s.ilog.Current().Name()
 	img := crashImage(t, dir, intentSynced(s))
 	s.Close()
 	ipath := filepath.Join(img, "intent", filepath.Base(name))
@@ -1768,9 +1762,7 @@ func TestReservationSyncsEarlierEntries(t *testing.T) {
 	newFile(t, s, RootID, "first") // reserves a block of ids
 	commit(t, s)
 	f := newFile(t, s, RootID, "f") // E1: no reservation needed
-	s.ilog.mu.Lock()
-	a := s.ilog.cur // E1's intent file, not fsynced
-	s.ilog.mu.Unlock()
+	a := s.ilog.Current()           // E1's intent file, not fsynced
 	// Hold a commit after it froze E1, before its frame is durable.
 	release := s.packs.Hold()
 	committed := make(chan error, 1)

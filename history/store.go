@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
@@ -60,7 +61,7 @@ type Store struct {
 	index *bolt.DB
 	tlog  *txlog.Log
 	packs *pack.Store
-	ilog  *intentLog
+	ilog  *intent.Log
 	lock  *os.File
 	cache *pack.BlockCache
 	locs  *locCache
@@ -74,12 +75,12 @@ type Store struct {
 	nextObj  ObjID // next object id to hand out
 	objHigh  ObjID // ids below this are reserved in a durable record
 	closed   bool
-	broken   error         // set when a commit failed after its frame was durable
-	retained []*intentFile // intent files whose changes are not yet committed
+	broken   error          // set when a commit failed after its frame was durable
+	retained []*intent.File // intent files whose changes are not yet committed
 	// unindexed is what the commit that set broken had left to do once
 	// the index has its frame (repairIndex): the intent files it covers,
 	// and the last of them.
-	unindexed       []*intentFile
+	unindexed       []*intent.File
 	unindexedIntent uint64
 
 	lastIntent uint64        // the intent file the newest transaction covers
@@ -204,7 +205,7 @@ func (s *Store) recover() error {
 	// Replay the intent log: changes acknowledged as durable but not yet
 	// in a transaction.
 	idir := filepath.Join(s.dir, "intent")
-	seqs, err := listIntent(idir)
+	seqs, err := intent.List(idir)
 	if err != nil {
 		return err
 	}
@@ -212,18 +213,18 @@ func (s *Store) recover() error {
 	var replay []uint64
 	for _, seq := range seqs {
 		if seq <= intentSeq {
-			os.Remove(intentName(idir, seq))
+			os.Remove(intent.Name(idir, seq))
 			continue
 		}
 		replay = append(replay, seq)
 		next = max(next, seq+1)
 	}
-	if s.ilog, err = newIntentLog(idir, next); err != nil {
+	if s.ilog, err = intent.New(idir, next); err != nil {
 		return err
 	}
 	replayed, replayedFiles := 0, 0
 	for _, seq := range replay {
-		entries, err := readIntent(intentName(idir, seq))
+		entries, err := intent.Read(intent.Name(idir, seq))
 		if err != nil {
 			return err
 		}
@@ -231,7 +232,7 @@ func (s *Store) recover() error {
 			// Nothing acknowledged in it (a preallocated file never
 			// written, or a torn first entry): it can go now, so that
 			// opens that never commit do not pile files up.
-			os.Remove(intentName(idir, seq))
+			os.Remove(intent.Name(idir, seq))
 			continue
 		}
 		for _, body := range entries {
@@ -250,7 +251,7 @@ func (s *Store) recover() error {
 		}
 		replayedFiles++
 		// The commit that holds its changes retires it.
-		f, err := s.ilog.adopt(seq)
+		f, err := s.ilog.Adopt(seq)
 		if err != nil {
 			return err
 		}
@@ -448,9 +449,9 @@ func (s *Store) Durable() error {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
-	ps := s.ilog.positions()
+	ps := s.ilog.Positions()
 	s.mu.RUnlock()
-	return s.ilog.syncAll(ps)
+	return s.ilog.SyncAll(ps)
 }
 
 // Commits counts the transactions committed since Open.
@@ -517,7 +518,7 @@ func (s *Store) Close() error {
 func (s *Store) closeFiles() error {
 	var errs []error
 	if s.ilog != nil {
-		errs = append(errs, s.ilog.close())
+		errs = append(errs, s.ilog.Close())
 	}
 	if s.tlog != nil {
 		errs = append(errs, s.tlog.Close())

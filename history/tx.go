@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
@@ -18,7 +19,7 @@ import (
 type Tx struct {
 	s        *Store
 	ov       *overlay
-	ops      entry // the intent log entry: encoded iops
+	ops      intent.Entry // the intent log entry: encoded iops
 	nops     int
 	reserved bool // object ids were reserved: sync before they are exposed
 	// written are the chunks this Tx wrote that will be stored as blocks:
@@ -46,13 +47,13 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		if tx.reserved {
 			// The ids reserved stay reserved: keep the reservation
 			// durable even though the change itself is dropped.
-			var e entry
-			e.add(iop{kind: iopReserve, n: uint64(s.objHigh)}, false)
-			_, aerr := s.ilog.append(e)
-			ps := s.ilog.positions()
+			var e intent.Entry
+			addIop(&e, iop{kind: iopReserve, n: uint64(s.objHigh)}, false)
+			_, aerr := s.ilog.Append(e)
+			ps := s.ilog.Positions()
 			s.mu.Unlock()
 			if aerr == nil {
-				aerr = s.ilog.syncAll(ps)
+				aerr = s.ilog.SyncAll(ps)
 			}
 			return errors.Join(err, aerr)
 		}
@@ -60,16 +61,16 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		return err
 	}
 	if tx.nops > 0 {
-		if _, err := s.ilog.append(tx.ops); err != nil {
+		if _, err := s.ilog.Append(tx.ops); err != nil {
 			s.mu.Unlock()
 			return err
 		}
 		tx.ov.mergeInto(s.pending)
 	}
-	held := s.pending.bytes + s.ilog.buffered()
-	var ps []intentPos
+	held := s.pending.bytes + s.ilog.Buffered()
+	var ps []intent.Pos
 	if tx.reserved {
-		ps = s.ilog.positions()
+		ps = s.ilog.Positions()
 	}
 	s.mu.Unlock()
 	// Hash the chunks written here, beside the other writers, rather than
@@ -82,7 +83,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	// nothing after an entry may survive a crash without it, so every
 	// intent file still unwritten goes with it — the frozen one of a
 	// commit in flight too — as Durable does.
-	if err := s.ilog.syncAll(ps); err != nil {
+	if err := s.ilog.SyncAll(ps); err != nil {
 		return err
 	}
 	switch {
@@ -108,9 +109,9 @@ func (tx *Tx) record(op iop) error {
 	// The entry refers to a large write's data where the write put
 	// it, in the Tx's chunks, instead of copying it.
 	held := op.kind == iopWrite && len(op.data) >= holdMin
-	tx.ops.add(op, held)
+	addIop(&tx.ops, op, held)
 	if held {
-		tx.chunkPieces(op.obj, op.n, len(op.data), tx.ops.hold)
+		tx.chunkPieces(op.obj, op.n, len(op.data), tx.ops.Hold)
 	}
 	tx.nops++
 	return nil
