@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -650,7 +651,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 		return nil, err
 	}
 	defer l.Close()
-	db, err := openIndex(filepath.Join(dir, "index.db"), true)
+	db, err := index.Open(filepath.Join(dir, "index.db"), true)
 	if err != nil {
 		return nil, err
 	}
@@ -674,7 +675,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 				if err != nil {
 					return err
 				}
-				if err := applyTxn(btx, t, loc, next, nil, false); err != nil {
+				if err := index.ApplyTxn(btx, t, loc, next, nil, false); err != nil {
 					return err
 				}
 				vs.tids = append(vs.tids, tid)
@@ -723,7 +724,7 @@ func TestFastVersionsMatchCommits(t *testing.T) {
 	defer sa.Close()
 	sb := openTest(t, b.dir, &fakeClock{t: t0.Add(time.Hour)})
 	defer sb.Close()
-	for _, bk := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk, bucketMeta} {
+	for _, bk := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk, index.BucketMeta} {
 		diffs, err := compareIndexes(sa.index, sb.index, bk)
 		if err != nil || len(diffs) > 0 {
 			t.Fatalf("bucket %s differs: %v %v", bk, diffs, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
@@ -45,12 +46,12 @@ func (s *Store) Changes(since TID, fn func(t *Txn) error) error {
 	s.logMu.RLock()
 	defer s.logMu.RUnlock()
 	err := s.index.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
+		k, v := tx.Bucket(index.BucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
 		if k == nil {
 			return nil
 		}
 		var err error
-		from, _, err = decodeTxnLoc(v)
+		from, _, err = index.DecodeTxnLoc(v)
 		found = err == nil
 		return err
 	})

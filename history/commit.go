@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
@@ -261,7 +262,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 	ix.feed.cond = sync.NewCond(&ix.feed.mu)
 	go func() {
 		ix.done <- s.index.Update(func(tx *bolt.Tx) error {
-			a := newTxnApply(tx, tid, false)
+			a := index.NewTxnApply(tx, tid, false)
 			var err error
 			for from, fromStored := 0, 0; ; {
 				ops, stored, ok := ix.feed.next(from, fromStored)
@@ -269,10 +270,10 @@ func (s *Store) startIndexer(tid TID) *indexer {
 					break
 				}
 				for _, sb := range stored {
-					a.stored[sb.hash] = sb.loc
+					a.Stored(sb.hash, sb.loc)
 				}
 				if err == nil {
-					err = a.ops(ops)
+					err = a.Ops(ops)
 				}
 				from, fromStored = from+len(ops), fromStored+len(stored)
 			}
@@ -283,7 +284,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 			case err != nil:
 				return err
 			}
-			return a.finish(e.t, e.loc, e.next, nil)
+			return a.Finish(e.t, e.loc, e.next, nil)
 		})
 	}()
 	return ix
@@ -360,7 +361,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		if st.created {
 			return Record{}, false, nil
 		}
-		return latest(btx, id, key, Live)
+		return index.Latest(btx, id, key, Live)
 	}
 	// replace ends the live record of key, if any, and creates one with
 	// payload unless payload is nil. An unchanged payload is left alone.
@@ -384,7 +385,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		if st.created {
 			return nil // born and gone within one transaction: never visible
 		}
-		err := visible(btx, id, "", Live, func(r Record) error {
+		err := index.Visible(btx, id, "", Live, func(r Record) error {
 			end(r)
 			return nil
 		})
@@ -417,7 +418,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		}
 	}
 	if st.truncated && !st.created {
-		err := visible(btx, id, record.PrefixData, Live, func(r Record) error {
+		err := index.Visible(btx, id, record.PrefixData, Live, func(r Record) error {
 			idx, ok := record.ChunkOfKey(r.Key)
 			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
 				end(r)
@@ -508,7 +509,7 @@ func (s *Store) dropper() {
 		var locs []pack.Loc
 		err := s.index.View(func(btx *bolt.Tx) error {
 			for _, h := range ended {
-				e, ok, err := getBlk(btx, h)
+				e, ok, err := index.GetBlk(btx, h)
 				if err != nil {
 					return err
 				}
@@ -566,7 +567,7 @@ func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte)
 	if _, ok := b.blocks[h]; ok {
 		return ref, nil
 	}
-	if _, ok, err := getBlk(btx, h); err != nil || ok {
+	if _, ok, err := index.GetBlk(btx, h); err != nil || ok {
 		return ref, err
 	}
 	loc, err := s.packs.Put(h, sum.crc, data)

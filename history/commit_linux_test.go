@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -39,18 +40,18 @@ func TestFailedLogAppendLeavesIndexUntouched(t *testing.T) {
 	}
 	restore()
 	err := s.index.View(func(tx *bolt.Tx) error {
-		st, _, err := readIndexState(tx)
+		st, _, err := index.ReadState(tx)
 		if err != nil {
 			return err
 		}
 		if st.Applied != t1 {
 			return fmt.Errorf("the index has applied %s, want %s", st.Applied, t1)
 		}
-		if _, ok, err := getBlk(tx, HashOf(v2[:ChunkSize])); err != nil || ok {
+		if _, ok, err := index.GetBlk(tx, HashOf(v2[:ChunkSize])); err != nil || ok {
 			return fmt.Errorf("a block of the failed commit has an entry (%v)", err)
 		}
-		return tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-			r, err := decodeRec(k, v)
+		return tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
+			r, err := index.DecodeRec(k, v)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
@@ -35,8 +36,8 @@ func deadEnough(live, size int64) bool { return live*3 < size*2 }
 func (s *Store) liveBytes() (map[uint32]int64, error) {
 	live := map[uint32]int64{}
 	err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
@@ -113,8 +114,8 @@ func (s *Store) rewritePack(seq uint32) error {
 	}
 	var moves []move
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
@@ -148,9 +149,9 @@ func (s *Store) rewritePack(seq uint32) error {
 		// index update must find the block where the index says.
 		s.commitMu.Lock()
 		err := s.index.Update(func(tx *bolt.Tx) error {
-			blk := tx.Bucket(bucketBlk)
+			blk := tx.Bucket(index.BucketBlk)
 			for _, m := range batch {
-				e, ok, err := getBlk(tx, m.h)
+				e, ok, err := index.GetBlk(tx, m.h)
 				if err != nil {
 					return err
 				}
@@ -158,7 +159,7 @@ func (s *Store) rewritePack(seq uint32) error {
 					continue // freed or moved meanwhile: the copy is garbage
 				}
 				e.Loc = m.to
-				if err := blk.Put(m.h[:], e.encode()); err != nil {
+				if err := blk.Put(m.h[:], e.Encode()); err != nil {
 					return err
 				}
 			}
@@ -180,7 +181,7 @@ func (s *Store) compactLog(rep *PruneReport, progress Progress) error {
 	s.commitMu.Unlock()
 	var segs []uint32
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPseg).ForEach(func(k, _ []byte) error {
+		return tx.Bucket(index.BucketPseg).ForEach(func(k, _ []byte) error {
 			if seg := binary.BigEndian.Uint32(k); seg < cur {
 				segs = append(segs, seg)
 			}
@@ -248,7 +249,7 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	// One frame at a time, looking one ahead (a segment's last frame is
 	// always kept): memory stays one frame, whatever the segment's size.
 	err = s.index.View(func(tx *bolt.Tx) error {
-		rec, ver, gone := tx.Bucket(bucketRec), tx.Bucket(bucketVer), tx.Bucket(bucketGone)
+		rec, ver, gone := tx.Bucket(index.BucketRec), tx.Bucket(index.BucketVer), tx.Bucket(index.BucketGone)
 		var roff int64
 		next := func() (*Txn, error) {
 			t, n, err := txlog.ReadFrame(f, roff)
@@ -273,9 +274,9 @@ func (s *Store) rewriteSegment(seg uint32) error {
 				keep := false
 				switch op.Kind {
 				case OpCreate:
-					keep = rec.Get(recKey(op.Obj, op.Key, t.TID)) != nil
+					keep = rec.Get(index.RecKey(op.Obj, op.Key, t.TID)) != nil
 				case OpEnd, OpDrop:
-					keep = rec.Get(recKey(op.Obj, op.Key, op.Create)) != nil
+					keep = rec.Get(index.RecKey(op.Obj, op.Key, op.Create)) != nil
 				case OpCollapse:
 					v := gone.Get(op.Payload)
 					keep = v != nil && TID(binary.BigEndian.Uint64(v)) == op.Create
@@ -291,9 +292,9 @@ func (s *Store) rewriteSegment(seg uint32) error {
 					nt.Notes = append(nt.Notes, Note{Obj: n.Obj, Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
 				}
 			}
-			moment := cs.snap(t.TID) == t.TID && !pruneOnly(t)
+			moment := cs.snap(t.TID) == t.TID && !t.PruneOnly()
 			if len(nt.Ops) > 0 || len(nt.Notes) > 0 || moment || after == nil {
-				if pruneOnly(t) && len(nt.Ops) == 0 {
+				if t.PruneOnly() && len(nt.Ops) == 0 {
 					nt.Ops = []Op{{Kind: OpNop}}
 				}
 				b := nt.Encode()
@@ -301,8 +302,8 @@ func (s *Store) rewriteSegment(seg uint32) error {
 					return fmt.Errorf("history: compact log: %w", err)
 				}
 				var flags byte
-				if pruneOnly(nt) {
-					flags = txnPruneOnly
+				if nt.PruneOnly() {
+					flags = index.TxnPruneOnly
 				}
 				at = append(at, placed{nt.TID, woff, flags})
 				woff += int64(len(b))
@@ -322,7 +323,7 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	err = s.index.Update(func(tx *bolt.Tx) error {
-		txn := tx.Bucket(bucketTxn)
+		txn := tx.Bucket(index.BucketTxn)
 		for _, tid := range old {
 			if err := txn.Delete(binary.BigEndian.AppendUint64(nil, uint64(tid))); err != nil {
 				return err
@@ -338,36 +339,16 @@ func (s *Store) rewriteSegment(seg uint32) error {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketPseg).Delete(binary.BigEndian.AppendUint32(nil, seg)); err != nil {
+		if err := tx.Bucket(index.BucketPseg).Delete(binary.BigEndian.AppendUint32(nil, seg)); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(metaCompact, binary.BigEndian.AppendUint32(nil, seg))
+		return tx.Bucket(index.BucketMeta).Put(metaCompact, binary.BigEndian.AppendUint32(nil, seg))
 	})
 	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return s.finishCompaction()
-}
-
-// pruneOnly reports whether a frame is the cleaner's: it has cleaner ops
-// and no record changes or notes of its own, so it is no moment. Every
-// other frame is one, an empty one included: a kept moment whose end ops
-// all went stays a moment (its state differs from the one before it).
-func pruneOnly(t *Txn) bool {
-	if len(t.Notes) > 0 {
-		return false
-	}
-	cleaner := false
-	for _, op := range t.Ops {
-		switch op.Kind {
-		case OpCreate, OpEnd:
-			return false
-		default:
-			cleaner = true
-		}
-	}
-	return cleaner
 }
 
 // finishCompaction completes a segment swap the index has recorded, or
@@ -377,7 +358,7 @@ func (s *Store) finishCompaction() error {
 	var seg uint32
 	var pending bool
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(metaCompact); len(v) == 4 {
+		if v := tx.Bucket(index.BucketMeta).Get(metaCompact); len(v) == 4 {
 			seg, pending = binary.BigEndian.Uint32(v), true
 		}
 		return nil
@@ -393,7 +374,7 @@ func (s *Store) finishCompaction() error {
 			return err
 		}
 		if err := s.index.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMeta).Delete(metaCompact)
+			return tx.Bucket(index.BucketMeta).Delete(metaCompact)
 		}); err != nil {
 			return err
 		}

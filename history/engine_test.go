@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
@@ -263,7 +264,7 @@ func TestDedupSameDataStoredOnce(t *testing.T) {
 			chunk []byte
 			refs  uint64
 		}{{"data", data[:ChunkSize], 3}, {"data2", data2[:ChunkSize], 2}} {
-			e, ok, err := getBlk(tx, HashOf(c.chunk))
+			e, ok, err := index.GetBlk(tx, HashOf(c.chunk))
 			if err != nil || !ok {
 				return fmt.Errorf("block of chunk 0 of %s not indexed: %v", c.name, err)
 			}
@@ -491,7 +492,7 @@ func TestPartialOverwriteMakesNewBlockKeepsOld(t *testing.T) {
 	}
 	if err := s.index.View(func(tx *bolt.Tx) error {
 		for _, h := range []Hash{HashOf(old[:ChunkSize]), HashOf(newer[:ChunkSize])} {
-			if _, ok, err := getBlk(tx, h); err != nil || !ok {
+			if _, ok, err := index.GetBlk(tx, h); err != nil || !ok {
 				return fmt.Errorf("block %s not indexed: %v", h, err)
 			}
 		}
@@ -1366,7 +1367,7 @@ func TestIndexRebuildEquivalence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk, bucketMeta} {
+	for _, b := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk, index.BucketMeta} {
 		diffs, err := compareIndexes(s.index, fresh, b)
 		if err != nil {
 			t.Fatal(err)
@@ -1376,7 +1377,7 @@ func TestIndexRebuildEquivalence(t *testing.T) {
 		}
 	}
 	var n int
-	fresh.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketRec).Stats().KeyN; return nil })
+	fresh.View(func(tx *bolt.Tx) error { n = tx.Bucket(index.BucketRec).Stats().KeyN; return nil })
 	fresh.Close()
 	if n < 100 {
 		t.Fatalf("the rebuilt index has %d records: the workload made too few", n)
@@ -1499,11 +1500,11 @@ func TestVerifyFindsFlippedByteInLogSegment(t *testing.T) {
 func TestVerifyFindsFlippedByteInPack(t *testing.T) {
 	dir, s, _, _, file, data, _ := damageStore(t)
 	h := HashOf(data[:ChunkSize])
-	var e blkEntry
+	var e index.BlkEntry
 	if err := s.index.View(func(tx *bolt.Tx) error {
 		var ok bool
 		var err error
-		if e, ok, err = getBlk(tx, h); err == nil && !ok {
+		if e, ok, err = index.GetBlk(tx, h); err == nil && !ok {
 			err = errors.New("block not indexed")
 		}
 		return err

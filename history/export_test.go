@@ -3,6 +3,7 @@ package history
 import (
 	"encoding/binary"
 
+	"github.com/asof/asof/history/internal/index"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -23,7 +24,7 @@ func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
 	var out Version
 	var found bool
 	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
+		c := tx.Bucket(index.BucketVer).Cursor()
 		k := binary.BigEndian.AppendUint64(nil, uint64(obj))
 		want := binary.BigEndian.AppendUint64(k, uint64(at))
 		kk, v := c.Seek(want)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
@@ -171,7 +172,7 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 				var got []string
 				err := s.index.View(func(tx *bolt.Tx) error {
 					got = make([]string, count)
-					return chunkRecords(tx, id, first, count, at, func(i int, payload []byte) error {
+					return index.ChunkRecords(tx, id, first, count, at, func(i int, payload []byte) error {
 						got[i] = string(payload)
 						return nil
 					})
@@ -181,7 +182,7 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 				}
 				s.index.View(func(tx *bolt.Tx) error {
 					for i := range count {
-						rec, ok, err := latest(tx, id, record.ChunkKey(first+uint64(i)), at)
+						rec, ok, err := index.Latest(tx, id, record.ChunkKey(first+uint64(i)), at)
 						if err != nil {
 							t.Fatal(err)
 						}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -317,8 +318,8 @@ func TestPlanMergesRanges(t *testing.T) {
 // references (headers included): what the packs must hold at least.
 func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
 	err = s.index.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-			r, err := decodeRec(k, v)
+		if err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
+			r, err := index.DecodeRec(k, v)
 			if err != nil {
 				return err
 			}
@@ -333,8 +334,8 @@ func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			needed += int64(e.Loc.Length) + pack.HdrLen
 			return err
 		})

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
@@ -61,7 +62,7 @@ func (s *Store) inode(ls []*overlay, obj ObjID, at TID) (Inode, error) {
 	}
 	var ino Inode
 	err := s.index.View(func(tx *bolt.Tx) error {
-		r, ok, err := latest(tx, obj, record.KeyInode, at)
+		r, ok, err := index.Latest(tx, obj, record.KeyInode, at)
 		if err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ func (s *Store) kvGet(ls []*overlay, obj ObjID, key string, at TID) ([]byte, err
 	}
 	var out []byte
 	err := s.index.View(func(tx *bolt.Tx) error {
-		r, ok, err := latest(tx, obj, key, at)
+		r, ok, err := index.Latest(tx, obj, key, at)
 		if err != nil {
 			return err
 		}
@@ -260,7 +261,7 @@ func (s *Store) scanKV(ls []*overlay, obj ObjID, prefix, after string, at TID, f
 	}
 	if !created {
 		err := s.index.View(func(tx *bolt.Tx) error {
-			return visibleFrom(tx, obj, prefix, after, at, func(r Record) error {
+			return index.VisibleFrom(tx, obj, prefix, after, at, func(r Record) error {
 				flush(r.Key)
 				if stop {
 					return errStop
@@ -425,7 +426,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			if tx == nil {
 				return true, nil
 			}
-			r, ok, err := latest(tx, obj, record.KeyInode, at)
+			r, ok, err := index.Latest(tx, obj, record.KeyInode, at)
 			if err != nil {
 				return false, err
 			}
@@ -479,7 +480,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 				j++
 			}
 			refs := make([]record.ChunkRef, j-i)
-			err := chunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
+			err := index.ChunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
 				ref, err := record.DecodeChunk(payload)
 				if err != nil {
 					return err
@@ -500,7 +501,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		for i := range pieces {
 			pc := &pieces[i]
 			if pc.ref != nil && pc.ref.Block && !pc.has {
-				e, ok, err := getBlk(tx, pc.ref.Hash)
+				e, ok, err := index.GetBlk(tx, pc.ref.Hash)
 				if err != nil {
 					return false, err
 				}
@@ -620,11 +621,11 @@ func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
 	var b []byte
 	var prev pack.Loc
 	for try := 0; ; try++ {
-		var e blkEntry
+		var e index.BlkEntry
 		err := s.index.View(func(tx *bolt.Tx) error {
 			var ok bool
 			var err error
-			e, ok, err = getBlk(tx, ref.Hash)
+			e, ok, err = index.GetBlk(tx, ref.Hash)
 			if err == nil && !ok {
 				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.Hash)
 			}

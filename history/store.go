@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
@@ -172,13 +173,13 @@ func (s *Store) recover() error {
 	if s.packs, err = pack.Open(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}
-	if s.index, err = openIndex(filepath.Join(s.dir, "index.db"), false); err != nil {
+	if s.index, err = index.Open(filepath.Join(s.dir, "index.db"), false); err != nil {
 		return err
 	}
-	var st indexState
+	var st index.State
 	if err := s.index.View(func(tx *bolt.Tx) error {
 		var err error
-		st, _, err = readIndexState(tx)
+		st, _, err = index.ReadState(tx)
 		return err
 	}); err != nil {
 		return err
@@ -297,10 +298,10 @@ func (s *Store) recover() error {
 // it by the transactions a crash (or a full disk) interrupted, or be empty
 // after Rebuild removed it.
 func (s *Store) catchUpIndex() error {
-	var st indexState
+	var st index.State
 	err := s.index.View(func(tx *bolt.Tx) error {
 		var err error
-		st, _, err = readIndexState(tx)
+		st, _, err = index.ReadState(tx)
 		return err
 	})
 	if err != nil {
@@ -328,7 +329,7 @@ func (s *Store) catchUpIndex() error {
 
 // replayLog applies to db every frame of the log after st, up to the
 // transaction upTo: a frame being appended behind it may be incomplete.
-func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
+func (s *Store) replayLog(db *bolt.DB, st index.State, upTo TID) (int, error) {
 	var packMap map[Hash]pack.Loc // learnt once, when a frame needs it
 	n := 0
 	err := txlog.Scan(s.logDir(), st.Next, func(t *Txn, loc, next txlog.Loc) error {
@@ -352,7 +353,7 @@ func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 			}
 		}
 		n++
-		if err := db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap, true) }); err != nil {
+		if err := db.Update(func(tx *bolt.Tx) error { return index.ApplyTxn(tx, t, loc, next, packMap, true) }); err != nil {
 			return err
 		}
 		if t.TID == upTo {
@@ -364,7 +365,7 @@ func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 		err = nil
 	}
 	if err == nil && n > 0 {
-		err = missingBlocks(db)
+		err = index.MissingBlocks(db)
 	}
 	return n, err
 }
@@ -382,7 +383,7 @@ func unknownBlocks(db *bolt.DB, t *Txn) (bool, error) {
 				return err
 			}
 			if c.Block {
-				if _, ok, err := getBlk(tx, c.Hash); err != nil || !ok {
+				if _, ok, err := index.GetBlk(tx, c.Hash); err != nil || !ok {
 					need = !ok
 					return err
 				}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/intent"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
@@ -312,7 +313,7 @@ func (tx *Tx) copyData(dst, src ObjID, at TID) error {
 		st.chunks = map[uint64]*chunkBuf{}
 	}
 	err = tx.s.index.View(func(btx *bolt.Tx) error {
-		return visible(btx, src, record.PrefixData, at, func(r Record) error {
+		return index.Visible(btx, src, record.PrefixData, at, func(r Record) error {
 			idx, ok := record.ChunkOfKey(r.Key)
 			if !ok {
 				return fmt.Errorf("%w: data key %q", ErrCorrupt, r.Key)
@@ -472,7 +473,7 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 	var loc pack.Loc
 	var found, placed bool
 	err := tx.s.index.View(func(btx *bolt.Tx) error {
-		r, ok, err := latest(btx, obj, record.ChunkKey(idx), Live)
+		r, ok, err := index.Latest(btx, obj, record.ChunkKey(idx), Live)
 		if err != nil || !ok {
 			return err
 		}
@@ -483,7 +484,7 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 		if loc, placed = tx.s.locs.get(ref.Hash); placed {
 			return nil
 		}
-		e, ok, err := getBlk(btx, ref.Hash)
+		e, ok, err := index.GetBlk(btx, ref.Hash)
 		loc, placed = e.Loc, ok
 		return err
 	})

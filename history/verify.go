@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -184,9 +185,9 @@ func verifySegment(path string, limit int64, rep *Report) error {
 // and that the index says exactly what a rebuild from the log says.
 func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 	tx := ext.index
-	err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
 		rep.Records++
-		if _, err := decodeRec(k, v); err != nil {
+		if _, err := index.DecodeRec(k, v); err != nil {
 			rep.problem("index: %v", err)
 		}
 		return nil
@@ -215,7 +216,7 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 		return err
 	}
 	defer fresh.Close()
-	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk} {
+	for _, b := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk} {
 		diffs, err := compareBucket(tx, fresh, b)
 		if err != nil {
 			return err
@@ -290,11 +291,11 @@ func compareKeys(a, b []byte) int {
 // sameBlockEntry: a block written twice (once by a commit a crash cut
 // short) may be found at either copy; only its reference count must agree.
 func sameBlockEntry(bucket, a, b []byte) bool {
-	if !bytes.Equal(bucket, bucketBlk) {
+	if !bytes.Equal(bucket, index.BucketBlk) {
 		return false
 	}
-	ea, err1 := decodeBlk(a)
-	eb, err2 := decodeBlk(b)
+	ea, err1 := index.DecodeBlk(a)
+	eb, err2 := index.DecodeBlk(b)
 	return err1 == nil && err2 == nil && ea.Refs == eb.Refs && ea.Loc.Length == eb.Loc.Length
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,18 +23,18 @@ func (s *Store) Moment(at TID) (TID, bool, error) {
 	var out TID
 	var ok bool
 	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTxn).Cursor()
+		c := tx.Bucket(index.BucketTxn).Cursor()
 		want := binary.BigEndian.AppendUint64(nil, uint64(at))
 		k, v := c.Seek(want)
 		if k == nil || string(k) != string(want) {
 			k, v = c.Prev()
 		}
 		for ; len(k) == 8; k, v = c.Prev() {
-			_, flags, err := decodeTxnLoc(v)
+			_, flags, err := index.DecodeTxnLoc(v)
 			if err != nil {
 				return err
 			}
-			if flags&txnPruneOnly == 0 {
+			if flags&index.TxnPruneOnly == 0 {
 				out, ok = TID(binary.BigEndian.Uint64(k)), true
 				return nil
 			}
@@ -48,7 +49,7 @@ func (s *Store) Moment(at TID) (TID, bool, error) {
 func (s *Store) Versions(obj ObjID) ([]Version, error) {
 	var out []Version
 	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
+		c := tx.Bucket(index.BucketVer).Cursor()
 		prefix := binary.BigEndian.AppendUint64(nil, uint64(obj))
 		for k, v := c.Seek(prefix); len(k) == 16 && string(k[:8]) == string(prefix); k, v = c.Next() {
 			if len(v) != 9 {
@@ -67,7 +68,7 @@ func (s *Store) Versions(obj ObjID) ([]Version, error) {
 // the entry's key.
 func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
 	err = s.index.View(func(tx *bolt.Tx) error {
-		r, found, err := newest(tx, dir, record.DirentKey(name), math.MaxUint64)
+		r, found, err := index.Newest(tx, dir, record.DirentKey(name), math.MaxUint64)
 		if err != nil || !found {
 			return err
 		}

@@ -413,3 +413,23 @@ func Scan(dir string, from Loc, fn func(t *Txn, loc, next Loc) error) error {
 	}
 	return nil
 }
+
+// PruneOnly reports whether a frame is the cleaner's: it has cleaner ops
+// and no record changes or notes of its own, so it is no moment. Every
+// other frame is one, an empty one included: a kept moment whose end ops
+// all went stays a moment (its state differs from the one before it).
+func (t *Txn) PruneOnly() bool {
+	if len(t.Notes) > 0 {
+		return false
+	}
+	cleaner := false
+	for _, op := range t.Ops {
+		switch op.Kind {
+		case OpCreate, OpEnd:
+			return false
+		default:
+			cleaner = true
+		}
+	}
+	return cleaner
+}
