@@ -163,7 +163,7 @@ var (
 	ErrCorrupt = record.ErrCorrupt
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("history: store closed")
-	// ErrWouldBlock: a read asked for cached data only (ReadInodeCached)
-	// needs the disk.
+	// ErrWouldBlock: a read asked not to wait for the disk (ReadView with
+	// nowait) would have to.
 	ErrWouldBlock = pack.ErrWouldBlock
 )
