@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -30,14 +34,14 @@ func TestViewOutlivesItsPack(t *testing.T) {
 	if len(v.maps) == 0 {
 		t.Fatal("a read of committed blocks holds no mapping")
 	}
-	s.packs.mu.Lock()
-	seq := s.packs.curSeq
-	s.packs.cur = nil // sealed, as the cleaner seals a pack before it removes it
-	s.packs.mu.Unlock()
-	if err := s.packs.remove(seq); err != nil {
+	seq := s.packs.SealedBelow()
+	if err := s.packs.Seal(seq); err != nil { // as the cleaner seals a pack before it removes it
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(s.packs.name(seq)); !os.IsNotExist(err) {
+	if err := s.packs.Remove(seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.packs.Name(seq)); !os.IsNotExist(err) {
 		t.Fatalf("pack %d still there: %v", seq, err)
 	}
 	got := make([]byte, v.N)
@@ -88,8 +92,8 @@ func TestShortPackIsAnError(t *testing.T) {
 // However many packs there are, at most maxMaps are mapped at once, and
 // reads go on across all of them.
 func TestMappedPacksBounded(t *testing.T) {
-	defer func(m int, p int64) { maxMaps, packMaxSize = m, p }(maxMaps, packMaxSize)
-	maxMaps, packMaxSize = 3, 3*(ChunkSize+packHdrLen)
+	defer func(m int, p int64) { pack.MaxMaps, pack.MaxSize = m, p }(pack.MaxMaps, pack.MaxSize)
+	pack.MaxMaps, pack.MaxSize = 3, 3*(ChunkSize+pack.HdrLen)
 	dir := t.TempDir()
 	s := openTest(t, dir, epoch())
 	defer s.Close()
@@ -123,11 +127,8 @@ func TestMappedPacksBounded(t *testing.T) {
 		} else {
 			v.Release()
 		}
-		s.packs.rmu.RLock()
-		mapped := len(s.packs.maps)
-		s.packs.rmu.RUnlock()
-		if mapped > maxMaps {
-			t.Fatalf("%d packs mapped, at most %d allowed", mapped, maxMaps)
+		if mapped := s.packs.Mapped(); mapped > pack.MaxMaps {
+			t.Fatalf("%d packs mapped, at most %d allowed", mapped, pack.MaxMaps)
 		}
 	}
 	for _, h := range held {
@@ -171,7 +172,7 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 				var got []string
 				err := s.index.View(func(tx *bolt.Tx) error {
 					got = make([]string, count)
-					return chunkRecords(tx, id, first, count, at, func(i int, payload []byte) error {
+					return index.ChunkRecords(tx, id, first, count, at, func(i int, payload []byte) error {
 						got[i] = string(payload)
 						return nil
 					})
@@ -181,7 +182,7 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 				}
 				s.index.View(func(tx *bolt.Tx) error {
 					for i := range count {
-						rec, ok, err := latest(tx, id, chunkKey(first+uint64(i)), at)
+						rec, ok, err := index.Latest(tx, id, record.ChunkKey(first+uint64(i)), at)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -199,8 +200,8 @@ func TestChunkRecordsIsLatest(t *testing.T) {
 // Reads go on while the cleaner rewrites and removes the packs under
 // them: every view reads the live data, also one held across a pass.
 func TestViewsDuringPrune(t *testing.T) {
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = 16<<10, 4*(ChunkSize+packHdrLen)
+	defer func(s, p int64) { txlog.SegmentSize, pack.MaxSize = s, p }(txlog.SegmentSize, pack.MaxSize)
+	txlog.SegmentSize, pack.MaxSize = 16<<10, 4*(ChunkSize+pack.HdrLen)
 	clk := epoch()
 	s := openTest(t, t.TempDir(), clk)
 	defer s.Close()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/asof/asof/history/internal/pack"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,8 +27,8 @@ func residentPages(t *testing.T, path string, off, n int64) (in, all int) {
 	}
 	defer unix.Munmap(m)
 	vec := make([]byte, len(m)/int(pg))
-	if err := mincore(uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), vec); err != nil {
-		t.Fatal(err)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
 	}
 	for _, v := range vec {
 		if v&1 != 0 {
@@ -64,7 +65,7 @@ func TestCommitDropsSupersededPages(t *testing.T) {
 		t.Fatalf("packs: %v", packs)
 	}
 	// Each version's blocks lie back to back, one version after another.
-	span := int64(n / ChunkSize * (packHdrLen + ChunkSize))
+	span := int64(n / ChunkSize * (pack.HdrLen + ChunkSize))
 	// The dropper runs beside the commits: wait for it before looking.
 	cached := func(v int) (in, all int) {
 		s.dropsPending.Wait()

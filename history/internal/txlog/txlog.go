@@ -1,4 +1,9 @@
-package history
+// Package txlog is the transaction log: segment files of frames, one frame
+// per committed transaction, appended and fsynced at commit. It is the
+// store's truth; everything else is derived from it or points into it.
+// Scan reads the frames in order from any place, which is what a change
+// stream or a mirror reads.
+package txlog
 
 import (
 	"encoding/binary"
@@ -8,6 +13,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
 )
 
 // The transaction log: segment files of frames, one frame per transaction.
@@ -19,16 +27,16 @@ import (
 //	note   = obj u64 | change u8 | size u64
 //
 // An end op ends the record (obj, key, create tid) at the frame's tid. The
-// prune ops (drop, version, collapse) are written by the cleaner: see
-// prune.go.
+// prune ops (drop, version, collapse) are written by the cleaner: see the
+// store's prune.go.
 const (
 	txMagic      = "ATX1"
 	txHdrLen     = 16
 	maxFrameBody = 1 << 31
 )
 
-// segMaxSize is where a log segment ends (tests make it small).
-var segMaxSize int64 = 64 << 20
+// SegmentSize is where a log segment ends (tests make it small).
+var SegmentSize int64 = 64 << 20
 
 // OpKind says what an op does; on disk it is stored plus one.
 type OpKind uint8
@@ -58,35 +66,35 @@ func (k OpKind) hasPayload() bool { return k == OpCreate || k == OpVersion || k 
 // Op is one record change of a transaction, as the change stream carries it.
 type Op struct {
 	Kind    OpKind
-	Obj     ObjID
+	Obj     record.ObjID
 	Key     string
-	Create  TID
+	Create  record.TID
 	Payload []byte
 }
 
 // Note is what a transaction did to one object, for version listings.
 type Note struct {
-	Obj    ObjID
-	Change Change
+	Obj    record.ObjID
+	Change record.Change
 	Size   uint64
 }
 
 // Txn is one committed transaction.
 type Txn struct {
-	TID       TID
-	IntentSeq uint64 // intent logs up to this one are folded into the log
-	ObjHigh   ObjID  // every object id below this may have been handed out
+	TID       record.TID
+	IntentSeq uint64       // intent logs up to this one are folded into the log
+	ObjHigh   record.ObjID // every object id below this may have been handed out
 	Ops       []Op
 	Notes     []Note
 }
 
-// logLoc is where a frame starts.
-type logLoc struct {
+// Loc is where a frame starts.
+type Loc struct {
 	Seg uint32
 	Off int64
 }
 
-func (t *Txn) encode() []byte {
+func (t *Txn) Encode() []byte {
 	b := make([]byte, txHdrLen, 4096)
 	b = binary.BigEndian.AppendUint64(b, uint64(t.TID))
 	b = binary.BigEndian.AppendUint64(b, t.IntentSeq)
@@ -103,7 +111,7 @@ func (t *Txn) encode() []byte {
 			b = binary.BigEndian.AppendUint32(b, uint32(len(op.Payload)))
 			b = append(b, op.Payload...)
 		}
-		b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+		b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], record.Castagnoli))
 	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(t.Notes)))
 	for _, n := range t.Notes {
@@ -113,95 +121,69 @@ func (t *Txn) encode() []byte {
 	}
 	copy(b, txMagic)
 	binary.BigEndian.PutUint32(b[4:], uint32(len(b)-txHdrLen))
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[txHdrLen:], castagnoli))
-	binary.BigEndian.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[txHdrLen:], record.Castagnoli))
+	binary.BigEndian.PutUint32(b[12:], crc32.Checksum(b[:12], record.Castagnoli))
 	return b
 }
 
-var errShort = errors.New("short")
-
 func decodeTxn(body []byte) (*Txn, error) {
-	r := reader{b: body}
-	t := &Txn{TID: TID(r.u64()), IntentSeq: r.u64(), ObjHigh: ObjID(r.u64())}
-	n := r.u32()
-	if r.err == nil && int(n) > len(body)/20 {
-		return nil, fmt.Errorf("%w: %d ops in a frame of %d bytes", ErrCorrupt, n, len(body))
+	r := record.Reader{B: body}
+	t := &Txn{TID: record.TID(r.U64()), IntentSeq: r.U64(), ObjHigh: record.ObjID(r.U64())}
+	n := r.U32()
+	if r.Err == nil && int(n) > len(body)/20 {
+		return nil, fmt.Errorf("%w: %d ops in a frame of %d bytes", record.ErrCorrupt, n, len(body))
 	}
 	t.Ops = make([]Op, 0, n)
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		start := r.off
-		kind := OpKind(r.u8() - 1)
-		if kind >= opKinds && r.err == nil {
-			return nil, fmt.Errorf("%w: op kind %d", ErrCorrupt, kind+1)
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		start := r.Off
+		kind := OpKind(r.U8() - 1)
+		if kind >= opKinds && r.Err == nil {
+			return nil, fmt.Errorf("%w: op kind %d", record.ErrCorrupt, kind+1)
 		}
-		op := Op{Kind: kind, Obj: ObjID(r.u64())}
-		op.Key = string(r.bytes(int(r.u16())))
-		op.Create = TID(r.u64())
+		op := Op{Kind: kind, Obj: record.ObjID(r.U64())}
+		op.Key = string(r.Bytes(int(r.U16())))
+		op.Create = record.TID(r.U64())
 		if kind.hasPayload() {
-			op.Payload = r.bytes(int(r.u32()))
+			op.Payload = r.Bytes(int(r.U32()))
 		}
-		end := r.off
-		if c := r.u32(); r.err == nil && c != crc32.Checksum(body[start:end], castagnoli) {
-			return nil, fmt.Errorf("%w: op %d of transaction %s", ErrCorrupt, i, t.TID)
+		end := r.Off
+		if c := r.U32(); r.Err == nil && c != crc32.Checksum(body[start:end], record.Castagnoli) {
+			return nil, fmt.Errorf("%w: op %d of transaction %s", record.ErrCorrupt, i, t.TID)
 		}
 		t.Ops = append(t.Ops, op)
 	}
-	nn := r.u32()
-	for i := uint32(0); i < nn && r.err == nil; i++ {
-		t.Notes = append(t.Notes, Note{Obj: ObjID(r.u64()), Change: Change(r.u8()), Size: r.u64()})
+	nn := r.U32()
+	for i := uint32(0); i < nn && r.Err == nil; i++ {
+		t.Notes = append(t.Notes, Note{Obj: record.ObjID(r.U64()), Change: record.Change(r.U8()), Size: r.U64()})
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("%w: transaction frame truncated", ErrCorrupt)
+	if r.Err != nil {
+		return nil, fmt.Errorf("%w: transaction frame truncated", record.ErrCorrupt)
 	}
 	return t, nil
 }
 
-// reader decodes big-endian fields, remembering the first overrun.
-type reader struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil || n < 0 || r.off+n > len(r.b) {
-		r.err = errShort
-		return make([]byte, max(n, 0))
-	}
-	p := r.b[r.off : r.off+n]
-	r.off += n
-	return p
-}
-func (r *reader) u8() byte    { return r.take(1)[0] }
-func (r *reader) u16() uint16 { return binary.BigEndian.Uint16(r.take(2)) }
-func (r *reader) u32() uint32 { return binary.BigEndian.Uint32(r.take(4)) }
-func (r *reader) u64() uint64 { return binary.BigEndian.Uint64(r.take(8)) }
-func (r *reader) bytes(n int) []byte {
-	p := r.take(n)
-	return append([]byte(nil), p...)
-}
-
-// txLog appends frames to the newest segment.
-type txLog struct {
+// Log appends frames to the newest segment.
+type Log struct {
 	dir    string
 	seg    uint32
 	f      *os.File
-	off    int64
-	newSeg bool
+	off    int64 // where the next frame goes
+	synced int64 // how much of f is durable
+	newSeg bool  // f's directory entry is not yet durable
 }
 
-func segName(dir string, seq uint32) string {
+func SegName(dir string, seq uint32) string {
 	return filepath.Join(dir, fmt.Sprintf("%08x.seg", seq))
 }
 
-func listSegments(dir string) ([]uint32, error) { return listSeq32(dir, ".seg", "log") }
+func ListSegments(dir string) ([]uint32, error) { return fileio.ListSeq32(dir, ".seg", "log") }
 
 // readFrame reads the frame at off. io.EOF means a clean end; a frame that
 // is incomplete or fails its checksum is reported as errTorn so the caller
 // can tell a torn tail (the last frame) from damage in the middle.
 var errTorn = errors.New("history: torn or damaged log frame")
 
-func readFrame(f *os.File, off int64) (*Txn, int64, error) {
+func ReadFrame(f *os.File, off int64) (*Txn, int64, error) {
 	hdr := make([]byte, txHdrLen)
 	n, err := f.ReadAt(hdr, off)
 	if n == 0 && errors.Is(err, io.EOF) {
@@ -210,7 +192,7 @@ func readFrame(f *os.File, off int64) (*Txn, int64, error) {
 	if n < txHdrLen {
 		return nil, 0, errTorn
 	}
-	if string(hdr[:4]) != txMagic || crc32.Checksum(hdr[:12], castagnoli) != binary.BigEndian.Uint32(hdr[12:]) {
+	if string(hdr[:4]) != txMagic || crc32.Checksum(hdr[:12], record.Castagnoli) != binary.BigEndian.Uint32(hdr[12:]) {
 		return nil, 0, errTorn
 	}
 	size := binary.BigEndian.Uint32(hdr[4:])
@@ -221,7 +203,7 @@ func readFrame(f *os.File, off int64) (*Txn, int64, error) {
 	if n, _ := f.ReadAt(body, off+txHdrLen); n < int(size) {
 		return nil, 0, errTorn
 	}
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(hdr[8:]) {
+	if crc32.Checksum(body, record.Castagnoli) != binary.BigEndian.Uint32(hdr[8:]) {
 		return nil, 0, errTorn
 	}
 	t, err := decodeTxn(body)
@@ -231,30 +213,30 @@ func readFrame(f *os.File, off int64) (*Txn, int64, error) {
 	return t, off + txHdrLen + int64(size), nil
 }
 
-// openTxLog opens the log for appending after the last good frame of the
+// Open opens the log for appending after the last good frame of the
 // newest segment, cutting off a torn tail (a frame whose write or fsync
 // never finished, so no caller was told it was durable). It returns the last
 // transaction, or nil for an empty log.
-func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
+func Open(dir string, committed Loc) (*Log, *Txn, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
-	seqs, err := listSegments(dir)
+	seqs, err := ListSegments(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &txLog{dir: dir}
+	l := &Log{dir: dir}
 	var last *Txn
 	// The newest segment may be empty (created just before a crash): the
 	// last transaction is then in the one before.
 	for i := len(seqs) - 1; i >= 0 && last == nil; i-- {
-		f, err := os.OpenFile(segName(dir, seqs[i]), os.O_RDWR, 0)
+		f, err := os.OpenFile(SegName(dir, seqs[i]), os.O_RDWR, 0)
 		if err != nil {
 			return nil, nil, fmt.Errorf("history: open log: %w", err)
 		}
 		var off int64
 		for {
-			t, next, err := readFrame(f, off)
+			t, next, err := ReadFrame(f, off)
 			if err == io.EOF {
 				break
 			}
@@ -263,12 +245,12 @@ func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
 				if seqs[i] < committed.Seg || (seqs[i] == committed.Seg && off < committed.Off) {
 					f.Close()
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d, in a transaction that was committed; "+
-						"the store cannot open: restore the data directory, or this segment, from a backup", ErrCorrupt, f.Name(), off)
+						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
 				}
-				if _, _, err2 := readFrameAfter(f, off, st.Size()); err2 == nil {
+				if _, _, err2 := ReadFrameAfter(f, off, st.Size()); err2 == nil {
 					f.Close()
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
-						"the store cannot open: restore the data directory, or this segment, from a backup", ErrCorrupt, f.Name(), off)
+						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
 				}
 				if err := f.Truncate(off); err != nil {
 					f.Close()
@@ -283,7 +265,7 @@ func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
 			last, off = t, next
 		}
 		if l.f == nil {
-			l.f, l.seg, l.off = f, seqs[i], off
+			l.f, l.seg, l.off, l.synced = f, seqs[i], off, off
 		} else {
 			f.Close()
 		}
@@ -296,16 +278,16 @@ func openTxLog(dir string, committed logLoc) (*txLog, *Txn, error) {
 	return l, last, nil
 }
 
-// readFrameAfter looks for any intact frame after a damaged one: if there is
+// ReadFrameAfter looks for any intact frame after a damaged one: if there is
 // one, the damage is not a torn tail but corruption in the middle.
-func readFrameAfter(f *os.File, off, size int64) (*Txn, int64, error) {
+func ReadFrameAfter(f *os.File, off, size int64) (*Txn, int64, error) {
 	buf := make([]byte, 4)
 	for o := off + 1; o+txHdrLen <= size; o++ {
 		if _, err := f.ReadAt(buf, o); err != nil {
 			break
 		}
 		if string(buf) == txMagic {
-			if t, n, err := readFrame(f, o); err == nil {
+			if t, n, err := ReadFrame(f, o); err == nil {
 				return t, n, nil
 			}
 		}
@@ -313,49 +295,78 @@ func readFrameAfter(f *os.File, off, size int64) (*Txn, int64, error) {
 	return nil, 0, errTorn
 }
 
-func (l *txLog) rotate() error {
+func (l *Log) rotate() error {
 	next := l.seg + 1
-	f, err := os.OpenFile(segName(l.dir, next), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(SegName(l.dir, next), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("history: new log segment: %w", err)
 	}
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.f, l.seg, l.off, l.newSeg = f, next, 0, true
+	l.f, l.seg, l.off, l.synced, l.newSeg = f, next, 0, 0, true
 	return nil
 }
 
-// append writes a frame and makes it durable. It returns where the frame
+// Append writes a frame and makes it durable. It returns where the frame
 // starts and where the next one will.
-func (l *txLog) append(t *Txn) (logLoc, logLoc, error) {
-	b := t.encode()
-	if l.off > 0 && l.off+int64(len(b)) > segMaxSize {
+func (l *Log) Append(t *Txn) (Loc, Loc, error) {
+	loc, next, err := l.Write(t)
+	if err == nil {
+		err = l.Sync()
+	}
+	if err != nil {
+		return Loc{}, Loc{}, err
+	}
+	return loc, next, nil
+}
+
+// Write writes a frame without making it durable: Sync does, for every
+// frame written since the last one. A caller appending many frames at once
+// (a bulk load) syncs once at the end.
+func (l *Log) Write(t *Txn) (Loc, Loc, error) {
+	b := t.Encode()
+	if l.off > 0 && l.off+int64(len(b)) > SegmentSize {
+		if err := l.Sync(); err != nil {
+			return Loc{}, Loc{}, err
+		}
 		if err := l.rotate(); err != nil {
-			return logLoc{}, logLoc{}, err
+			return Loc{}, Loc{}, err
 		}
 	}
-	loc := logLoc{Seg: l.seg, Off: l.off}
+	loc := Loc{Seg: l.seg, Off: l.off}
 	if _, err := l.f.WriteAt(b, l.off); err != nil {
-		return logLoc{}, logLoc{}, fmt.Errorf("history: write log: %w", err)
+		return Loc{}, Loc{}, fmt.Errorf("history: write log: %w", err)
 	}
+	l.off += int64(len(b))
+	return loc, Loc{Seg: l.seg, Off: l.off}, nil
+}
+
+// Sync makes the frames written since the last sync durable. If it fails
+// they are forgotten: the next frame is written where they began.
+func (l *Log) Sync() error {
 	if err := l.f.Sync(); err != nil {
-		// The frame may or may not be on disk; cut it so a later frame
-		// never follows a half-written one.
-		l.f.Truncate(l.off)
-		return logLoc{}, logLoc{}, fmt.Errorf("history: sync log: %w", err)
+		// The frames may or may not be on disk; cut them so a later
+		// frame never follows a half-written one.
+		l.f.Truncate(l.synced)
+		l.off = l.synced
+		return fmt.Errorf("history: sync log: %w", err)
 	}
 	if l.newSeg {
-		if err := syncDir(l.dir); err != nil {
-			return logLoc{}, logLoc{}, err
+		if err := fileio.SyncDir(l.dir); err != nil {
+			l.off = l.synced
+			return err
 		}
 		l.newSeg = false
 	}
-	l.off += int64(len(b))
-	return loc, logLoc{Seg: l.seg, Off: l.off}, nil
+	l.synced = l.off
+	return nil
 }
 
-func (l *txLog) close() error {
+// End is where the next frame will start.
+func (l *Log) End() Loc { return Loc{Seg: l.seg, Off: l.off} }
+
+func (l *Log) Close() error {
 	if l.f == nil {
 		return nil
 	}
@@ -364,10 +375,10 @@ func (l *txLog) close() error {
 	return err
 }
 
-// scanLog calls fn for every frame from loc on, in order. A damaged frame
+// Scan calls fn for every frame from loc on, in order. A damaged frame
 // stops the scan with ErrCorrupt.
-func scanLog(dir string, from logLoc, fn func(t *Txn, loc, next logLoc) error) error {
-	seqs, err := listSegments(dir)
+func Scan(dir string, from Loc, fn func(t *Txn, loc, next Loc) error) error {
+	seqs, err := ListSegments(dir)
 	if err != nil {
 		return err
 	}
@@ -375,7 +386,7 @@ func scanLog(dir string, from logLoc, fn func(t *Txn, loc, next logLoc) error) e
 		if seq < from.Seg {
 			continue
 		}
-		f, err := os.Open(segName(dir, seq))
+		f, err := os.Open(SegName(dir, seq))
 		if err != nil {
 			return fmt.Errorf("history: open log: %w", err)
 		}
@@ -384,15 +395,15 @@ func scanLog(dir string, from logLoc, fn func(t *Txn, loc, next logLoc) error) e
 			off = from.Off
 		}
 		for {
-			t, next, err := readFrame(f, off)
+			t, next, err := ReadFrame(f, off)
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				f.Close()
-				return fmt.Errorf("%w: log segment %s at offset %d", ErrCorrupt, f.Name(), off)
+				return fmt.Errorf("%w: log segment %s at offset %d", record.ErrCorrupt, f.Name(), off)
 			}
-			if err := fn(t, logLoc{Seg: seq, Off: off}, logLoc{Seg: seq, Off: next}); err != nil {
+			if err := fn(t, Loc{Seg: seq, Off: off}, Loc{Seg: seq, Off: next}); err != nil {
 				f.Close()
 				return err
 			}
@@ -401,4 +412,24 @@ func scanLog(dir string, from logLoc, fn func(t *Txn, loc, next logLoc) error) e
 		f.Close()
 	}
 	return nil
+}
+
+// PruneOnly reports whether a frame is the cleaner's: it has cleaner ops
+// and no record changes or notes of its own, so it is no moment. Every
+// other frame is one, an empty one included: a kept moment whose end ops
+// all went stays a moment (its state differs from the one before it).
+func (t *Txn) PruneOnly() bool {
+	if len(t.Notes) > 0 {
+		return false
+	}
+	cleaner := false
+	for _, op := range t.Ops {
+		switch op.Kind {
+		case OpCreate, OpEnd:
+			return false
+		default:
+			cleaner = true
+		}
+	}
+	return cleaner
 }

@@ -1,4 +1,4 @@
-package history
+package pack
 
 import (
 	"fmt"
@@ -17,7 +17,7 @@ import (
 // pread every byte read was copied once more, into a buffer, before the
 // socket's own copy (a quarter of the server's time on 1 MiB NFS reads).
 //
-// A pack is mapped once, whole, up to packMaxSize (past its end while it
+// A pack is mapped once, whole, up to MaxSize (past its end while it
 // is still being appended to: the file grows into the mapping, and the
 // shared mapping sees every write at once). Nothing is read past the
 // written end: a block is read only once a commit has flushed it.
@@ -35,33 +35,33 @@ import (
 // read it again from the disk; that copy goes out unchecked. The window
 // is microseconds long and the page has just been read, so it is the last
 // the kernel would drop.
-type packMap struct {
+type Map struct {
 	data []byte
 	refs atomic.Int64
-	used atomic.Uint64 // when it was last asked for (packStore.mapTick)
+	used atomic.Uint64 // when it was last asked for (Store.mapTick)
 }
 
-// maxMaps bounds the packs mapped at once (256 GiB of packs by default):
+// MaxMaps bounds the packs mapped at once (256 GiB of packs by default):
 // the kernel allows a process about 65,000 mappings (vm.max_map_count),
 // and a 32-bit process has 2-3 GiB of address space for everything.
 // Past it the mapping asked for least recently goes (its readers keep it
 // until they are done).
-var maxMaps = 1024
+var MaxMaps = 1024
 
 func init() {
 	if math.MaxInt == math.MaxInt32 {
-		maxMaps = 4
+		MaxMaps = 4
 	}
 }
 
-func (m *packMap) release() {
+func (m *Map) Release() {
 	if m.refs.Add(-1) == 0 {
 		unix.Munmap(m.data)
 	}
 }
 
 // mapFile maps f whole, read-only, to at least size bytes.
-func mapFile(f *os.File, size int64) (*packMap, error) {
+func mapFile(f *os.File, size int64) (*Map, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -83,13 +83,13 @@ func mapFile(f *os.File, size int64) (*packMap, error) {
 	if merr != nil {
 		return nil, merr
 	}
-	m := &packMap{data: data}
+	m := &Map{data: data}
 	m.refs.Store(1)
 	return m, nil
 }
 
 // mapped returns the mapping of pack seq with a reference for the caller.
-func (p *packStore) mapped(seq uint32) (*packMap, error) {
+func (p *Store) mapped(seq uint32) (*Map, error) {
 	p.rmu.RLock()
 	m := p.maps[seq]
 	if m != nil {
@@ -110,10 +110,10 @@ func (p *packStore) mapped(seq uint32) (*packMap, error) {
 		if p.files[seq] != f {
 			return nil, fmt.Errorf("history: pack %s went while it was opened", f.Name())
 		}
-		if len(p.maps) >= maxMaps {
+		if len(p.maps) >= MaxMaps {
 			p.unmapLocked(p.leastUsedLocked())
 		}
-		if m, err = mapFile(f, packMaxSize); err != nil {
+		if m, err = mapFile(f, MaxSize); err != nil {
 			return nil, fmt.Errorf("history: map pack %s: %w", f.Name(), err)
 		}
 		p.maps[seq] = m
@@ -124,8 +124,8 @@ func (p *packStore) mapped(seq uint32) (*packMap, error) {
 }
 
 // leastUsedLocked is the mapped pack asked for least recently; p.rmu is
-// held. A scan: it runs only when a pack is mapped past maxMaps.
-func (p *packStore) leastUsedLocked() uint32 {
+// held. A scan: it runs only when a pack is mapped past MaxMaps.
+func (p *Store) leastUsedLocked() uint32 {
 	var seq uint32
 	oldest := uint64(math.MaxUint64)
 	for s, m := range p.maps {
@@ -138,25 +138,25 @@ func (p *packStore) leastUsedLocked() uint32 {
 
 // unmapLocked drops the store's reference to pack seq's mapping; p.rmu is
 // held.
-func (p *packStore) unmapLocked(seq uint32) {
+func (p *Store) unmapLocked(seq uint32) {
 	if m := p.maps[seq]; m != nil {
 		delete(p.maps, seq)
-		m.release()
+		m.Release()
 	}
 }
 
 // span is the part of m that a block's header and data take.
-func (m *packMap) span(loc blockLoc) ([]byte, bool) {
-	if loc.Off < packHdrLen || loc.Off+uint64(loc.Length) > uint64(len(m.data)) {
+func (m *Map) span(loc Loc) ([]byte, bool) {
+	if loc.Off < HdrLen || loc.Off+uint64(loc.Length) > uint64(len(m.data)) {
 		return nil, false
 	}
-	return m.data[loc.Off-packHdrLen : loc.Off+uint64(loc.Length)], true
+	return m.data[loc.Off-HdrLen : loc.Off+uint64(loc.Length)], true
 }
 
 // fault runs fn, which reads mapped pack memory, and turns a fault there
 // (SIGBUS: an I/O error paging it in, or a read past the file's end) into
 // an error, as pread would have returned one.
-func fault(fn func()) (err error) {
+func Fault(fn func()) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
@@ -170,4 +170,11 @@ func fault(fn func()) (err error) {
 	}()
 	fn()
 	return nil
+}
+
+// Mapped is how many packs are mapped now (at most MaxMaps).
+func (p *Store) Mapped() int {
+	p.rmu.RLock()
+	defer p.rmu.RUnlock()
+	return len(p.maps)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package history
+package fileio
 
 import (
 	"os"
@@ -8,15 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// preallocate gives f size bytes of allocated, zero-reading space
+// Preallocate gives f size bytes of allocated, zero-reading space
 // (fallocate mode 0: the file's size becomes size).
-func preallocate(f *os.File, size int64) error {
+func Preallocate(f *os.File, size int64) error {
 	return ignoringEINTR(f, "fallocate", func(fd int) error { return unix.Fallocate(fd, 0, 0, size) })
 }
 
-// datasync is fdatasync(2): the file's data and the metadata needed to
+// Datasync is fdatasync(2): the file's data and the metadata needed to
 // read it back (size, block map, unwritten-extent state), not its times.
-func datasync(f *os.File) error {
+func Datasync(f *os.File) error {
 	return ignoringEINTR(f, "fdatasync", unix.Fdatasync)
 }
 

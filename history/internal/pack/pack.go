@@ -1,9 +1,12 @@
-package history
+// Package pack stores blocks: append-only pack files of content-addressed
+// blocks, each behind a header that makes a pack self-describing, read
+// through shared read-only mappings of the packs (packmap.go), with a
+// cache of checked copies for the reads that need one (cache.go). A block's
+// place is a Loc, which names the volume that holds the pack.
+package pack
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,25 +18,15 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
 )
 
-// HashLen is the size of a block address.
-const HashLen = sha256.Size
+// ErrWouldBlock: a read asked not to wait for the disk would have to.
+var ErrWouldBlock = errors.New("history: data not in memory")
 
-// Hash addresses a block by its content. SHA-256: collision resistant, so
-// two different blocks never share an address and dedup is safe whoever
-// writes the data; it is in the standard library; and this kind of machine
-// has the SHA extensions, which hash at well over 1 GB/s per core, faster
-// than the disk. The hash doubles as the block's checksum.
-type Hash [HashLen]byte
-
-func HashOf(p []byte) Hash { return sha256.Sum256(p) }
-
-func (h Hash) String() string { return hex.EncodeToString(h[:]) }
-
-// blockLoc says where a block lives: volume, pack file, offset of its data.
-type blockLoc struct {
+// Loc says where a block lives: volume, pack file, offset of its data.
+type Loc struct {
 	Vol    uint16
 	Pack   uint32
 	Off    uint64
@@ -48,16 +41,16 @@ type blockLoc struct {
 // Reads check the data's CRC-32C (hardware-assisted, many GB/s), so damage
 // is never served; verify and rebuild check the SHA-256 as well.
 const (
-	packMagic  = "ABK2"
-	packHdrLen = 4 + 4 + HashLen + 4 + 4
+	packMagic = "ABK2"
+	HdrLen    = 4 + 4 + record.HashLen + 4 + 4
 )
 
-// packMaxSize is where a pack ends (tests make it small).
-var packMaxSize int64 = 256 << 20
+// MaxSize is where a pack ends (tests make it small).
+var MaxSize int64 = 256 << 20
 
-// packStore is one volume: a directory of append-only pack files. Later
+// Store is one volume: a directory of append-only pack files. Later
 // volumes (other disks, an S3 bucket) carry the same packs.
-type packStore struct {
+type Store struct {
 	dir string
 	vol uint16
 
@@ -85,16 +78,16 @@ type packStore struct {
 
 	rmu     sync.RWMutex
 	files   map[uint32]*os.File // open for reading
-	maps    map[uint32]*packMap // their mappings, for reads (packmap.go)
+	maps    map[uint32]*Map     // their mappings, for reads (packmap.go)
 	mapTick atomic.Uint64
 }
 
-func openPackStore(dir string, vol uint16) (*packStore, error) {
+func Open(dir string, vol uint16) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("history: volume %s: %w", dir, err)
 	}
-	p := &packStore{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}, maps: map[uint32]*packMap{}}
-	seqs, err := p.list()
+	p := &Store{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}, maps: map[uint32]*Map{}}
+	seqs, err := p.List()
 	if err != nil {
 		return nil, err
 	}
@@ -104,16 +97,16 @@ func openPackStore(dir string, vol uint16) (*packStore, error) {
 	return p, nil
 }
 
-func (p *packStore) name(seq uint32) string {
+func (p *Store) Name(seq uint32) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%08x.pack", seq))
 }
 
-func (p *packStore) list() ([]uint32, error) { return listSeq32(p.dir, ".pack", "packs") }
+func (p *Store) List() ([]uint32, error) { return fileio.ListSeq32(p.dir, ".pack", "packs") }
 
 // sealedBelow is the first pack that may still be appended to: every pack
 // before it is complete. After Open nothing is appended to the newest pack
 // (its tail may be torn): a new one starts at the first put.
-func (p *packStore) sealedBelow() uint32 {
+func (p *Store) SealedBelow() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cur == nil {
@@ -124,7 +117,7 @@ func (p *packStore) sealedBelow() uint32 {
 
 // seal makes the next put start a new pack if seq is still the one being
 // appended to, so that seq can be rewritten.
-func (p *packStore) seal(seq uint32) error {
+func (p *Store) Seal(seq uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cur != nil && p.curSeq == seq {
@@ -138,7 +131,7 @@ func (p *packStore) seal(seq uint32) error {
 // remove deletes a complete pack the index no longer points into. A reader
 // that found a block there just before gets an error and looks again
 // (Store.chunkData).
-func (p *packStore) remove(seq uint32) error {
+func (p *Store) Remove(seq uint32) error {
 	p.rmu.Lock()
 	if f := p.files[seq]; f != nil {
 		f.Close()
@@ -146,10 +139,10 @@ func (p *packStore) remove(seq uint32) error {
 	}
 	p.unmapLocked(seq)
 	p.rmu.Unlock()
-	if err := os.Remove(p.name(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(p.Name(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("history: remove pack: %w", err)
 	}
-	return syncDir(p.dir)
+	return fileio.SyncDir(p.dir)
 }
 
 // Blocks are gathered and written with one system call per this many
@@ -162,36 +155,36 @@ const (
 
 // put appends a block whose hash and CRC are known; data must not change
 // afterwards. It is not readable until flush, nor durable until sync.
-func (p *packStore) put(h Hash, crc uint32, data []byte) (blockLoc, error) {
+func (p *Store) Put(h record.Hash, crc uint32, data []byte) (Loc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cur == nil || p.curOff+int64(packHdrLen+len(data)) > packMaxSize {
+	if p.cur == nil || p.curOff+int64(HdrLen+len(data)) > MaxSize {
 		if err := p.rotate(); err != nil {
-			return blockLoc{}, err
+			return Loc{}, err
 		}
 	}
-	if len(p.iov)+2 > packWriteIovs || p.bufLen+packHdrLen+len(data) > packWriteBytes {
+	if len(p.iov)+2 > packWriteIovs || p.bufLen+HdrLen+len(data) > packWriteBytes {
 		if err := p.flush(); err != nil {
-			return blockLoc{}, err
+			return Loc{}, err
 		}
 	}
-	if len(p.hdrs)+packHdrLen > cap(p.hdrs) {
-		p.hdrs = make([]byte, 0, packHdrLen*packWriteIovs/2)
+	if len(p.hdrs)+HdrLen > cap(p.hdrs) {
+		p.hdrs = make([]byte, 0, HdrLen*packWriteIovs/2)
 	}
-	hdr := p.hdrs[len(p.hdrs) : len(p.hdrs)+packHdrLen]
-	p.hdrs = p.hdrs[:len(p.hdrs)+packHdrLen]
+	hdr := p.hdrs[len(p.hdrs) : len(p.hdrs)+HdrLen]
+	p.hdrs = p.hdrs[:len(p.hdrs)+HdrLen]
 	copy(hdr, packMagic)
 	binary.BigEndian.PutUint32(hdr[4:], uint32(len(data)))
 	copy(hdr[8:], h[:])
 	binary.BigEndian.PutUint32(hdr[40:], crc)
-	binary.BigEndian.PutUint32(hdr[44:], crc32.Checksum(hdr[:44], castagnoli))
+	binary.BigEndian.PutUint32(hdr[44:], crc32.Checksum(hdr[:44], record.Castagnoli))
 	if len(p.iov) == 0 {
 		p.bufOff = p.curOff
 	}
 	p.iov = append(p.iov, hdr, data)
-	p.bufLen += packHdrLen + len(data)
-	loc := blockLoc{Vol: p.vol, Pack: p.curSeq, Off: uint64(p.curOff) + packHdrLen, Length: uint32(len(data))}
-	p.curOff += int64(packHdrLen + len(data))
+	p.bufLen += HdrLen + len(data)
+	loc := Loc{Vol: p.vol, Pack: p.curSeq, Off: uint64(p.curOff) + HdrLen, Length: uint32(len(data))}
+	p.curOff += int64(HdrLen + len(data))
 	p.dirty[p.curSeq] = p.cur
 	return loc, nil
 }
@@ -203,13 +196,13 @@ func (p *packStore) put(h Hash, crc uint32, data []byte) (blockLoc, error) {
 // write may have failed for the want of it) is given back. A pack left
 // with nothing is removed, so that a commit retried on a full disk does
 // not leave an empty pack behind at every attempt.
-func (p *packStore) flush() error {
+func (p *Store) flush() error {
 	if len(p.iov) == 0 {
 		return nil
 	}
 	iov, off := p.iov, p.bufOff
 	p.iov, p.bufLen, p.hdrs = p.iov[:0], 0, nil
-	err := pwritev(p.cur, iov, off)
+	err := fileio.Pwritev(p.cur, iov, off)
 	clear(iov) // let go of the callers' data
 	if err != nil {
 		err = fmt.Errorf("history: write pack: %w", err)
@@ -225,11 +218,11 @@ func (p *packStore) flush() error {
 // cutBack seals the current pack after a failed write, keeping only what
 // a sync made durable. Failing to cut it changes nothing for correctness:
 // the tail is garbage that no frame points into, as after a crash.
-func (p *packStore) cutBack() {
+func (p *Store) cutBack() {
 	f, seq := p.cur, p.curSeq
 	p.cur = nil
 	if p.synced > 0 {
-		os.Truncate(p.name(seq), p.synced)
+		os.Truncate(p.Name(seq), p.synced)
 		return
 	}
 	delete(p.dirty, seq)
@@ -241,14 +234,14 @@ func (p *packStore) cutBack() {
 	p.unmapLocked(seq)
 	p.rmu.Unlock()
 	f.Close()
-	if os.Remove(p.name(seq)) == nil {
-		syncDir(p.dir)
+	if os.Remove(p.Name(seq)) == nil {
+		fileio.SyncDir(p.dir)
 	}
 }
 
 // mark is where a caller stands before it puts blocks: lostSince(mark)
 // tells, after its sync, whether a write failed meanwhile.
-func (p *packStore) mark() uint64 {
+func (p *Store) Mark() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.failures
@@ -256,7 +249,7 @@ func (p *packStore) mark() uint64 {
 
 // lostSince reports a write that failed after mark: blocks put since may
 // not be in their pack, whoever's write it was.
-func (p *packStore) lostSince(mark uint64) error {
+func (p *Store) LostSince(mark uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failures != mark {
@@ -265,43 +258,15 @@ func (p *packStore) lostSince(mark uint64) error {
 	return nil
 }
 
-// pwritev writes every byte of iov at off, resuming after short writes
-// and interrupted calls.
-func pwritev(f *os.File, iov [][]byte, off int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for len(iov) > 0 {
-		var n int
-		var werr error
-		if err := rc.Control(func(fd uintptr) { n, werr = unix.Pwritev(int(fd), iov, off) }); err != nil {
-			return err
-		}
-		if werr == unix.EINTR {
-			continue
-		}
-		if werr != nil {
-			return fmt.Errorf("%s: %w", f.Name(), werr)
-		}
-		if n == 0 {
-			return fmt.Errorf("%s: %w", f.Name(), io.ErrShortWrite)
-		}
-		off += int64(n)
-		iov = skipIov(iov, n)
-	}
-	return nil
-}
-
 // rotate starts a new pack after the newest one. A partly written pack left
 // by a crash is never appended to: its tail may be torn.
-func (p *packStore) rotate() error {
+func (p *Store) rotate() error {
 	if p.cur != nil {
 		if err := p.flush(); err != nil {
 			return err
 		}
 	}
-	seqs, err := p.list()
+	seqs, err := p.List()
 	if err != nil {
 		return err
 	}
@@ -311,7 +276,7 @@ func (p *packStore) rotate() error {
 	if len(seqs) > 0 {
 		next = max(next, seqs[len(seqs)-1]+1)
 	}
-	f, err := os.OpenFile(p.name(next), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(p.Name(next), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("history: new pack: %w", err)
 	}
@@ -324,7 +289,7 @@ func (p *packStore) rotate() error {
 
 // sync makes every block put so far readable and durable. A caller that
 // must know its own blocks are among them asks lostSince too.
-func (p *packStore) sync() error {
+func (p *Store) Sync() error {
 	p.mu.Lock()
 	if err := p.flush(); err != nil {
 		p.mu.Unlock()
@@ -340,7 +305,7 @@ func (p *packStore) sync() error {
 		}
 	}
 	if newFile {
-		if err := syncDir(p.dir); err != nil {
+		if err := fileio.SyncDir(p.dir); err != nil {
 			return err
 		}
 	}
@@ -352,7 +317,7 @@ func (p *packStore) sync() error {
 	return nil
 }
 
-func (p *packStore) file(seq uint32) (*os.File, error) {
+func (p *Store) file(seq uint32) (*os.File, error) {
 	p.rmu.RLock()
 	f := p.files[seq]
 	p.rmu.RUnlock()
@@ -364,7 +329,7 @@ func (p *packStore) file(seq uint32) (*os.File, error) {
 	if f = p.files[seq]; f != nil {
 		return f, nil
 	}
-	f, err := os.Open(p.name(seq))
+	f, err := os.Open(p.Name(seq))
 	if err != nil {
 		return nil, fmt.Errorf("history: open pack: %w", err)
 	}
@@ -374,14 +339,14 @@ func (p *packStore) file(seq uint32) (*os.File, error) {
 
 // get reads a block and checks it (viewRun), into memory of its own.
 // With nowait, a block not in the page cache is ErrWouldBlock.
-func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
-	views, m, err := p.viewRun([]blockLoc{loc}, []Hash{h}, nowait, nil)
+func (p *Store) Get(loc Loc, h record.Hash, nowait bool) ([]byte, error) {
+	views, m, err := p.ViewRun([]Loc{loc}, []record.Hash{h}, nowait, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer m.release()
+	defer m.Release()
 	data := make([]byte, loc.Length)
-	if err := fault(func() { copy(data, views[0]) }); err != nil {
+	if err := Fault(func() { copy(data, views[0]) }); err != nil {
 		return nil, err
 	}
 	return data, nil
@@ -390,10 +355,10 @@ func (p *packStore) get(loc blockLoc, h Hash, nowait bool) ([]byte, error) {
 // blockIntact checks a block as read from a pack: hdr is a block header
 // (magic, its own CRC) that names block h with data's length, and data
 // matches the CRC it gives.
-func blockIntact(hdr, data []byte, h Hash) bool {
-	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
-		binary.BigEndian.Uint32(hdr[4:]) == uint32(len(data)) && Hash(hdr[8:40]) == h &&
-		crc32.Checksum(data, castagnoli) == binary.BigEndian.Uint32(hdr[40:])
+func blockIntact(hdr, data []byte, h record.Hash) bool {
+	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], record.Castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
+		binary.BigEndian.Uint32(hdr[4:]) == uint32(len(data)) && record.Hash(hdr[8:40]) == h &&
+		crc32.Checksum(data, record.Castagnoli) == binary.BigEndian.Uint32(hdr[40:])
 }
 
 // viewRun checks blocks that lie back to back in one pack, starting at
@@ -402,16 +367,16 @@ func blockIntact(hdr, data []byte, h Hash) bool {
 // is done with the views, and then releases it. Each block's header must
 // name it and its data match the header's CRC. With nowait, blocks not
 // all in the page cache are ErrWouldBlock, and nothing is touched.
-func (p *packStore) viewRun(locs []blockLoc, hashes []Hash, nowait bool, views [][]byte) ([][]byte, *packMap, error) {
+func (p *Store) ViewRun(locs []Loc, hashes []record.Hash, nowait bool, views [][]byte) ([][]byte, *Map, error) {
 	m, err := p.mapped(locs[0].Pack)
 	if err != nil {
 		return nil, nil, err
 	}
 	last := locs[len(locs)-1]
-	run, ok := m.span(blockLoc{Off: locs[0].Off, Length: uint32(last.Off + uint64(last.Length) - locs[0].Off)})
+	run, ok := m.span(Loc{Off: locs[0].Off, Length: uint32(last.Off + uint64(last.Length) - locs[0].Off)})
 	if !ok {
-		m.release()
-		return nil, nil, fmt.Errorf("%w: block %s at %d is past the end of pack %d", ErrCorrupt, hashes[0], locs[0].Off, locs[0].Pack)
+		m.Release()
+		return nil, nil, fmt.Errorf("%w: block %s at %d is past the end of pack %d", record.ErrCorrupt, hashes[0], locs[0].Off, locs[0].Pack)
 	}
 	if nowait {
 		in, err := resident(run)
@@ -419,18 +384,18 @@ func (p *packStore) viewRun(locs []blockLoc, hashes []Hash, nowait bool, views [
 			err = ErrWouldBlock
 		}
 		if err != nil {
-			m.release()
+			m.Release()
 			return nil, nil, err
 		}
 	}
 	n := len(views)
 	var damaged error
-	err = fault(func() {
+	err = Fault(func() {
 		for i, loc := range locs {
 			b, _ := m.span(loc)
-			hdr, data := b[:packHdrLen], b[packHdrLen:]
+			hdr, data := b[:HdrLen], b[HdrLen:]
 			if !blockIntact(hdr, data, hashes[i]) {
-				damaged = fmt.Errorf("%w: block %s in pack %d at %d", ErrCorrupt, hashes[i], loc.Pack, loc.Off)
+				damaged = fmt.Errorf("%w: block %s in pack %d at %d", record.ErrCorrupt, hashes[i], loc.Pack, loc.Off)
 				return
 			}
 			views = append(views, data)
@@ -440,23 +405,10 @@ func (p *packStore) viewRun(locs []blockLoc, hashes []Hash, nowait bool, views [
 		err = damaged
 	}
 	if err != nil {
-		m.release()
+		m.Release()
 		return views[:n], nil, err
 	}
 	return views, m, nil
-}
-
-// skipIov drops the first n bytes of iov, after a short read or write.
-func skipIov(iov [][]byte, n int) [][]byte {
-	for n > 0 {
-		if n < len(iov[0]) {
-			iov[0] = iov[0][n:]
-			break
-		}
-		n -= len(iov[0])
-		iov = iov[1:]
-	}
-	return iov
 }
 
 // scan walks every block of every pack in order. A damaged header or a
@@ -465,13 +417,13 @@ func skipIov(iov [][]byte, n int) [][]byte {
 // cannot be framed.
 // With full set the data is hashed with SHA-256 too (verify); otherwise
 // its CRC is checked (rebuild).
-func (p *packStore) scan(full bool, fn func(h Hash, loc blockLoc, err error) error) error {
-	seqs, err := p.list()
+func (p *Store) Scan(full bool, fn func(h record.Hash, loc Loc, err error) error) error {
+	seqs, err := p.List()
 	if err != nil {
 		return err
 	}
 	for _, seq := range seqs {
-		if err := p.scanPack(seq, math.MaxInt64, full, fn); err != nil {
+		if err := p.ScanPack(seq, math.MaxInt64, full, fn); err != nil {
 			return err
 		}
 	}
@@ -479,14 +431,14 @@ func (p *packStore) scan(full bool, fn func(h Hash, loc blockLoc, err error) err
 }
 
 // sizes is the size of every pack file now.
-func (p *packStore) sizes() (map[uint32]int64, error) {
-	seqs, err := p.list()
+func (p *Store) Sizes() (map[uint32]int64, error) {
+	seqs, err := p.List()
 	if err != nil {
 		return nil, err
 	}
 	m := make(map[uint32]int64, len(seqs))
 	for _, seq := range seqs {
-		st, err := os.Stat(p.name(seq))
+		st, err := os.Stat(p.Name(seq))
 		if err != nil {
 			return nil, fmt.Errorf("history: pack: %w", err)
 		}
@@ -495,9 +447,9 @@ func (p *packStore) sizes() (map[uint32]int64, error) {
 	return m, nil
 }
 
-// scanPack calls fn with each block of pack seq in its first limit bytes.
-func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash, loc blockLoc, err error) error) error {
-	f, err := os.Open(p.name(seq))
+// ScanPack calls fn with each block of pack seq in its first limit bytes.
+func (p *Store) ScanPack(seq uint32, limit int64, full bool, fn func(h record.Hash, loc Loc, err error) error) error {
+	f, err := os.Open(p.Name(seq))
 	if err != nil {
 		return fmt.Errorf("history: open pack: %w", err)
 	}
@@ -508,7 +460,7 @@ func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash,
 	}
 	size := min(st.Size(), limit)
 	var off int64
-	hdr := make([]byte, packHdrLen)
+	hdr := make([]byte, HdrLen)
 	for off < size {
 		if _, err := f.ReadAt(hdr, off); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -518,36 +470,36 @@ func (p *packStore) scanPack(seq uint32, limit int64, full bool, fn func(h Hash,
 			}
 			return err
 		}
-		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
-			return fn(Hash{}, blockLoc{Vol: p.vol, Pack: seq, Off: uint64(off)},
-				fmt.Errorf("%w: pack %s: bad block header at %d", ErrCorrupt, f.Name(), off))
+		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
+			return fn(record.Hash{}, Loc{Vol: p.vol, Pack: seq, Off: uint64(off)},
+				fmt.Errorf("%w: pack %s: bad block header at %d", record.ErrCorrupt, f.Name(), off))
 		}
-		var h Hash
+		var h record.Hash
 		copy(h[:], hdr[8:40])
 		n := binary.BigEndian.Uint32(hdr[4:])
-		loc := blockLoc{Vol: p.vol, Pack: seq, Off: uint64(off) + packHdrLen, Length: n}
-		if off+packHdrLen+int64(n) > size {
+		loc := Loc{Vol: p.vol, Pack: seq, Off: uint64(off) + HdrLen, Length: n}
+		if off+HdrLen+int64(n) > size {
 			return nil // torn tail
 		}
 		data := make([]byte, n)
 		var cerr error
 		if _, err := f.ReadAt(data, int64(loc.Off)); err != nil {
 			cerr = err
-		} else if crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(hdr[40:]) || (full && HashOf(data) != h) {
-			cerr = fmt.Errorf("%w: block %s in %s at %d", ErrCorrupt, h, f.Name(), loc.Off)
+		} else if crc32.Checksum(data, record.Castagnoli) != binary.BigEndian.Uint32(hdr[40:]) || (full && record.HashOf(data) != h) {
+			cerr = fmt.Errorf("%w: block %s in %s at %d", record.ErrCorrupt, h, f.Name(), loc.Off)
 		}
 		if err := fn(h, loc, cerr); err != nil {
 			return err
 		}
-		off += packHdrLen + int64(n)
+		off += HdrLen + int64(n)
 	}
 	return nil
 }
 
 // locate maps every intact block to where it is, the first copy winning.
-func (p *packStore) locate() (map[Hash]blockLoc, error) {
-	m := map[Hash]blockLoc{}
-	err := p.scan(false, func(h Hash, loc blockLoc, err error) error {
+func (p *Store) Locate() (map[record.Hash]Loc, error) {
+	m := map[record.Hash]Loc{}
+	err := p.Scan(false, func(h record.Hash, loc Loc, err error) error {
 		if _, seen := m[h]; err == nil && !seen {
 			m[h] = loc
 		}
@@ -556,7 +508,7 @@ func (p *packStore) locate() (map[Hash]blockLoc, error) {
 	return m, err
 }
 
-func (p *packStore) close() error {
+func (p *Store) Close() error {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	var first error
@@ -574,32 +526,20 @@ func (p *packStore) close() error {
 }
 
 // storedBytes is the size of every pack: the space blocks take on disk.
-func (p *packStore) storedBytes() (int64, error) {
-	seqs, err := p.list()
+func (p *Store) StoredBytes() (int64, error) {
+	seqs, err := p.List()
 	if err != nil {
 		return 0, err
 	}
 	var n int64
 	for _, s := range seqs {
-		st, err := os.Stat(p.name(s))
+		st, err := os.Stat(p.Name(s))
 		if err != nil {
 			return 0, err
 		}
 		n += st.Size()
 	}
 	return n, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("history: sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // dropCached asks the kernel to drop the page cache of blocks a commit
@@ -609,7 +549,7 @@ func syncDir(dir string) error {
 // yet, which cost far more to fill on a virtual machine whose memory the
 // host backs lazily. A hint: pages a reader has mapped, and the pages at
 // the ends of a run that neighbouring blocks share, stay.
-func (p *packStore) dropCached(locs []blockLoc) {
+func (p *Store) DropCached(locs []Loc) {
 	if len(locs) == 0 {
 		return
 	}
@@ -625,9 +565,9 @@ func (p *packStore) dropCached(locs []blockLoc) {
 		}
 	}
 	// Neighbouring blocks (a file written in order) go in one call.
-	seq, start, end := locs[0].Pack, int64(locs[0].Off)-packHdrLen, int64(locs[0].Off)+int64(locs[0].Length)
+	seq, start, end := locs[0].Pack, int64(locs[0].Off)-HdrLen, int64(locs[0].Off)+int64(locs[0].Length)
 	for _, l := range locs[1:] {
-		s, e := int64(l.Off)-packHdrLen, int64(l.Off)+int64(l.Length)
+		s, e := int64(l.Off)-HdrLen, int64(l.Off)+int64(l.Length)
 		if l.Pack == seq && s <= end {
 			end = max(end, e)
 			continue
@@ -636,4 +576,14 @@ func (p *packStore) dropCached(locs []blockLoc) {
 		seq, start, end = l.Pack, s, e
 	}
 	drop(seq, start, end)
+}
+
+// Vol is the volume this store holds.
+func (p *Store) Vol() uint16 { return p.vol }
+
+// Hold keeps every put and sync waiting until release: a test stops a
+// commit that way between the freeze of its changes and its log frame.
+func (p *Store) Hold() (release func()) {
+	p.mu.Lock()
+	return p.mu.Unlock
 }

@@ -1,18 +1,23 @@
-package history
+// Package intent is the intent log: a redo log of the changes not yet in a
+// committed transaction, one Entry per Update, made durable on demand
+// with one fsync shared by every caller waiting (group commit).
+package intent
 
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/record"
 )
 
 // The intent log is a redo log of the changes that are not yet part of a
-// committed transaction: every Update appends its operations as one entry,
+// committed transaction: every Update appends its operations as one Entry,
 // and Durable fsyncs the file, so a synchronous write survives a crash while
 // history keeps the flush interval as its grain. Entries that arrive while an
 // fsync is running share the next one (group commit).
@@ -21,13 +26,13 @@ import (
 // transaction names the last file it covers, and recovery replays the files
 // after that one.
 //
-//	entry = magic "AIN1" | body length u32 | crc32c(body) u32 | crc32c(previous 12 bytes) u32 | body
+//	Entry = magic "AIN1" | body length u32 | crc32c(body) u32 | crc32c(previous 12 bytes) u32 | body
 //	body  = iop*
 //
-// Making an entry durable is the NFS metadata path's cost, so the file is
+// Making an Entry durable is the NFS metadata path's cost, so the file is
 // laid out for fdatasync:
 //
-//   - Each file is preallocated (fallocate mode 0, intentPrealloc bytes: the
+//   - Each file is preallocated (fallocate mode 0, Prealloc bytes: the
 //     size is set, the space allocated as unwritten extents that read as
 //     zeros). An append inside it changes neither the size nor the block
 //     map, only the extents' written state. fdatasync(2) (POSIX: "all data
@@ -41,7 +46,7 @@ import (
 //     A crash before that commit leaves the extents unwritten: the new
 //     bytes read as zeros, never as stale blocks (only the block the last
 //     sync ended in is overwritten in place, as an append into it was).
-//     What fdatasync skips is the mtime, which nothing here reads. An entry that runs past the
+//     What fdatasync skips is the mtime, which nothing here reads. An Entry that runs past the
 //     preallocated end grows the file, and fdatasync then also writes the
 //     size: correct, only as slow as before.
 //   - The file is a new one for every freeze, not a recycled one. A
@@ -63,37 +68,37 @@ import (
 //     fdatasync, not an fsync and a directory fsync. A file made without
 //     that (no spare, or no preallocation on this system) gets a full fsync
 //     and the directory fsync on its first sync, as before.
-//   - Recovery reads a file up to its first entry that does not check; a
-//     zero tail (never written, or a torn entry whose bytes never reached
+//   - Recovery reads a file up to its first Entry that does not check; a
+//     zero tail (never written, or a torn Entry whose bytes never reached
 //     the disk) ends the log like any torn tail. The search for intact
 //     entries after a bad one (which would mean lost acknowledged changes)
 //     only looks where the magic occurs (bytes.Index), so megabytes of zero
 //     tail cost a memchr-speed pass, not a check per byte.
 //
 // Disk use stays bounded: the current file, the one a commit in flight
-// covers, files a failed commit keeps, and one spare, each intentPrealloc
+// covers, files a failed commit keeps, and one spare, each Prealloc
 // bytes unless a burst grew it; Close removes the spare and an unused
 // current file, and Open removes files that hold no entries and retires
 // the replayed ones with the first commit that covers them.
 const (
 	intentMagic  = "AIN1"
 	intentHdrLen = 16
-	// intentPrealloc is the size an intent file is preallocated to: a
+	// Prealloc is the size an intent file is preallocated to: a
 	// flush interval of metadata changes (a few hundred bytes each) fits
 	// many times over; bulk data through the intent log grows the file.
-	intentPrealloc = 16 << 20
+	Prealloc = 16 << 20
 )
 
-type intentFile struct {
+type File struct {
 	f       *os.File
 	seq     uint64
 	written int64   // bytes appended, in the file or still in buf
 	flushed int64   // bytes written to the file
 	synced  int64   // bytes known durable
-	buf     []entry // the appended entries not yet written
+	buf     []Entry // the appended entries not yet written
 	bufLen  int64
 	syncing bool
-	dirDone bool // the file and its directory entry are durable: fdatasync suffices
+	dirDone bool // the file and its directory Entry are durable: fdatasync suffices
 	retired bool // its changes are in the transaction log
 	// failed is set when a write or sync of the file failed (a full disk):
 	// what that write held may be missing, or torn, in the file, so
@@ -103,42 +108,42 @@ type intentFile struct {
 	failed error
 }
 
-type intentLog struct {
+type Log struct {
 	dir    string
 	mu     sync.Mutex
 	cond   *sync.Cond
-	cur    *intentFile
-	files  []*intentFile // not yet retired, oldest first
-	spare  *intentFile   // the next file (seq cur.seq+1), prepared ahead of its rotation
+	cur    *File
+	files  []*File // not yet retired, oldest first
+	spare  *File   // the next file (seq cur.seq+1), prepared ahead of its rotation
 	closed bool
 }
 
-// intentPos is the end of an appended entry: Durable waits for it.
-type intentPos struct {
-	file *intentFile
+// Pos is the end of an appended entry: Durable waits for it.
+type Pos struct {
+	file *File
 	end  int64
 }
 
-func intentName(dir string, seq uint64) string {
+func Name(dir string, seq uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("%016x.log", seq))
 }
 
-func listIntent(dir string) ([]uint64, error) { return listSeq(dir, ".log", 64, "intent log") }
+func List(dir string) ([]uint64, error) { return fileio.ListSeq(dir, ".log", 64, "intent log") }
 
-// readIntent returns the entries of one file up to its first torn or
+// Read returns the entries of one file up to its first torn or
 // damaged entry: a torn tail was never acknowledged as durable, and a
 // preallocated file's zero tail is the end of what was written. Damage with
 // intact entries after it is not a torn tail but lost acknowledged changes,
-// and is reported as ErrCorrupt rather than silently skipped.
-func readIntent(path string) ([][]byte, error) {
+// and is reported as record.ErrCorrupt rather than silently skipped.
+func Read(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("history: read intent log: %w", err)
 	}
-	return parseIntent(b, path)
+	return Parse(b, path)
 }
 
-func parseIntent(b []byte, path string) ([][]byte, error) {
+func Parse(b []byte, path string) ([][]byte, error) {
 	var out [][]byte
 	off := 0
 	for off < len(b) {
@@ -146,7 +151,7 @@ func parseIntent(b []byte, path string) ([][]byte, error) {
 		if !ok {
 			if o := nextIntactEntry(b, off); o >= 0 {
 				return nil, fmt.Errorf("%w: intent log %s is damaged at offset %d with intact entries after it (at %d); "+
-					"move it aside to start without the changes it holds", ErrCorrupt, path, off, o)
+					"move it aside to start without the changes it holds", record.ErrCorrupt, path, off, o)
 			}
 			break
 		}
@@ -156,7 +161,7 @@ func parseIntent(b []byte, path string) ([][]byte, error) {
 	return out, nil
 }
 
-// nextIntactEntry is the offset of the first intact entry after the bad
+// nextIntactEntry is the offset of the first intact Entry after the bad
 // one at off, or -1. Only offsets where the magic occurs can hold one, so
 // it looks there alone: a zero tail of megabytes is one bytes.Index pass.
 // When the bad entry's header checks (its body is what is torn or
@@ -166,7 +171,7 @@ func nextIntactEntry(b []byte, off int) int {
 	from := off + 1
 	if off+intentHdrLen <= len(b) {
 		h := b[off : off+intentHdrLen]
-		if string(h[:4]) == intentMagic && crc32.Checksum(h[:12], castagnoli) == binary.BigEndian.Uint32(h[12:]) {
+		if string(h[:4]) == intentMagic && crc32.Checksum(h[:12], record.Castagnoli) == binary.BigEndian.Uint32(h[12:]) {
 			from = max(from, off+intentHdrLen+int(binary.BigEndian.Uint32(h[4:])))
 		}
 	}
@@ -189,7 +194,7 @@ func intentEntryAt(b []byte, off int) ([]byte, bool) {
 		return nil, false
 	}
 	h := b[off : off+intentHdrLen]
-	if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], castagnoli) != binary.BigEndian.Uint32(h[12:]) {
+	if string(h[:4]) != intentMagic || crc32.Checksum(h[:12], record.Castagnoli) != binary.BigEndian.Uint32(h[12:]) {
 		return nil, false
 	}
 	n := int(binary.BigEndian.Uint32(h[4:]))
@@ -197,32 +202,32 @@ func intentEntryAt(b []byte, off int) ([]byte, bool) {
 		return nil, false
 	}
 	body := b[off+intentHdrLen : off+intentHdrLen+n]
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(h[8:]) {
+	if crc32.Checksum(body, record.Castagnoli) != binary.BigEndian.Uint32(h[8:]) {
 		return nil, false
 	}
 	return body, true
 }
 
-func newIntentLog(dir string, seq uint64) (*intentLog, error) {
-	l := &intentLog{dir: dir}
+func New(dir string, seq uint64) (*Log, error) {
+	l := &Log{dir: dir}
 	l.cond = sync.NewCond(&l.mu)
 	f, err := l.prepare(seq)
 	if err != nil {
 		return nil, err
 	}
 	l.cur = f
-	l.files = []*intentFile{f}
+	l.files = []*File{f}
 	l.prepareSpare()
 	return l, nil
 }
 
 // create makes the file of seq, preallocated where the system can.
-func (l *intentLog) create(seq uint64) (*intentFile, error) {
-	f, err := os.OpenFile(intentName(l.dir, seq), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+func (l *Log) create(seq uint64) (*File, error) {
+	f, err := os.OpenFile(Name(l.dir, seq), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("history: create intent log: %w", err)
 	}
-	if err := preallocate(f, intentPrealloc); err != nil {
+	if err := fileio.Preallocate(f, Prealloc); err != nil {
 		// No preallocation (unsupported, or the disk is nearly full):
 		// the file grows as it is written, correct as before, only
 		// slower to sync. Give back whatever part was allocated.
@@ -232,19 +237,19 @@ func (l *intentLog) create(seq uint64) (*intentFile, error) {
 			return nil, fmt.Errorf("history: create intent log: %w", err)
 		}
 	}
-	return &intentFile{f: f, seq: seq}, nil
+	return &File{f: f, seq: seq}, nil
 }
 
-// prepare creates the file of seq and makes it and its directory entry
+// prepare creates the file of seq and makes it and its directory Entry
 // durable, so that its syncs need only fdatasync.
-func (l *intentLog) prepare(seq uint64) (*intentFile, error) {
+func (l *Log) prepare(seq uint64) (*File, error) {
 	f, err := l.create(seq)
 	if err != nil {
 		return nil, err
 	}
 	err = f.f.Sync()
 	if err == nil {
-		err = syncDir(l.dir)
+		err = fileio.SyncDir(l.dir)
 	}
 	if err != nil {
 		f.discard()
@@ -258,7 +263,7 @@ func (l *intentLog) prepare(seq uint64) (*intentFile, error) {
 // one. It runs off the hot paths: at open and after a commit. A failure
 // leaves no spare; the rotation then creates the file itself and reports
 // the error if it fails again.
-func (l *intentLog) prepareSpare() {
+func (l *Log) prepareSpare() {
 	l.mu.Lock()
 	if l.spare != nil || l.closed {
 		l.mu.Unlock()
@@ -283,12 +288,12 @@ func (l *intentLog) prepareSpare() {
 
 // adopt takes over an intent file recovery replayed, so that the commit
 // that holds its changes retires it.
-func (l *intentLog) adopt(seq uint64) (*intentFile, error) {
-	f, err := os.Open(intentName(l.dir, seq))
+func (l *Log) Adopt(seq uint64) (*File, error) {
+	f, err := os.Open(Name(l.dir, seq))
 	if err != nil {
 		return nil, fmt.Errorf("history: open intent log: %w", err)
 	}
-	return &intentFile{f: f, seq: seq, dirDone: true}, nil
+	return &File{f: f, seq: seq, dirDone: true}, nil
 }
 
 // intentBufMax bounds the entries held in memory before they are written
@@ -298,11 +303,11 @@ const intentBufMax = 1 << 30
 // append adds one entry. It is written to the file lazily: changes that
 // are committed before anyone asks for them to be durable never touch the
 // intent log's disk at all, so a buffered write is written once, not twice.
-func (l *intentLog) append(e entry) (intentPos, error) {
+func (l *Log) Append(e Entry) (Pos, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.cur
-	// The entry is the Tx's own, handed over, not copied. Its header (a
+	// The Entry is the Tx's own, handed over, not copied. Its header (a
 	// CRC of all of it) is made when it is written: most bulk data never
 	// is, because a commit makes it durable in the packs first and the
 	// file is dropped.
@@ -313,41 +318,37 @@ func (l *intentLog) append(e entry) (intentPos, error) {
 	if cur.bufLen > intentBufMax {
 		if err := cur.writeOut(); err != nil {
 			// The caller's change fails and is not made: nor may its
-			// entry stay, for a later write to make it durable.
+			// Entry stay, for a later write to make it durable.
 			cur.buf = cur.buf[:len(cur.buf)-1]
 			cur.bufLen -= int64(intentHdrLen + e.n)
 			cur.written -= int64(intentHdrLen + e.n)
-			return intentPos{}, err
+			return Pos{}, err
 		}
 	}
-	return intentPos{file: cur, end: cur.written}, nil
+	return Pos{file: cur, end: cur.written}, nil
 }
 
-// An entry is the body of one intent log entry (one Update's operations,
+// An Entry is the body of one intent log Entry (one Update's operations,
 // encoded) in pieces: the data of a large write is not copied into the
 // encoding but left in the chunks the write made, which are never
 // modified. Most entries are never written out (see append), and the copy
 // was a tenth of a 1 MiB write's CPU, made under the store's lock.
-type entry struct {
+type Entry struct {
 	segs [][]byte // the body, in order
 	own  []byte   // encoding appended since the last data piece: the body's end
 	n    int      // the body's length
 }
 
-// add appends op's encoding; with dataHeld, only up to its data, which
-// the caller then holds.
-func (e *entry) add(op iop, dataHeld bool) {
+// Add appends to the body what enc appends to the buffer it is given (an
+// operation's encoding, or its head when the caller holds its data).
+func (e *Entry) Add(enc func(b []byte) []byte) {
 	k := len(e.own)
-	if dataHeld {
-		e.own = appendIopHead(e.own, op)
-	} else {
-		e.own = appendIop(e.own, op)
-	}
+	e.own = enc(e.own)
 	e.n += len(e.own) - k
 }
 
-// hold appends p as it is: the caller never modifies it.
-func (e *entry) hold(p []byte) {
+// Hold appends p as it is: the caller never modifies it.
+func (e *Entry) Hold(p []byte) {
 	if len(e.own) > 0 {
 		e.segs = append(e.segs, e.own)
 		e.own = nil // a new buffer: appending must not move what segs holds
@@ -357,7 +358,7 @@ func (e *entry) hold(p []byte) {
 }
 
 // seal ends the entry: its body is segs.
-func (e *entry) seal() {
+func (e *Entry) seal() {
 	if len(e.own) > 0 {
 		e.segs = append(e.segs, e.own)
 		e.own = nil
@@ -369,25 +370,25 @@ func intentHeader(body ...[]byte) [intentHdrLen]byte {
 	var crc uint32
 	n := 0
 	for _, p := range body {
-		crc = crc32.Update(crc, castagnoli, p)
+		crc = crc32.Update(crc, record.Castagnoli, p)
 		n += len(p)
 	}
 	copy(h[:], intentMagic)
 	binary.BigEndian.PutUint32(h[4:], uint32(n))
 	binary.BigEndian.PutUint32(h[8:], crc)
-	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
+	binary.BigEndian.PutUint32(h[12:], crc32.Checksum(h[:12], record.Castagnoli))
 	return h
 }
 
 // buffered is how many bytes wait in memory.
-func (l *intentLog) buffered() int64 {
+func (l *Log) Buffered() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.cur.bufLen
 }
 
 // writeOut writes the buffered entries to the file; the caller holds l.mu.
-func (f *intentFile) writeOut() error {
+func (f *File) writeOut() error {
 	if f.failed != nil {
 		return f.failed
 	}
@@ -403,7 +404,7 @@ func (f *intentFile) writeOut() error {
 // writeEntries writes entries at off, each behind its header, gathered
 // into large writes: headers and small pieces copied together, large
 // pieces (a write's chunks) written from where they are.
-func writeEntries(f *os.File, entries []entry, off int64) error {
+func writeEntries(f *os.File, entries []Entry, off int64) error {
 	var iov [][]byte
 	var small []byte // copied pieces since the last large one
 	size := 0
@@ -414,7 +415,7 @@ func writeEntries(f *os.File, entries []entry, off int64) error {
 		if len(iov) == 0 {
 			return nil
 		}
-		err := pwritev(f, iov, off)
+		err := fileio.Pwritev(f, iov, off)
 		off += int64(size)
 		iov, size = iov[:0], 0
 		if err != nil {
@@ -450,22 +451,22 @@ func writeEntries(f *os.File, entries []entry, off int64) error {
 // positions are the ends of everything appended so far, in every file not
 // yet covered by a committed transaction (a commit in progress still needs
 // its file).
-func (l *intentLog) positions() []intentPos {
+func (l *Log) Positions() []Pos {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var ps []intentPos
+	var ps []Pos
 	for _, f := range l.files {
 		if !f.retired && f.synced < f.written {
-			ps = append(ps, intentPos{file: f, end: f.written})
+			ps = append(ps, Pos{file: f, end: f.written})
 		}
 	}
 	return ps
 }
 
 // syncAll makes every position durable, oldest file first.
-func (l *intentLog) syncAll(ps []intentPos) error {
+func (l *Log) SyncAll(ps []Pos) error {
 	for _, p := range ps {
-		if err := l.sync(p); err != nil {
+		if err := l.Sync(p); err != nil {
 			return err
 		}
 	}
@@ -473,9 +474,9 @@ func (l *intentLog) syncAll(ps []intentPos) error {
 }
 
 // sync returns once everything up to pos is durable. One caller writes and
-// fsyncs while the others wait for it; a caller whose entry came after that
+// fsyncs while the others wait for it; a caller whose Entry came after that
 // fsync began takes the next one.
-func (l *intentLog) sync(pos intentPos) error {
+func (l *Log) Sync(pos Pos) error {
 	f := pos.file
 	if f == nil {
 		return nil
@@ -507,13 +508,13 @@ func (l *intentLog) sync(pos intentPos) error {
 	}
 	if err == nil && needDir {
 		// A file not prepared ahead: make the file itself and its
-		// directory entry durable, once.
+		// directory Entry durable, once.
 		err = f.f.Sync()
 		if err == nil {
-			err = syncDir(l.dir)
+			err = fileio.SyncDir(l.dir)
 		}
 	} else if err == nil {
-		err = datasync(f.f)
+		err = fileio.Datasync(f.f)
 	}
 	l.mu.Lock()
 	f.syncing = false
@@ -535,7 +536,7 @@ func (l *intentLog) sync(pos intentPos) error {
 
 // rotate starts the next file and returns the previous one, whose entries
 // now belong to the transaction being committed.
-func (l *intentLog) rotate() (*intentFile, error) {
+func (l *Log) Rotate() (*File, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// The spare, prepared after the last commit, is the next file. Without
@@ -559,7 +560,7 @@ func (l *intentLog) rotate() (*intentFile, error) {
 
 // retire drops files whose changes a durable transaction now holds, then
 // prepares the file the next commit rotates to.
-func (l *intentLog) retire(files ...*intentFile) {
+func (l *Log) Retire(files ...*File) {
 	l.mu.Lock()
 	for _, f := range files {
 		f.retired = true
@@ -582,22 +583,20 @@ func (l *intentLog) retire(files ...*intentFile) {
 	l.prepareSpare()
 }
 
-func (l *intentLog) seq() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.cur.seq
-}
-
 // discard closes the file and removes it: its changes are committed, or
 // it holds none.
-func (f *intentFile) discard() {
+func (f *File) discard() {
 	f.f.Close()
 	os.Remove(f.f.Name())
 }
 
 // close closes the current file and removes the files that hold nothing:
 // the spare, and the current file if nothing was appended to it.
-func (l *intentLog) close() error {
+// Seq is the file's sequence number: transactions name the last one they
+// cover.
+func (f *File) Seq() uint64 { return f.seq }
+
+func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
@@ -612,54 +611,47 @@ func (l *intentLog) close() error {
 	return err
 }
 
-// Intent operations: the primitive changes a Tx makes, replayable in order.
-const (
-	iopNewObj  = 1  // obj, inode
-	iopInode   = 2  // obj, inode
-	iopEndObj  = 3  // obj
-	iopPut     = 4  // obj, key, payload
-	iopDel     = 5  // obj, key
-	iopWrite   = 6  // obj, off, data
-	iopTrunc   = 7  // obj, size
-	iopNote    = 8  // obj, change
-	iopReserve = 9  // object high-water mark
-	iopCopy    = 10 // obj (destination), n (moment), data (source object id)
-	iopAtime   = 11 // obj, n (access time)
-)
+// Name is the file's path.
+func (f *File) Name() string { return f.f.Name() }
 
-type iop struct {
-	kind byte
-	obj  ObjID
-	key  string
-	data []byte
-	n    uint64 // offset, size, change or high-water mark
+// Current is the file entries are appended to now.
+func (l *Log) Current() *File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur
 }
 
-func appendIop(b []byte, op iop) []byte {
-	return append(appendIopHead(b, op), op.data...)
+// Spare is the file prepared for the next rotation, or nil.
+func (l *Log) Spare() *File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.spare
 }
 
-// appendIopHead appends an operation's encoding up to its data.
-func appendIopHead(b []byte, op iop) []byte {
-	b = append(b, op.kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(op.obj))
-	b = binary.BigEndian.AppendUint64(b, op.n)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(op.key)))
-	b = append(b, op.key...)
-	return binary.BigEndian.AppendUint32(b, uint32(len(op.data)))
+// FileState is what the log knows of one of its files.
+type FileState struct {
+	Synced   int64 // bytes known durable
+	Written  int64 // bytes appended
+	Retired  bool  // a committed transaction holds its changes
+	Prepared bool  // the file and its directory entry are durable: fdatasync suffices
 }
 
-func decodeIops(body []byte) ([]iop, error) {
-	r := reader{b: body}
-	var ops []iop
-	for r.off < len(body) && r.err == nil {
-		op := iop{kind: r.u8(), obj: ObjID(r.u64()), n: r.u64()}
-		op.key = string(r.bytes(int(r.u16())))
-		op.data = r.bytes(int(r.u32()))
-		ops = append(ops, op)
+// State is f's state now.
+func (l *Log) State(f *File) FileState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return FileState{Synced: f.synced, Written: f.written, Retired: f.retired, Prepared: f.dirDone}
+}
+
+// Abandon closes every file and removes none, as a crash leaves them; the
+// log takes no more entries.
+func (l *Log) Abandon() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for _, f := range append(append([]*File(nil), l.files...), l.spare) {
+		if f != nil {
+			f.f.Close()
+		}
 	}
-	if r.err != nil {
-		return nil, errors.New("history: intent entry truncated")
-	}
-	return ops, nil
 }

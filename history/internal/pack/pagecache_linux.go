@@ -1,4 +1,4 @@
-package history
+package pack
 
 import (
 	"os"
