@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -69,14 +72,14 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 // checkFiles checks every frame of the extent's log segments and every
 // block of its packs against their checksums, each file up to where the
 // extent ends. It gives up with ErrClosed once stop says so.
-func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progress Progress, stop func() bool) error {
+func checkFiles(logDir string, packs *pack.Store, ext *extent, rep *Report, progress Progress, stop func() bool) error {
 	progress("log", 0, int64(len(ext.segs)))
 	for i, seq := range ext.segs {
 		limit := int64(math.MaxInt64)
 		if seq == ext.log.Seg {
 			limit = ext.log.Off
 		}
-		if err := verifySegment(segName(logDir, seq), limit, rep); err != nil {
+		if err := verifySegment(txlog.SegName(logDir, seq), limit, rep); err != nil {
 			return err
 		}
 		progress("log", int64(i+1), int64(len(ext.segs)))
@@ -89,9 +92,9 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 		total += n
 	}
 	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
-		err := packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
+		err := packs.ScanPack(seq, ext.packs[seq], true, func(h Hash, loc pack.Loc, err error) error {
 			rep.Blocks++
-			done += int64(loc.Length) + packHdrLen
+			done += int64(loc.Length) + pack.HdrLen
 			progress("blocks", done, total)
 			if err != nil {
 				rep.problem("%v", err)
@@ -110,7 +113,7 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 
 // extent is what a verify checks: the store between two commits.
 type extent struct {
-	log   logLoc           // the log's end
+	log   txlog.Loc        // the log's end
 	segs  []uint32         // its segments up to the end
 	packs map[uint32]int64 // each pack's size
 	last  TID              // the newest transaction
@@ -125,11 +128,11 @@ func (s *Store) verifyExtent(rep *Report) (*extent, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.logMu.RLock()
-	e := &extent{log: logLoc{Seg: s.txlog.seg, Off: s.txlog.off}, last: s.LastTID()}
-	segs, err := listSegments(s.logDir())
+	e := &extent{log: s.tlog.End(), last: s.LastTID()}
+	segs, err := txlog.ListSegments(s.logDir())
 	if err == nil {
 		e.segs = slices.DeleteFunc(segs, func(seq uint32) bool { return seq > e.log.Seg })
-		e.packs, err = s.packs.sizes()
+		e.packs, err = s.packs.Sizes()
 	}
 	if err == nil {
 		e.index, err = s.index.Begin(false)
@@ -158,14 +161,14 @@ func verifySegment(path string, limit int64, rep *Report) error {
 	size := min(st.Size(), limit)
 	var off int64
 	for off < size {
-		t, next, err := readFrame(f, off)
+		t, next, err := txlog.ReadFrame(f, off)
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			rep.problem("log %s: damaged frame at offset %d", filepath.Base(path), off)
 			// Resynchronise on the next intact frame, if any.
-			if _, n, err := readFrameAfter(f, off, size); err == nil {
+			if _, n, err := txlog.ReadFrameAfter(f, off, size); err == nil {
 				off = n
 				continue
 			}
@@ -182,9 +185,9 @@ func verifySegment(path string, limit int64, rep *Report) error {
 // and that the index says exactly what a rebuild from the log says.
 func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 	tx := ext.index
-	err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
 		rep.Records++
-		if _, err := decodeRec(k, v); err != nil {
+		if _, err := index.DecodeRec(k, v); err != nil {
 			rep.problem("index: %v", err)
 		}
 		return nil
@@ -213,7 +216,7 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 		return err
 	}
 	defer fresh.Close()
-	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk} {
+	for _, b := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk} {
 		diffs, err := compareBucket(tx, fresh, b)
 		if err != nil {
 			return err
@@ -288,11 +291,11 @@ func compareKeys(a, b []byte) int {
 // sameBlockEntry: a block written twice (once by a commit a crash cut
 // short) may be found at either copy; only its reference count must agree.
 func sameBlockEntry(bucket, a, b []byte) bool {
-	if !bytes.Equal(bucket, bucketBlk) {
+	if !bytes.Equal(bucket, index.BucketBlk) {
 		return false
 	}
-	ea, err1 := decodeBlk(a)
-	eb, err2 := decodeBlk(b)
+	ea, err1 := index.DecodeBlk(a)
+	eb, err2 := index.DecodeBlk(b)
 	return err1 == nil && err2 == nil && ea.Refs == eb.Refs && ea.Loc.Length == eb.Loc.Length
 }
 
@@ -323,21 +326,21 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	}
 	defer lock.Close()
 	logDir := filepath.Join(dir, "log")
-	segs, err := listSegments(logDir)
+	segs, err := txlog.ListSegments(logDir)
 	if err != nil {
 		return nil, err
 	}
-	packs, err := openPackStore(filepath.Join(dir, "volumes", "0"), 0)
+	packs, err := pack.Open(filepath.Join(dir, "volumes", "0"), 0)
 	if err != nil {
 		return nil, err
 	}
-	defer packs.close()
+	defer packs.Close()
 	// Everything there is: nothing appends to a store no process has open.
-	ext := &extent{log: logLoc{Off: math.MaxInt64}, segs: segs}
+	ext := &extent{log: txlog.Loc{Off: math.MaxInt64}, segs: segs}
 	if len(segs) > 0 {
 		ext.log.Seg = segs[len(segs)-1]
 	}
-	if ext.packs, err = packs.sizes(); err != nil {
+	if ext.packs, err = packs.Sizes(); err != nil {
 		return nil, err
 	}
 	err = checkFiles(logDir, packs, ext, rep, progress, func() bool { return false })

@@ -101,14 +101,9 @@ func (s *Server) nfsServer() (ConnServer, error) {
 	return h, nil
 }
 
-// ninepServer is the 9P2000.L server. At merge, with ninep.New:
-//
-//	return ninep.New(s.fs, ninep.Options{Logger: s.log, Observer: s.observer})
+// ninepServer is the 9P2000.L server.
 func (s *Server) ninepServer() ConnServer {
-	opts := ninep.Options{Cred: s.legacyCred(), Logger: s.log, Observer: s.observer}
-	h := newLegacyServer("9p", s.log, func(l net.Listener) error { return ninep.Serve(l, s.fs, opts) })
-	s.legacy = append(s.legacy, h)
-	return h
+	return ninep.New(s.fs, ninep.Options{Logger: s.log, Observer: s.observer})
 }
 
 // listenProtocol listens for a protocol's clients; conns owns the
