@@ -47,7 +47,7 @@ func identity(t *testing.T, squash string) {
 		Together:     true,
 		Workload:     "workloads/identity.sh",
 		Files:        map[string]string{"/etc/asof-identity.conf": conf},
-		Timeout:      4 * time.Minute,
+		Timeout:      6 * time.Minute, // ~1.5 min on 2 busy cores
 		Logf:         t.Logf,
 	}
 	res, runErr := vm.Run(context.Background(), o)
