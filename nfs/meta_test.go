@@ -37,9 +37,8 @@ func (r *rawConn) lookup(dir []byte, name string) lookupRes {
 // reply and the pre-op ones of a change are those read to check the handle.
 func TestMetadataReplies(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
-	user := serveFS(t, f, fs.Cred{Uid: 1000, Gid: 1000})
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
 	file := mustCreate(t, f, f.Root(), "file", 0o644)
 	dir, err := f.Mkdir(root, f.Root(), "dir", 0o755)
 	if err != nil {
@@ -59,7 +58,7 @@ func TestMetadataReplies(t *testing.T) {
 	}
 	rootFH, fileFH, dirFH := ts.fh(f.Root()), ts.fh(file), ts.fh(dir)
 	rootIno := f.Root().Ino()
-	c, cu := dialRaw(t, ts.addr), dialRaw(t, user.addr)
+	c, cu := dialRaw(t, ts.addr), dialAs(t, ts.addr, 1000, 1000)
 
 	// Found: the handle, the object's attributes, the directory's.
 	res := c.lookup(rootFH, "file")
@@ -154,8 +153,8 @@ func TestMetadataReplies(t *testing.T) {
 // go-nfs still answers READLINK and FSSTAT, through the billy adapter
 // (which no longer opens files); PATHCONF is asof's, with fs's limits.
 func TestGoNFSProcs(t *testing.T) {
-	f := fs.New(newTestStore(t), fs.Options{})
-	ts := serveFS(t, f, root)
+	f := newFS(t)
+	ts := serveFS(t, f)
 	link, err := f.Symlink(root, f.Root(), "link", "some/target")
 	if err != nil {
 		t.Fatal(err)
@@ -195,8 +194,8 @@ func xdrHandle(fh []byte) []byte {
 // (a truncation) applies. A new file takes the mode asked.
 func TestCreateUncheckedKeepsAnExistingFile(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
 	file := mustCreate(t, f, f.Root(), "keep", 0o600)
 	if _, err := f.Write(root, file, []byte("hello"), 0, false); err != nil {
 		t.Fatal(err)

@@ -112,9 +112,16 @@ func (s *Server) startServices() error {
 		go func() {
 			defer s.wg.Done()
 			l := &allowListener{Listener: l, proto: "nfs", allow: s.allow, log: s.log}
-			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Logger: s.log, Key: key, Observer: s.observer})
-			if err != nil {
-				s.log.Error("nfs server stopped", "err", err)
+			srv := nfs.New(s.fs, nfs.Options{Logger: s.log, Key: key, Observer: s.observer})
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					if !errors.Is(err, net.ErrClosed) {
+						s.log.Error("nfs server stopped", "err", err)
+					}
+					return
+				}
+				go srv.ServeConn(context.Background(), c)
 			}
 		}()
 	}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package nfs
+package sunrpc
 
 import "syscall"
 
