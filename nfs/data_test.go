@@ -124,24 +124,33 @@ func encodeCallAuth(xid, prog, vers, proc, flavor uint32, cred, args []byte) []b
 	return w.b
 }
 
-// recv reads one reply: its xid, accept status and body.
-func (r *rawConn) recv() (uint32, uint32, []byte) {
+// recvRecord reads one reply record.
+func (r *rawConn) recvRecord() ([]byte, error) {
 	r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var rec []byte
 	for {
 		var h [4]byte
 		if _, err := io.ReadFull(r.br, h[:]); err != nil {
-			r.t.Fatalf("recv: %v", err)
+			return nil, err
 		}
 		v := binary.BigEndian.Uint32(h[:])
 		frag := make([]byte, v&^(1<<31))
 		if _, err := io.ReadFull(r.br, frag); err != nil {
-			r.t.Fatalf("recv: %v", err)
+			return nil, err
 		}
 		rec = append(rec, frag...)
 		if v&(1<<31) != 0 {
-			break
+			return rec, nil
 		}
+	}
+}
+
+// recv reads one reply, which must be accepted: its xid, accept status
+// and body.
+func (r *rawConn) recv() (uint32, uint32, []byte) {
+	rec, err := r.recvRecord()
+	if err != nil {
+		r.t.Fatalf("recv: %v", err)
 	}
 	x := &xdrReader{b: rec}
 	xid := x.u32()
@@ -197,28 +206,25 @@ func writeArgs(fh []byte, off uint64, how uint32, data []byte) []byte {
 
 func commitArgs(fh []byte) []byte { return readArgs(fh, 0, 0) }
 
-// fattr is what the tests look at in a fattr3.
+// fattr is a fattr3.
 type fattr struct {
-	kind, mode uint32
-	size       uint64
-	ino        uint64
-	mtime      time.Time
+	kind, mode, nlink, uid, gid uint32
+	size                        uint64
+	rdev                        [2]uint32
+	fsid, ino                   uint64
+	atime, mtime, ctime         time.Time
 }
 
 func (r *xdrReader) fattr() fattr {
 	var a fattr
-	a.kind, a.mode = r.u32(), r.u32()
-	r.u32() // nlink
-	r.u32()
-	r.u32()
+	a.kind, a.mode, a.nlink, a.uid, a.gid = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
 	a.size = r.u64()
 	r.u64() // used
-	r.u64() // rdev
-	r.u64() // fsid
-	a.ino = r.u64()
-	r.u64() // atime
+	a.rdev = [2]uint32{r.u32(), r.u32()}
+	a.fsid, a.ino = r.u64(), r.u64()
+	a.atime = time.Unix(int64(r.u32()), int64(r.u32()))
 	a.mtime = time.Unix(int64(r.u32()), int64(r.u32()))
-	r.u64() // ctime
+	a.ctime = time.Unix(int64(r.u32()), int64(r.u32()))
 	return a
 }
 
