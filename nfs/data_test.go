@@ -1000,8 +1000,8 @@ func TestClientsGoneMidCall(t *testing.T) {
 }
 
 // A procedure that panics (a bug) fails its call with SYSTEM_ERR and logs
-// why; the connection goes on. It used to leave the connection's reader
-// waiting for the call's reply for ever, and the client hung.
+// why; the connection goes on, and the client is not left waiting for a
+// reply.
 func TestPanickingCallFailsAlone(t *testing.T) {
 	f, logger, logs := mountFixture(t)
 	hook := func(c *sunrpc.Call) {
