@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -172,5 +175,94 @@ func TestServeConnDrainsOnCancel(t *testing.T) {
 	c.send(progNFS, procGetattr, xdrHandle(fh))
 	if rec, err := c.recvRecord(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("after ServeConn returned: %x, %v; want the connection closed", rec, err)
+	}
+}
+
+// A call of another RPC version than 2 is refused MSG_DENIED,
+// RPC_MISMATCH (2 to 2) and the connection goes on; a record that is no
+// call closes the connection, and other connections are served as before.
+func TestRPCMismatchAndRecordsThatAreNoCalls(t *testing.T) {
+	ts := serveFS(t, newFS(t))
+	fh := xdrHandle(ts.fh(ts.f.Root()))
+	c := dialRaw(t, ts.addr)
+	rec := encodeCall(5, progNFS, procGetattr, fh)
+	binary.BigEndian.PutUint32(rec[12:], 3) // rpcvers
+	if _, err := c.c.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.recvRecord()
+	x := &xdrReader{b: got}
+	if xid, mtype, stat, rstat, lo, hi := x.u32(), x.u32(), x.u32(), x.u32(), x.u32(), x.u32(); err != nil || xid != 5 || mtype != 1 ||
+		stat != 1 || rstat != 0 || lo != 2 || hi != 2 || x.err != nil || len(x.b) != 0 {
+		t.Fatalf("RPC version 3: %x (%v); want MSG_DENIED RPC_MISMATCH 2 to 2", got, err)
+	}
+	if st := c.call(procGetattr, fh).u32(); st != nfsOK {
+		t.Fatalf("GETATTR after it: %d", st)
+	}
+	other := dialRaw(t, ts.addr)
+	for _, bad := range [][]byte{
+		func() []byte {
+			r := encodeCall(6, progNFS, procGetattr, fh)
+			binary.BigEndian.PutUint32(r[8:], 1)
+			return r
+		}(), // a REPLY
+		{0x80, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0},                                                // too short for a call
+		func() []byte { r := encodeCall(7, progNFS, procGetattr, nil); return r[:len(r)-4] }(), // no verifier
+	} {
+		c := dialRaw(t, ts.addr)
+		binary.BigEndian.PutUint32(bad, uint32(len(bad)-4)|1<<31)
+		if _, err := c.c.Write(bad); err != nil {
+			t.Fatal(err)
+		}
+		if rec, err := c.recvRecord(); !errors.Is(err, io.EOF) {
+			t.Errorf("a record that is no call (%x): got %x, %v; want the connection closed", bad, rec, err)
+		}
+		if st := other.call(procGetattr, fh).u32(); st != nfsOK {
+			t.Fatalf("GETATTR on another connection: %d", st)
+		}
+	}
+}
+
+// countingObserver records the calls it is told of.
+type countingObserver struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (o *countingObserver) Request(proto, op string, _ time.Time, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, fmt.Sprintf("%s %s %v", proto, op, err != nil))
+}
+
+func (o *countingObserver) Bytes(string, int, int) {}
+
+// Every call is counted once, at dispatch, by its procedure's name and
+// whether it failed: answered, refused or not decoded alike.
+func TestEveryCallObservedOnce(t *testing.T) {
+	f := newFS(t)
+	obs := &countingObserver{}
+	addr := listenServe(t, f, Options{Key: testKey, Observer: obs})
+	h := &handler{f: f, key: testKey}
+	fh := xdrHandle(h.encode(mustCreate(t, f, f.Root(), "f", 0o644), false))
+	c := dialRaw(t, addr)
+	c.call(procNull, nil)
+	c.call(procGetattr, fh)
+	c.read(h.encode(mustCreate(t, f, f.Root(), "g", 0o644), false), 0, 10)
+	c.call(procLookup, diropArgs(h.encode(f.Root(), true), "missing"))
+	c.callProg(progMount, mountProcUmntAll, nil)
+	c.send(progNFS, procGetattr, []byte{1})
+	c.recv()
+	if _, err := c.c.Write(encodeCallAuth(99, progNFS, 3, procGetattr, 6, nil, fh)); err != nil {
+		t.Fatal(err)
+	}
+	c.recvRecord()
+	c.call(procNull, nil) // the calls before it are counted by now
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	want := []string{"nfs null false", "nfs getattr false", "nfs read false", "nfs lookup true",
+		"nfs umountall false", "nfs getattr true", "nfs getattr true", "nfs null false"}
+	if !slices.Equal(obs.ops, want) {
+		t.Errorf("observed %q, want %q", obs.ops, want)
 	}
 }

@@ -205,5 +205,7 @@ func rpcMismatch(b []byte, xid uint32) []byte {
 	b = binary.BigEndian.AppendUint32(b, rpc.MsgDenied)
 	b = binary.BigEndian.AppendUint32(b, rpc.RpcMismatch)
 	b = binary.BigEndian.AppendUint32(b, rpcVersion)
-	return binary.BigEndian.AppendUint32(b, rpcVersion)
+	b = binary.BigEndian.AppendUint32(b, rpcVersion)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4)|lastFragment)
+	return b
 }

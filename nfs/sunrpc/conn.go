@@ -190,7 +190,7 @@ func (cn *conn) answer(c *Call, flush bool) bool {
 	if err != nil {
 		// A Handler's own failure: the call is answered all the same.
 		cn.log.Error("sunrpc: call failed", "prog", c.Prog, "proc", c.Proc, "err", err)
-		reply = Accept(reply, SystemErr)
+		reply = Accept(appendHeader((*pooled)[:0], c.Xid), SystemErr)
 		if c.Tail != nil {
 			c.Tail.Release()
 			c.Tail = nil
