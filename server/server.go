@@ -27,12 +27,11 @@ type Server struct {
 	store *history.Store
 	fs    *fs.FS
 
-	conns     *conns          // NFS and 9P clients
-	legacy    []*legacyServer // ADAPTER (legacy.go): goes with nfs.Serve and ninep.Serve
-	listeners []net.Listener  // control and metrics
-	https     []*http.Server  // control and metrics
-	wg        sync.WaitGroup  // control and metrics servers
-	stopClean chan struct{}   // closed to stop the cleaner
+	conns     *conns         // NFS and 9P clients
+	listeners []net.Listener // control and metrics
+	https     []*http.Server // control and metrics
+	wg        sync.WaitGroup // control and metrics servers
+	stopClean chan struct{}  // closed to stop the cleaner
 	pmu       sync.Mutex
 	lastPrune *LastPrune
 	observer  fs.Observer
@@ -80,25 +79,13 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 // FS is the file system being served.
 func (s *Server) FS() *fs.FS { return s.fs }
 
-// legacyCred is the one identity the nfs.Serve and ninep.Serve of this
-// branch act as, having no per-request credentials: the server process's
-// own, under exports.squash. It goes with them (see legacy.go).
-func (s *Server) legacyCred() fs.Cred {
-	return s.fs.Caller(uint32(max(os.Getuid(), 0)), uint32(max(os.Getgid(), 0)), nil)
-}
-
-// nfsServer is the NFSv3 and MOUNT server. At merge, with nfs.New:
-//
-//	return nfs.New(s.fs, nfs.Options{Logger: s.log, Key: key, Observer: s.observer}), nil
+// nfsServer is the NFSv3 and MOUNT server.
 func (s *Server) nfsServer() (ConnServer, error) {
 	key, err := nfs.LoadKey(s.cfg.Data)
 	if err != nil {
 		return nil, err
 	}
-	opts := nfs.Options{Cred: s.legacyCred(), Logger: s.log, Key: key, Observer: s.observer}
-	h := newLegacyServer("nfs", s.log, func(l net.Listener) error { return nfs.Serve(l, s.fs, opts) })
-	s.legacy = append(s.legacy, h)
-	return h, nil
+	return nfs.New(s.fs, nfs.Options{Logger: s.log, Key: key, Observer: s.observer}), nil
 }
 
 // ninepServer is the 9P2000.L server.
@@ -206,9 +193,6 @@ func (s *Server) stop(ctx context.Context) {
 	go func() {
 		defer drain.Done()
 		s.conns.shutdown(ctx)
-		for _, h := range s.legacy {
-			h.Close()
-		}
 	}()
 	// Admin requests in flight (a clone, a verify) finish too, within the
 	// same deadline.
