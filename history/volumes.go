@@ -106,9 +106,9 @@ type vol struct {
 	// to be checked. Its blocks are read (they are checked as read), but
 	// it takes no pack until the label checks.
 	unchecked bool
-	problem   error // why it is unreachable
-	retryAt  time.Time     // when the mover tries to open it again
-	failAt   time.Time     // a Put to it failed: packs wait locally until then
+	problem   error     // why it is unreachable
+	retryAt   time.Time // when the mover tries to open it again
+	failAt    time.Time // a Put to it failed: packs wait locally until then
 }
 
 func (v *vol) writable() bool {
