@@ -583,3 +583,7 @@ func (s *Store) placeFor(from uint16) *vol {
 	}
 	return cands[volume.Place(free)]
 }
+
+// ParseS3URL splits s3://BUCKET/PREFIX, checking the bucket's name and
+// the prefix, so that a typo is told apart from a missing bucket.
+func ParseS3URL(s string) (bucket, prefix string, err error) { return volume.ParseURL(s) }
