@@ -50,11 +50,8 @@ type Config struct {
 	// section 5). Empty means keep all history forever.
 	Retention []Rule
 
-	// Volumes are where data blocks live (docs/SPEC.md section 7). Empty
-	// means a single volume inside Data, laid out as the engine chooses;
-	// Load does not invent a path for it, so that layout stays the
-	// engine's business. server.Start refuses a non-empty list until
-	// volumes are built.
+	// Volumes are where data blocks live besides Data (docs/SPEC.md
+	// section 7); server.Start adds those the store does not have yet.
 	Volumes []Volume
 
 	Metrics Metrics
@@ -124,22 +121,20 @@ type Volume struct {
 	Name string // unique, letters, digits, '.', '_', '-'
 	Kind string // "dir" (the default) or "s3"
 	Path string // the directory, for kind dir
-	// S3 holds the bucket settings for kind s3. Reserved: S3 volumes are
-	// a later issue and Load rejects kind s3 for now; the shape is fixed
-	// here so that config files can be written against it.
+	// S3 holds the bucket settings for kind s3.
 	S3 S3
 }
 
-// S3 describes an S3-compatible bucket (reserved, see Volume.S3). Secrets
-// are never written in the config file: the file names the environment
-// variables that hold them.
+// S3 describes an S3-compatible bucket. Secrets are never written in the
+// config file: they come from the server's AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY, or from CredentialsFile.
 type S3 struct {
-	Endpoint     string // e.g. https://s3.eu-west-1.amazonaws.com
-	Bucket       string
-	Prefix       string // key prefix inside the bucket
-	Region       string
-	AccessKeyEnv string // name of the variable holding the access key id
-	SecretKeyEnv string // name of the variable holding the secret key
+	Endpoint        string // e.g. https://s3.eu-west-1.amazonaws.com
+	Bucket          string
+	Prefix          string // key prefix inside the bucket
+	Region          string
+	CredentialsFile string // an AWS shared credentials file
+	Profile         string // its profile ("" is default)
 }
 
 // Defaults (docs/SPEC.md section 2). control.socket has a derived
@@ -760,7 +755,7 @@ func (l *loader) volumes(key string) []Volume {
 				return s
 			}
 			vol.S3 = S3{Endpoint: get("endpoint"), Bucket: get("bucket"), Prefix: get("prefix"),
-				Region: get("region"), AccessKeyEnv: get("access_key_env"), SecretKeyEnv: get("secret_key_env")}
+				Region: get("region"), CredentialsFile: get("credentials_file"), Profile: get("profile")}
 		}
 		if vol.Kind == "" {
 			vol.Kind = "dir"
@@ -778,9 +773,14 @@ func (l *loader) volumes(key string) []Volume {
 				l.fail(key, "%s: s3 settings are only for kind: s3", label)
 			}
 		case "s3":
-			l.fail(key, "%s: kind s3 is not yet supported (reserved for S3-compatible buckets; use kind: dir)", label)
+			if vol.S3.Endpoint == "" || vol.S3.Bucket == "" {
+				l.fail(key, "%s: kind s3 needs s3: {endpoint: URL, bucket: NAME}", label)
+			}
+			if vol.Path != "" {
+				l.fail(key, "%s: path is only for kind: dir", label)
+			}
 		default:
-			l.fail(key, "%s: kind %q is not a volume kind (use dir)", label, vol.Kind)
+			l.fail(key, "%s: kind %q is not a volume kind (use dir or s3)", label, vol.Kind)
 		}
 		out = append(out, vol)
 	}

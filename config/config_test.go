@@ -349,7 +349,7 @@ func TestUnknownKeys(t *testing.T) {
 		{`unknown key "exports.squahs"`, `did you mean "exports.squash"?`},
 		{`retention rule 2: unknown key "kep"`, `did you mean "keep"?`},
 		{`volume 1: unknown key "size"`},
-		{`volume 1: unknown key "s3.secret"`, "s3 takes: access_key_env, bucket"},
+		{`volume 1: unknown key "s3.secret"`, "s3 takes: bucket, credentials_file"},
 		{`unknown key "histroy"`, `did you mean "history"?`},
 		{`unknown key "metrics.address"`, "metrics takes: listen"},
 	}
@@ -468,8 +468,8 @@ func TestVolumes(t *testing.T) {
 		"volumes: [{name: a, path: /a}, {name: a, path: /b}]":        `volume 2 (a): name "a" is already volume 1's`,
 		"volumes: [{name: a, path: /a}, {name: b, path: /a/}]":       `volume 2 (b): path "/a/" is already volume 1's`,
 		"volumes: [{name: a}]":                                       "volume 1 (a): path is missing",
-		"volumes: [{name: a, kind: nfs, path: /a}]":                  `volume 1 (a): kind "nfs" is not a volume kind (use dir)`,
-		"volumes: [{name: a, kind: s3, s3: {bucket: b}}]":            "volume 1 (a): kind s3 is not yet supported",
+		"volumes: [{name: a, kind: nfs, path: /a}]":                  `volume 1 (a): kind "nfs" is not a volume kind (use dir or s3)`,
+		"volumes: [{name: a, kind: s3, s3: {bucket: b}}]":            "volume 1 (a): kind s3 needs s3: {endpoint: URL, bucket: NAME}",
 		"volumes: [{name: a, path: /a, s3: {bucket: b}}]":            "volume 1 (a): s3 settings are only for kind: s3",
 		"volumes: {name: a}":                                         "config: volumes: a section is not a list of volumes",
 		"volumes: [disk1]":                                           `volume 1 "disk1" is not a volume`,
@@ -667,7 +667,7 @@ func TestExampleFileLoads(t *testing.T) {
 	// Every key appears in the example, set or commented out.
 	text := exampleFile(t)
 	for _, k := range append(append([]string{}, fileKeys...), "s3.endpoint", "s3.bucket", "s3.prefix",
-		"s3.region", "s3.access_key_env", "s3.secret_key_env", "keep", "for", "name", "kind", "path") {
+		"s3.region", "s3.credentials_file", "s3.profile", "keep", "for", "name", "kind", "path") {
 		last := k[strings.LastIndex(k, ".")+1:]
 		if !strings.Contains(text, last+":") {
 			t.Errorf("example lacks key %s", k)

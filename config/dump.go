@@ -64,8 +64,8 @@ func (c *Config) String() string {
 				line("      bucket: %s", q(v.S3.Bucket))
 				line("      prefix: %s", q(v.S3.Prefix))
 				line("      region: %s", q(v.S3.Region))
-				line("      access_key_env: %s", q(v.S3.AccessKeyEnv))
-				line("      secret_key_env: %s", q(v.S3.SecretKeyEnv))
+				line("      credentials_file: %s", q(v.S3.CredentialsFile))
+				line("      profile: %s", q(v.S3.Profile))
 			}
 		}
 	}

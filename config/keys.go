@@ -50,7 +50,7 @@ const exportsIDGone = "is gone: callers now act as the uid, gid and groups their
 var (
 	ruleKeys   = []string{"keep", "for"}
 	volumeKeys = []string{"name", "kind", "path",
-		"s3.endpoint", "s3.bucket", "s3.prefix", "s3.region", "s3.access_key_env", "s3.secret_key_env"}
+		"s3.endpoint", "s3.bucket", "s3.prefix", "s3.region", "s3.credentials_file", "s3.profile"}
 )
 
 // EnvConfigFile names the config file when Load is given none. It is not a

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,6 +54,8 @@ func (s *Store) liveBytes() (map[uint32]int64, error) {
 // the old copy referenced or both: the extra copy is unreferenced space a
 // later pass reclaims.
 func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
+	s.moveMu.Lock() // no pack moves while packs are rewritten
+	defer s.moveMu.Unlock()
 	// The pack being appended to, if it is mostly dead and big enough to
 	// matter, is sealed first so it can be rewritten too.
 	live, err := s.liveBytes()
@@ -75,7 +78,11 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	if err != nil {
 		return err
 	}
-	var rewrite []uint32
+	type onVol struct {
+		v   *vol
+		seq uint32
+	}
+	var rewrite []onVol
 	for _, seq := range seqs {
 		if seq >= cur {
 			continue
@@ -88,15 +95,43 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 			}
 			rep.Packs++
 		case deadEnough(live[seq], size):
-			rewrite = append(rewrite, seq)
+			rewrite = append(rewrite, onVol{s.vols[0], seq})
 		}
 	}
-	for i, seq := range rewrite {
+	// Packs on the other volumes: every one is sealed.
+	s.vmu.Lock()
+	var others []*vol
+	for _, id := range s.volIDsLocked() {
+		if v := s.vols[id]; id != 0 && v.v != nil {
+			others = append(others, v)
+		}
+	}
+	s.vmu.Unlock()
+	ctx := context.Background()
+	for _, v := range others {
+		l, err := v.v.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range l {
+			switch {
+			case live[p.Seq] == 0:
+				s.packs.Forget(p.Seq)
+				if err := v.v.Delete(ctx, p.Seq); err != nil {
+					return err
+				}
+				rep.Packs++
+			case deadEnough(live[p.Seq], p.Size):
+				rewrite = append(rewrite, onVol{v, p.Seq})
+			}
+		}
+	}
+	for i, r := range rewrite {
 		if s.stopping() {
 			return ErrClosed
 		}
 		progress("packs", int64(i), int64(len(rewrite)))
-		if err := s.rewritePack(seq); err != nil {
+		if err := s.rewritePack(r.v, r.seq); err != nil {
 			return err
 		}
 		rep.Packs++
@@ -105,9 +140,10 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	return nil
 }
 
-// rewritePack copies the live blocks of pack seq to the current pack,
-// points the index at the copies, and removes the pack.
-func (s *Store) rewritePack(seq uint32) error {
+// rewritePack copies the live blocks of pack seq, on volume v, to the
+// current pack, points the index at the copies, and removes the pack.
+// moveMu is held.
+func (s *Store) rewritePack(on *vol, seq uint32) error {
 	type move struct {
 		h        Hash
 		from, to pack.Loc
@@ -119,7 +155,7 @@ func (s *Store) rewritePack(seq uint32) error {
 			if err != nil {
 				return err
 			}
-			if e.Loc.Pack == seq && e.Loc.Vol == s.packs.Vol() {
+			if e.Loc.Pack == seq && e.Loc.Vol == on.id {
 				moves = append(moves, move{h: Hash(k), from: e.Loc})
 			}
 			return nil
@@ -170,7 +206,11 @@ func (s *Store) rewritePack(seq uint32) error {
 			return err
 		}
 	}
-	return s.packs.Remove(seq)
+	if on.id == 0 {
+		return s.packs.Remove(seq)
+	}
+	s.packs.Forget(seq)
+	return on.v.Delete(context.Background(), seq)
 }
 
 // compactLog rewrites every log segment, but the one being appended to,

@@ -49,7 +49,7 @@ func TestIndexRebuildEquivalence(t *testing.T) {
 	clk.add(time.Second)
 	remembered[commit(t, s)] = m.clone()
 
-	fresh, err := s.rebuildInto(filepath.Join(t.TempDir(), "index.db"), s.LastTID())
+	fresh, err := s.rebuildInto(filepath.Join(t.TempDir(), "index.db"), s.LastTID(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

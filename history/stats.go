@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -114,6 +116,7 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 	if st.BlockBytes, err = s.packs.StoredBytes(); err != nil {
 		return Stats{}, err
 	}
+	st.BlockBytes += s.otherVolumeBytes()
 	st.StoredBytes = st.BlockBytes + dirSize(s.logDir()) + fileSize(filepath.Join(s.dir, "index.db"))
 	s.stats.at, s.stats.last = time.Now(), st
 	return st, nil
@@ -132,6 +135,31 @@ func dirSize(dir string) int64 {
 	var n int64
 	for _, e := range ents {
 		n += fileSize(filepath.Join(dir, e.Name()))
+	}
+	return n
+}
+
+// otherVolumeBytes is the size of the packs on directory volumes other
+// than the data directory's. S3 volumes' are not counted: stats are read
+// often (metrics), and listing a bucket is a request; asof volume list
+// shows them.
+func (s *Store) otherVolumeBytes() int64 {
+	s.vmu.Lock()
+	var vols []*vol
+	for id, v := range s.vols {
+		if id != 0 && v.v != nil {
+			vols = append(vols, v)
+		}
+	}
+	s.vmu.Unlock()
+	var n int64
+	for _, v := range vols {
+		if d, ok := v.v.(*volume.Dir); ok {
+			l, _ := d.List(context.Background())
+			for _, p := range l {
+				n += p.Size
+			}
+		}
 	}
 	return n
 }

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -37,6 +39,9 @@ type Options struct {
 	// (default ChunkSize); an existing store keeps the one it was made
 	// with (see FORMAT).
 	ChunkSize int
+	// VolumeCacheBytes bounds the local cache of S3 volumes' packs,
+	// <data>/cache (default VolumeCacheBytes).
+	VolumeCacheBytes int64
 }
 
 // Store is an open history store in one data directory.
@@ -44,12 +49,15 @@ type Options struct {
 // Lock order: a goroutine that holds more than one takes them in this
 // order, and never an earlier one while it holds a later one:
 //
-//	pruneMu -> copyMu -> commitMu -> logMu -> mu
+//	pruneMu -> moveMu -> copyMu -> commitMu -> logMu -> mu -> vmu
 //
 // pruneMu: one cleaner pass or verify at a time (and Close waits for it).
 // copyMu: a cleaner batch excludes copies of the past until committed
 // (HoldCleaner, taken shared by fs around Update and Commit).
 // commitMu: one commit, or cleaner frame, at a time.
+// moveMu: one pack move at a time (the mover, a drain, a volume's
+// removal); the cleaner's pack rewrite and verify hold it too.
+// vmu: the volume set (volumes.go); held briefly, never across I/O.
 // logMu: readers of old log segments (Changes, Verify) against the
 // cleaner's rewrite of them.
 // mu: the pending overlay and the fields below it; held briefly, never
@@ -107,6 +115,15 @@ type Store struct {
 	drops        chan []Hash    // blocks commits ended, for the dropper
 	dropsDone    chan struct{}  // the dropper has stopped
 	dropsPending sync.WaitGroup // batches sent and not yet dropped (tests wait)
+
+	lineage   string        // the store's lineage id, which volume labels name
+	vcache    *volume.Cache // S3 volumes' read cache
+	moveMu    sync.Mutex
+	vmu       sync.Mutex
+	vols      map[uint16]*vol
+	volNext   uint16
+	moverKick chan struct{}
+	moverDone chan struct{}
 }
 
 const objReserve = 1024
@@ -147,7 +164,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
 		cache: pack.NewBlockCache(pack.BlockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
-		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
+		drops: make(chan []Hash, 4), dropsDone: make(chan struct{}),
+		moverKick: make(chan struct{}, 1), moverDone: make(chan struct{})}
 	s.endedCond = sync.NewCond(&s.mu)
 	s.packFloor.Store(math.MaxUint32)
 	if err := s.recover(); err != nil {
@@ -157,6 +175,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.keepReserve()
 	go s.dropper()
 	go s.flusher()
+	go s.mover()
 	return s, nil
 }
 
@@ -173,7 +192,17 @@ func (s *Store) recover() error {
 	if s.packs, err = pack.Open(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}
+	if err := s.openVolumes(); err != nil {
+		return err
+	}
 	if s.index, err = index.Open(filepath.Join(s.dir, "index.db"), false); err != nil {
+		return err
+	}
+	// A pack move a crash interrupted, and the numbers moved packs took.
+	if err := s.finishMove(context.Background()); err != nil {
+		s.log.Error("history: a pack move waits for its volume", "err", err)
+	}
+	if err := s.floorPacks(); err != nil {
 		return err
 	}
 	var st index.State
@@ -307,7 +336,7 @@ func (s *Store) catchUpIndex() error {
 	if err != nil {
 		return err
 	}
-	n, err := s.replayLog(s.index, st, math.MaxUint64)
+	n, err := s.replayLog(s.index, st, math.MaxUint64, nil)
 	if n > 0 {
 		s.log.Info("history: index caught up with the log", "transactions", n)
 	}
@@ -329,7 +358,9 @@ func (s *Store) catchUpIndex() error {
 
 // replayLog applies to db every frame of the log after st, up to the
 // transaction upTo: a frame being appended behind it may be incomplete.
-func (s *Store) replayLog(db *bolt.DB, st index.State, upTo TID) (int, error) {
+// Blocks it does not know are located by reading the packs (locate), the
+// packs of remote volumes as known says when it is not nil.
+func (s *Store) replayLog(db *bolt.DB, st index.State, upTo TID, known *bolt.Tx) (int, error) {
 	var packMap map[Hash]pack.Loc // learnt once, when a frame needs it
 	n := 0
 	err := txlog.Scan(s.logDir(), st.Next, func(t *Txn, loc, next txlog.Loc) error {
@@ -347,7 +378,11 @@ func (s *Store) replayLog(db *bolt.DB, st index.State, upTo TID) (int, error) {
 			if need {
 				// Blocks the index has not seen: written by a commit a
 				// crash interrupted, or the index is being rebuilt.
-				if packMap, err = s.packs.Locate(); err != nil {
+				// A store with an index lost only the blocks of
+				// commits a crash interrupted, which are in volume 0
+				// (packs move only once their commit is indexed); a
+				// rebuild reads every volume.
+				if packMap, err = s.locate(known, st != index.State{}); err != nil {
 					return err
 				}
 			}
@@ -488,6 +523,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	<-s.moverDone
 	// A cleaner pass stops at its next batch (it watches s.stop); wait
 	// for it so nothing writes behind the closed files.
 	s.pruneMu.Lock()
@@ -526,6 +562,11 @@ func (s *Store) closeFiles() error {
 	}
 	if s.packs != nil {
 		errs = append(errs, s.packs.Close())
+	}
+	for _, v := range s.vols {
+		if v.v != nil {
+			errs = append(errs, v.v.Close())
+		}
 	}
 	if s.index != nil {
 		errs = append(errs, s.index.Close())

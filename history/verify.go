@@ -2,6 +2,7 @@ package history
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/txlog"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -41,7 +43,17 @@ type Progress func(stage string, done, total int64)
 // committed when it starts: the log up to its end then, each pack up to its
 // size then, and the index as of then (one read transaction). Commits go on
 // beside it, since they only append; the cleaner, which rewrites, waits.
-func (s *Store) Verify(progress Progress) (*Report, error) {
+//
+// Packs on other volumes are checked too: those of directory volumes
+// block by block, as the data directory's; those of S3 volumes cheaply
+// (each exists, as large as the index says), or read whole and every
+// block checked with VerifyDeep.
+func (s *Store) Verify(progress Progress) (*Report, error) { return s.verify(false, progress) }
+
+// VerifyDeep is Verify reading every pack of every volume.
+func (s *Store) VerifyDeep(progress Progress) (*Report, error) { return s.verify(true, progress) }
+
+func (s *Store) verify(deep bool, progress Progress) (*Report, error) {
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}
@@ -50,6 +62,8 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	}
 	s.pruneMu.Lock()
 	defer s.pruneMu.Unlock()
+	s.moveMu.Lock() // packs stay where the index says
+	defer s.moveMu.Unlock()
 	rep := &Report{}
 	ext, err := s.verifyExtent(rep)
 	if err != nil {
@@ -61,8 +75,11 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	if err := checkFiles(s.logDir(), s.packs, ext, rep, progress, s.stopping); err != nil {
 		return nil, err
 	}
+	if err := s.checkVolumes(ext, deep, rep, progress); err != nil {
+		return nil, err
+	}
 	progress("index", 0, 1)
-	if err := s.verifyIndex(rep, ext); err != nil {
+	if err := s.verifyIndex(rep, ext, deep); err != nil {
 		return nil, err
 	}
 	progress("index", 1, 1)
@@ -183,7 +200,7 @@ func verifySegment(path string, limit int64, rep *Report) error {
 
 // verifyIndex checks every index entry's checksum, bbolt's own structure,
 // and that the index says exactly what a rebuild from the log says.
-func (s *Store) verifyIndex(rep *Report, ext *extent) error {
+func (s *Store) verifyIndex(rep *Report, ext *extent, deep bool) error {
 	tx := ext.index
 	err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
 		rep.Records++
@@ -200,7 +217,11 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 	// (a verify is how one checks a store after its disk filled up).
 	var fresh *bolt.DB
 	for _, dir := range []string{s.dir, os.TempDir()} {
-		fresh, err = s.rebuildScratch(dir, ext.last)
+		known := tx // a cheap verify takes the index's word for where S3 volumes' blocks are
+		if deep {
+			known = nil
+		}
+		fresh, err = s.rebuildScratch(dir, ext.last, known)
 		if !noRoom(err) {
 			break
 		}
@@ -230,12 +251,12 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 
 // rebuildScratch rebuilds the index up to upTo in a new directory inside
 // dir, removed when the index is closed.
-func (s *Store) rebuildScratch(dir string, upTo TID) (*bolt.DB, error) {
+func (s *Store) rebuildScratch(dir string, upTo TID, known *bolt.Tx) (*bolt.DB, error) {
 	tmp, err := os.MkdirTemp(dir, "asof-verify-")
 	if err != nil {
 		return nil, err
 	}
-	db, err := s.rebuildInto(filepath.Join(tmp, "index.db"), upTo)
+	db, err := s.rebuildInto(filepath.Join(tmp, "index.db"), upTo, known)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
@@ -345,4 +366,88 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	}
 	err = checkFiles(logDir, packs, ext, rep, progress, func() bool { return false })
 	return rep, err
+}
+
+// checkVolumes checks the packs the index places on volumes other than
+// the data directory: every block of a directory volume's packs; for an
+// S3 volume, that each pack is there and as long as its furthest block,
+// or (deep) every block, read whole.
+func (s *Store) checkVolumes(ext *extent, deep bool, rep *Report, progress Progress) error {
+	ends := map[uint16]map[uint32]int64{} // per volume, per pack: where its last block ends
+	err := ext.index.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+		e, err := index.DecodeBlk(v)
+		if err != nil || e.Loc.Vol == 0 || e.Loc.Vol == volMissingID {
+			return err
+		}
+		if ends[e.Loc.Vol] == nil {
+			ends[e.Loc.Vol] = map[uint32]int64{}
+		}
+		ends[e.Loc.Vol][e.Loc.Pack] = max(ends[e.Loc.Vol][e.Loc.Pack], int64(e.Loc.Off)+int64(e.Loc.Length))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for _, id := range slices.Sorted(maps.Keys(ends)) {
+		s.vmu.Lock()
+		v := s.vols[id]
+		s.vmu.Unlock()
+		packs := ends[id]
+		if v == nil {
+			rep.problem("%d packs are on volume %d, which the store does not have", len(packs), id)
+			continue
+		}
+		if v.v == nil {
+			rep.problem("volume %s is unreachable (%v): its %d packs were not checked", v.spec.Name, v.problem, len(packs))
+			continue
+		}
+		l, err := v.v.List(ctx)
+		if err != nil {
+			rep.problem("volume %s: cannot list its packs: %v", v.spec.Name, err)
+			continue
+		}
+		sizes := map[uint32]int64{}
+		for _, p := range l {
+			sizes[p.Seq] = p.Size
+		}
+		_, dir := v.v.(*volume.Dir)
+		var done int64
+		for _, seq := range slices.Sorted(maps.Keys(packs)) {
+			size, ok := sizes[seq]
+			switch {
+			case !ok:
+				rep.problem("volume %s: pack %d is missing", v.spec.Name, seq)
+				continue
+			case size < packs[seq]:
+				rep.problem("volume %s: pack %d is %d bytes, but the index has a block ending at %d", v.spec.Name, seq, size, packs[seq])
+				continue
+			}
+			if !dir && !deep {
+				continue
+			}
+			path, cleanup, err := s.localCopyRaw(ctx, seq, v.v)
+			if err != nil {
+				rep.problem("volume %s: pack %d: %v", v.spec.Name, seq, err)
+				continue
+			}
+			err = pack.ScanFile(path, id, seq, size, true, func(h Hash, loc pack.Loc, err error) error {
+				rep.Blocks++
+				if err != nil {
+					rep.problem("volume %s: %v", v.spec.Name, err)
+				}
+				if s.stopping() {
+					return ErrClosed
+				}
+				return nil
+			})
+			cleanup()
+			if err != nil {
+				return err
+			}
+			done += size
+			progress("volume "+v.spec.Name, done, 0)
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
 )
 
 // The control API is JSON over HTTP on a unix socket (mode 0600: whoever
@@ -18,6 +19,12 @@ import (
 //	POST /v1/restore  RestoreRequest      -> RestoreReply
 //	POST /v1/verify                       -> StreamLine per line; the report is a history.Report
 //	POST /v1/prune    PruneRequest        -> StreamLine per line; the report is a history.PruneReport
+//	GET  /v1/volumes                      -> VolumesReply
+//	POST /v1/volumes/add    VolumeAddRequest -> VolumesReply
+//	POST /v1/volumes/drain  VolumeRequest    -> StreamLine per line (bytes moved); the report is a VolumesReply
+//	POST /v1/volumes/remove VolumeRequest    -> VolumesReply
+//
+// POST /v1/verify takes an optional VerifyRequest.
 //
 // Errors answer 4xx/5xx with an APIError.
 const (
@@ -27,7 +34,39 @@ const (
 	PathRestore = "/v1/restore"
 	PathVerify  = "/v1/verify"
 	PathPrune   = "/v1/prune"
+
+	PathVolumes      = "/v1/volumes"
+	PathVolumeAdd    = "/v1/volumes/add"
+	PathVolumeDrain  = "/v1/volumes/drain"
+	PathVolumeRemove = "/v1/volumes/remove"
 )
+
+// VerifyRequest is the optional body of POST /v1/verify.
+type VerifyRequest struct {
+	Deep bool `json:"deep"` // read every pack of S3 volumes too, not only check each is there
+}
+
+// VolumesReply lists the volumes and the placement rule.
+type VolumesReply struct {
+	Placement string               `json:"placement"`
+	Volumes   []history.VolumeInfo `json:"volumes"`
+}
+
+// VolumeAddRequest is the body of POST /v1/volumes/add: Where is an
+// absolute directory or s3://BUCKET/PREFIX (then Endpoint is needed).
+// It carries no credential: the server's own are used.
+type VolumeAddRequest struct {
+	Name            string `json:"name"`
+	Where           string `json:"where"`
+	Endpoint        string `json:"endpoint,omitempty"`
+	Region          string `json:"region,omitempty"`
+	CredentialsFile string `json:"credentials_file,omitempty"`
+}
+
+// VolumeRequest names a volume (drain, remove).
+type VolumeRequest struct {
+	Name string `json:"name"`
+}
 
 // APIError is the body of a failed request.
 type APIError struct {

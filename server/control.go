@@ -82,8 +82,16 @@ func (s *Server) controlMux() *http.ServeMux {
 		reply(w, RestoreReply{Path: req.Path, Restored: fs.LivePath(req.Path)}, err)
 	})
 	m.HandleFunc("POST "+PathVerify, func(w http.ResponseWriter, r *http.Request) {
+		var req VerifyRequest
+		if r.ContentLength != 0 && !decode(w, r, &req) {
+			return
+		}
 		stream(w, func(progress history.Progress) (any, error) {
-			rep, err := s.store.Verify(progress)
+			verify := s.store.Verify
+			if req.Deep {
+				verify = s.store.VerifyDeep
+			}
+			rep, err := verify(progress)
 			if err == nil {
 				s.log.Info("verify", "frames", rep.Frames, "records", rep.Records, "blocks", rep.Blocks, "problems", len(rep.Problems))
 			}
@@ -99,6 +107,7 @@ func (s *Server) controlMux() *http.ServeMux {
 			return s.prune(req.DryRun, false, progress)
 		})
 	})
+	s.volumeRoutes(m)
 	return m
 }
 

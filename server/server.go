@@ -43,12 +43,6 @@ type Server struct {
 // Start opens the store and starts every configured service. It returns
 // once they all listen.
 func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
-	if len(cfg.Volumes) > 0 {
-		// Serving with the volumes ignored would put blocks where the
-		// operator said they must not go; refuse until volumes exist.
-		return nil, fmt.Errorf("config: volumes: %d volumes are listed, but this build keeps every data block in the data directory %s: remove volumes (or set it to [])",
-			len(cfg.Volumes), cfg.Data)
-	}
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.Data, err)
 	}
@@ -58,6 +52,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("%s is in use by another asof server (only one may serve a data directory): %w", cfg.Data, err)
 		}
 		return nil, fmt.Errorf("open store %s: %w", cfg.Data, err)
+	}
+	if err := addConfigVolumes(store, cfg.Volumes); err != nil {
+		store.Close()
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, store: store, Addrs: map[string]string{}}
 	s.conns = newConns(log, cfg.Exports.Allows)

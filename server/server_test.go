@@ -69,24 +69,50 @@ func TestAllowRefusesOutsiders(t *testing.T) {
 	}
 }
 
-// A config that lists volumes is refused at start, naming the key, rather
-// than served with every block in the data directory against its word.
-func TestStartRefusesVolumes(t *testing.T) {
+// The config's volumes are added at start; a listed volume that names
+// another place than the store's volume of that name, or a directory of
+// another store, is refused, naming it.
+func TestStartAddsConfigVolumes(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := config.Default()
 	cfg.Data = filepath.Join(t.TempDir(), "data")
+	cfg.NFS.Listen, cfg.NineP.Listen = "", ""
+	cfg.Control.Socket = filepath.Join(t.TempDir(), "c.sock")
+	disk1 := t.TempDir()
+	cfg.Volumes = []config.Volume{{Name: "disk1", Kind: "dir", Path: disk1}}
+	s, err := Start(cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.volumesReply(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Volumes) != 2 || out.Volumes[1].Name != "disk1" || out.Volumes[1].State != "active" || out.Placement == "" {
+		t.Fatalf("volumes: %+v", out)
+	}
+	s.Shutdown(t.Context())
+	// Started again with the same config: nothing to add.
+	if s, err = Start(cfg, quiet); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown(t.Context())
 	cfg.Volumes = []config.Volume{{Name: "disk1", Kind: "dir", Path: t.TempDir()}}
-	s, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
+	if s, err = Start(cfg, quiet); err == nil {
 		s.Shutdown(t.Context())
-		t.Fatal("Start served a config with volumes")
+		t.Fatal("started with disk1 moved elsewhere")
+	} else if !strings.Contains(err.Error(), "disk1") {
+		t.Errorf("error %q does not name the volume", err)
 	}
-	for _, want := range []string{"volumes", "keeps every data block in the data directory " + cfg.Data} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not say %q", err, want)
-		}
-	}
-	if _, err := os.Stat(cfg.Data); !os.IsNotExist(err) {
-		t.Errorf("the data directory was created before the refusal: %v", err)
+	// disk1 belongs to the first store: another store refuses it.
+	other := *cfg
+	other.Data = filepath.Join(t.TempDir(), "data")
+	other.Volumes = []config.Volume{{Name: "d", Kind: "dir", Path: disk1}}
+	if s, err = Start(&other, quiet); err == nil {
+		s.Shutdown(t.Context())
+		t.Fatal("started with another store's volume")
+	} else if !strings.Contains(err.Error(), "another store") {
+		t.Errorf("error %q does not say it is another store's", err)
 	}
 }
 

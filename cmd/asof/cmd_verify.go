@@ -12,7 +12,7 @@ import (
 )
 
 func verifyCmd(g *globals) *cobra.Command {
-	var offline bool
+	var offline, deep bool
 	cmd := &cobra.Command{
 		Use:   "verify [--offline]",
 		Short: "Check every record and block against its checksum",
@@ -28,7 +28,7 @@ no server running: also a store whose damage keeps it from opening.`,
 					return err
 				}
 				r = *rep
-			} else if err := streamCall(g, cmd, "verify", server.PathVerify, nil, &r); err != nil {
+			} else if err := streamCall(g, cmd, "verify", server.PathVerify, server.VerifyRequest{Deep: deep}, &r); err != nil {
 				if errors.Is(err, errNotRunning) {
 					return fmt.Errorf("%w; asof verify --offline checks the data directory without it", err)
 				}
@@ -47,6 +47,7 @@ no server running: also a store whose damage keeps it from opening.`,
 		},
 	}
 	cmd.Flags().BoolVar(&offline, "offline", false, "check the data directory with no server running")
+	cmd.Flags().BoolVar(&deep, "deep", false, "read and check every block of S3 volumes too (by default each pack is checked to be there, whole)")
 	return cmd
 }
 

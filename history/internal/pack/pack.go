@@ -6,6 +6,7 @@
 package pack
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/asof/asof/history/internal/fileio"
 	"github.com/asof/asof/history/internal/record"
@@ -48,11 +50,19 @@ const (
 // MaxSize is where a pack ends (tests make it small).
 var MaxSize int64 = 256 << 20
 
-// Store is one volume: a directory of append-only pack files. Later
-// volumes (other disks, an S3 bucket) carry the same packs.
+// Store writes packs in one directory, volume vol (the data directory's
+// volumes/0), and reads packs from there and from the other volumes it is
+// told of (SetVolume): directories, mapped as this one is, and remote
+// volumes (an S3 bucket), read by byte range into memory. A pack keeps its
+// sequence number wherever it is moved, and numbers are never reused, so
+// any copy of pack seq holds the same bytes: open files and mappings are
+// kept by number alone.
 type Store struct {
 	dir string
 	vol uint16
+
+	vmu  sync.RWMutex      // guards srcs
+	srcs map[uint16]source // the other volumes
 
 	mu      sync.Mutex
 	cur     *os.File
@@ -86,7 +96,8 @@ func Open(dir string, vol uint16) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("history: volume %s: %w", dir, err)
 	}
-	p := &Store{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}, maps: map[uint32]*Map{}}
+	p := &Store{dir: dir, vol: vol, dirty: map[uint32]*os.File{}, files: map[uint32]*os.File{}, maps: map[uint32]*Map{},
+		srcs: map[uint16]source{}}
 	seqs, err := p.List()
 	if err != nil {
 		return nil, err
@@ -99,6 +110,76 @@ func Open(dir string, vol uint16) (*Store, error) {
 
 func (p *Store) Name(seq uint32) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%08x.pack", seq))
+}
+
+// Remote reads packs of a volume that is not a local directory.
+type Remote interface {
+	ReadAt(ctx context.Context, seq uint32, p []byte, off int64) (int, error)
+}
+
+// source is where a volume other than the store's own is read from: a
+// directory (mapped, as the store's own) or a remote.
+type source struct {
+	dir    string
+	remote Remote
+}
+
+// SetVolume tells the store where volume vol's packs are read from: a
+// local directory, or remote.
+func (p *Store) SetVolume(vol uint16, dir string, remote Remote) {
+	p.vmu.Lock()
+	defer p.vmu.Unlock()
+	p.srcs[vol] = source{dir: dir, remote: remote}
+}
+
+// DropVolume forgets volume vol (removed, or no longer reachable).
+func (p *Store) DropVolume(vol uint16) {
+	p.vmu.Lock()
+	defer p.vmu.Unlock()
+	delete(p.srcs, vol)
+}
+
+// errNoVolume: a location names a volume the store was not told of.
+var errNoVolume = errors.New("history: pack on a volume that is not open")
+
+// where is the path of pack seq on volume vol, or its remote.
+func (p *Store) where(vol uint16, seq uint32) (string, Remote, error) {
+	if vol == p.vol {
+		return p.Name(seq), nil, nil
+	}
+	p.vmu.RLock()
+	src, ok := p.srcs[vol]
+	p.vmu.RUnlock()
+	if !ok {
+		return "", nil, fmt.Errorf("%w (volume %d, pack %d): %w", errNoVolume, vol, seq, syscall.EIO)
+	}
+	if src.remote != nil {
+		return "", src.remote, nil
+	}
+	return filepath.Join(src.dir, fmt.Sprintf("%08x.pack", seq)), nil, nil
+}
+
+// Floor makes every pack started from now on numbered above seq: packs
+// moved to other volumes keep their numbers, which must not be used again.
+func (p *Store) Floor(seq uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil && seq > p.curSeq {
+		p.curSeq = seq
+	}
+}
+
+// Forget closes and unmaps pack seq, whose copy here is about to be
+// deleted (it moved to another volume); readers holding its mapping keep
+// it until they let go.
+func (p *Store) Forget(seq uint32) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if f := p.files[seq]; f != nil {
+		f.Close()
+		delete(p.files, seq)
+	}
+	p.unmapLocked(seq)
 }
 
 func (p *Store) List() ([]uint32, error) { return fileio.ListSeq32(p.dir, ".pack", "packs") }
@@ -317,7 +398,7 @@ func (p *Store) Sync() error {
 	return nil
 }
 
-func (p *Store) file(seq uint32) (*os.File, error) {
+func (p *Store) file(vol uint16, seq uint32) (*os.File, error) {
 	p.rmu.RLock()
 	f := p.files[seq]
 	p.rmu.RUnlock()
@@ -329,8 +410,11 @@ func (p *Store) file(seq uint32) (*os.File, error) {
 	if f = p.files[seq]; f != nil {
 		return f, nil
 	}
-	f, err := os.Open(p.Name(seq))
+	path, _, err := p.where(vol, seq)
 	if err != nil {
+		return nil, err
+	}
+	if f, err = os.Open(path); err != nil {
 		return nil, fmt.Errorf("history: open pack: %w", err)
 	}
 	p.files[seq] = f
@@ -368,7 +452,13 @@ func blockIntact(hdr, data []byte, h record.Hash) bool {
 // name it and its data match the header's CRC. With nowait, blocks not
 // all in the page cache are ErrWouldBlock, and nothing is touched.
 func (p *Store) ViewRun(locs []Loc, hashes []record.Hash, nowait bool, views [][]byte) ([][]byte, *Map, error) {
-	m, err := p.mapped(locs[0].Pack)
+	m, err := p.mapped(locs[0].Vol, locs[0].Pack)
+	if errors.Is(err, errRemote) {
+		if nowait {
+			return nil, nil, ErrWouldBlock
+		}
+		m, err = p.readRemote(locs)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -449,7 +539,12 @@ func (p *Store) Sizes() (map[uint32]int64, error) {
 
 // ScanPack calls fn with each block of pack seq in its first limit bytes.
 func (p *Store) ScanPack(seq uint32, limit int64, full bool, fn func(h record.Hash, loc Loc, err error) error) error {
-	f, err := os.Open(p.Name(seq))
+	return ScanFile(p.Name(seq), p.vol, seq, limit, full, fn)
+}
+
+// ScanFile is ScanPack of a copy of pack seq at path, on volume vol.
+func ScanFile(path string, vol uint16, seq uint32, limit int64, full bool, fn func(h record.Hash, loc Loc, err error) error) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("history: open pack: %w", err)
 	}
@@ -471,13 +566,13 @@ func (p *Store) ScanPack(seq uint32, limit int64, full bool, fn func(h record.Ha
 			return err
 		}
 		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
-			return fn(record.Hash{}, Loc{Vol: p.vol, Pack: seq, Off: uint64(off)},
+			return fn(record.Hash{}, Loc{Vol: vol, Pack: seq, Off: uint64(off)},
 				fmt.Errorf("%w: pack %s: bad block header at %d", record.ErrCorrupt, f.Name(), off))
 		}
 		var h record.Hash
 		copy(h[:], hdr[8:40])
 		n := binary.BigEndian.Uint32(hdr[4:])
-		loc := Loc{Vol: p.vol, Pack: seq, Off: uint64(off) + HdrLen, Length: n}
+		loc := Loc{Vol: vol, Pack: seq, Off: uint64(off) + HdrLen, Length: n}
 		if off+HdrLen+int64(n) > size {
 			return nil // torn tail
 		}
@@ -560,7 +655,10 @@ func (p *Store) DropCached(locs []Loc) {
 		return locs[i].Off < locs[j].Off
 	})
 	drop := func(seq uint32, start, end int64) {
-		if f, err := p.file(seq); err == nil {
+		p.rmu.RLock()
+		f := p.files[seq]
+		p.rmu.RUnlock()
+		if f != nil {
 			dropPages(f, start, end-start)
 		}
 	}

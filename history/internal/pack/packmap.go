@@ -1,7 +1,10 @@
 package pack
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"runtime/debug"
@@ -9,6 +12,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/asof/asof/history/internal/record"
 )
 
 // Reads see packs through read-only shared mappings, not pread: a reader
@@ -36,6 +41,8 @@ import (
 // is microseconds long and the page has just been read, so it is the last
 // the kernel would drop.
 type Map struct {
+	heap bool   // data is a buffer read from a remote volume, not a mapping
+	base uint64 // the pack offset data starts at (0 for a mapping)
 	data []byte
 	refs atomic.Int64
 	used atomic.Uint64 // when it was last asked for (Store.mapTick)
@@ -55,7 +62,7 @@ func init() {
 }
 
 func (m *Map) Release() {
-	if m.refs.Add(-1) == 0 {
+	if m.refs.Add(-1) == 0 && !m.heap {
 		unix.Munmap(m.data)
 	}
 }
@@ -88,8 +95,36 @@ func mapFile(f *os.File, size int64) (*Map, error) {
 	return m, nil
 }
 
+// errRemote: the pack is on a remote volume, which is not mapped.
+var errRemote = errors.New("pack on a remote volume")
+
+// readRemote reads the run of blocks locs (back to back in one pack of a
+// remote volume) into memory, as a Map of its own that viewRun checks as
+// it checks a mapping. It holds the run only: offsets in it are the
+// pack's, less where the run starts, so the Map's data starts at the
+// run's first header; span is relative to base.
+func (p *Store) readRemote(locs []Loc) (*Map, error) {
+	first, last := locs[0], locs[len(locs)-1]
+	_, remote, err := p.where(first.Vol, first.Pack)
+	if err != nil {
+		return nil, err
+	}
+	if first.Off < HdrLen {
+		return nil, fmt.Errorf("%w: block at %d in pack %d", record.ErrCorrupt, first.Off, first.Pack)
+	}
+	start := first.Off - HdrLen
+	buf := make([]byte, last.Off+uint64(last.Length)-start)
+	n, err := remote.ReadAt(context.Background(), first.Pack, buf, int64(start))
+	if err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
+		return nil, fmt.Errorf("history: read pack %d: %w", first.Pack, err)
+	}
+	m := &Map{heap: true, data: buf, base: start}
+	m.refs.Store(1)
+	return m, nil
+}
+
 // mapped returns the mapping of pack seq with a reference for the caller.
-func (p *Store) mapped(seq uint32) (*Map, error) {
+func (p *Store) mapped(vol uint16, seq uint32) (*Map, error) {
 	p.rmu.RLock()
 	m := p.maps[seq]
 	if m != nil {
@@ -100,7 +135,14 @@ func (p *Store) mapped(seq uint32) (*Map, error) {
 	if m != nil {
 		return m, nil
 	}
-	f, err := p.file(seq)
+	_, remote, err := p.where(vol, seq)
+	if err != nil {
+		return nil, err
+	}
+	if remote != nil {
+		return nil, errRemote
+	}
+	f, err := p.file(vol, seq)
 	if err != nil {
 		return nil, err
 	}
@@ -147,10 +189,10 @@ func (p *Store) unmapLocked(seq uint32) {
 
 // span is the part of m that a block's header and data take.
 func (m *Map) span(loc Loc) ([]byte, bool) {
-	if loc.Off < HdrLen || loc.Off+uint64(loc.Length) > uint64(len(m.data)) {
+	if loc.Off < HdrLen+m.base || loc.Off+uint64(loc.Length) > m.base+uint64(len(m.data)) {
 		return nil, false
 	}
-	return m.data[loc.Off-HdrLen : loc.Off+uint64(loc.Length)], true
+	return m.data[loc.Off-HdrLen-m.base : loc.Off+uint64(loc.Length)-m.base], true
 }
 
 // fault runs fn, which reads mapped pack memory, and turns a fault there
