@@ -424,16 +424,14 @@ func (c *call) names(fid uint32) bool {
 
 // classify notes which fids a request names, from head, the first bytes
 // of its frame (up to hdrLen+8), and what its type excludes. A frame too
-// short for its fids names fewer; p9 refuses it (the connection ends).
+// short for its fids names fewer; p9 refuses it (the connection ends). A
+// type outside 9P2000.L is answered here, whatever fids it seems to name.
 func (c *call) classify(head []byte) {
 	switch c.typ {
 	case msgTversion, msgTauth, msgTflush, msgTgetlock:
 		return // no fid, or answered here
 	case msgTrename, msgTrenameat:
 		c.excl = exclAll
-		return
-	}
-	if _, ok := requests[c.typ]; !ok {
 		return
 	}
 	// Every other request names a fid first (Tlink, Tmkdir, Tsymlink,
