@@ -187,16 +187,11 @@ func walkMsg(fid, newfid uint32, names ...string) fuzzMsg {
 func fuzzSeeds() [][]fuzzMsg {
 	const (
 		msgTstatfs   = 8
-		msgTreaddir  = 40
 		msgTfsync    = 50
 		msgTmkdir    = 72
 		msgTsymlink  = 16
 		msgTmknod    = 18
-		msgTrenameat = 74
 		msgTunlinkat = 76
-		msgTlink     = 70
-		msgTflush    = 108
-		msgTremove   = 122
 		msgTreadlink = 22
 	)
 	open := func(fid uint32, flags p9.OpenFlags) fuzzMsg {

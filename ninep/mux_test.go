@@ -33,6 +33,7 @@ type mux struct {
 type muxReply struct {
 	typ  byte
 	body []byte
+	seq  int // the order in which replies arrived
 }
 
 func dialMux(t testing.TB, addr string) *mux {
@@ -59,7 +60,7 @@ func newMux(t testing.TB, c net.Conn) *mux {
 }
 
 func (m *mux) readReplies() {
-	for {
+	for seq := 0; ; seq++ {
 		hdr := make([]byte, hdrLen)
 		_, err := io.ReadFull(m.c, hdr)
 		var body []byte
@@ -82,7 +83,7 @@ func (m *mux) readReplies() {
 		delete(m.waiting, tag)
 		m.mu.Unlock()
 		if ok {
-			ch <- muxReply{typ: hdr[4], body: body}
+			ch <- muxReply{typ: hdr[4], body: body, seq: seq}
 		}
 	}
 }
@@ -92,41 +93,71 @@ func (m *mux) fid() uint32 { return m.fids.Add(1) }
 
 // rpc sends one request and waits for the reply with its tag.
 func (m *mux) rpc(typ byte, body func(*encoder)) (byte, *decoder, error) {
-	ch := make(chan muxReply, 1)
-	m.mu.Lock()
-	if m.waiting == nil {
-		m.mu.Unlock()
-		return 0, nil, fmt.Errorf("connection ended: %v", m.err)
-	}
-	for {
-		m.next++
-		if _, busy := m.waiting[m.next]; !busy && m.next != ^uint16(0) {
-			break
-		}
-	}
-	tag := m.next
-	m.waiting[tag] = ch
-	m.mu.Unlock()
-
-	var e encoder
-	e.header(typ, tag)
-	body(&e)
-	m.wmu.Lock()
-	m.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_, err := m.c.Write(e.frame())
-	m.wmu.Unlock()
+	r, err := m.batch(muxReq{typ, func(e *encoder, _ []uint16) { body(e) }})
 	if err != nil {
 		return 0, nil, err
 	}
-	select {
-	case r, ok := <-ch:
-		if !ok {
-			return 0, nil, fmt.Errorf("connection ended: %v", m.err)
-		}
-		return r.typ, &decoder{b: r.body}, nil
-	case <-time.After(20 * time.Second):
-		return 0, nil, fmt.Errorf("no reply to type %d tag %d", typ, tag)
+	return r[0].typ, &decoder{b: r[0].body}, nil
+}
+
+// muxReq is one request of a batch; body is given the tags of the whole
+// batch (for a Tflush to name another).
+type muxReq struct {
+	typ  byte
+	body func(e *encoder, tags []uint16)
+}
+
+// batch sends the requests in one write, so that the server has all of
+// them in flight at once, and waits for their replies, returned in the
+// order of the requests.
+func (m *mux) batch(reqs ...muxReq) ([]muxReply, error) {
+	tags := make([]uint16, len(reqs))
+	chs := make([]chan muxReply, len(reqs))
+	m.mu.Lock()
+	if m.waiting == nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("connection ended: %v", m.err)
 	}
+	for i := range reqs {
+		for {
+			m.next++
+			if _, busy := m.waiting[m.next]; !busy && m.next != ^uint16(0) {
+				break
+			}
+		}
+		tags[i], chs[i] = m.next, make(chan muxReply, 1)
+		m.waiting[tags[i]] = chs[i]
+	}
+	m.mu.Unlock()
+
+	var out []byte
+	for i, r := range reqs {
+		var e encoder
+		e.header(r.typ, tags[i])
+		r.body(&e, tags)
+		out = append(out, e.frame()...)
+	}
+	m.wmu.Lock()
+	m.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := m.c.Write(out)
+	m.wmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	replies := make([]muxReply, len(reqs))
+	timeout := time.After(20 * time.Second)
+	for i, ch := range chs {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				return nil, fmt.Errorf("connection ended: %v", m.err)
+			}
+			replies[i] = r
+		case <-timeout:
+			return nil, fmt.Errorf("no reply to type %d tag %d", reqs[i].typ, tags[i])
+		}
+	}
+	return replies, nil
 }
 
 // do is rpc for a request expected to succeed or fail with an errno:

@@ -756,14 +756,11 @@ type raw struct {
 }
 
 const (
-	msgTgetattr     = 24
-	msgTlopen       = 12
-	msgTread        = 116
-	msgTwrite       = 118
-	msgTclunk       = 120
-	msgTxattrcreate = 32
-	msgTlock        = 52
-	noFID           = ^uint32(0)
+	msgTgetattr = 24
+	msgTreaddir = 40
+	msgTread    = 116
+	msgTlock    = 52
+	noFID       = ^uint32(0)
 )
 
 func dialRaw(t *testing.T, addr string) *raw {

@@ -40,6 +40,13 @@ import (
 //     with the requests it serves meanwhile. A later Tversion is answered
 //     EINVAL (Linux's v9fs and diod's tools send one, first). One asking
 //     for p9's gVisor extensions gets plain 9P2000.L.
+//   - A request that changes what p9 keeps for a fid without a lock is
+//     let through only when no other request naming that fid is in
+//     flight, and the wire reads no request naming the fid until it has
+//     its reply (see exclusion below). A rename likewise waits for every
+//     request in flight, and holds back every other.
+//   - A request reusing the tag of one in flight is dropped, as p9 would
+//     drop it (a client may reuse a tag only once it has the reply).
 //   - Requests other than 9P2000.L's are answered ENOSYS here: no Linux
 //     client sends them, and p9 would serve them around what the wire does
 //     below (Twalkgetattr walks "..", Tucreate drops the setuid bit).
@@ -90,10 +97,16 @@ type wire struct {
 	versioned chan struct{} // closed once the Tversion p9 serves has its reply
 	stopping  atomic.Bool
 
-	// cmu guards calls: the requests in flight, by tag. Lock order: wmu,
-	// then cmu.
-	cmu   sync.Mutex
-	calls map[uint16]call
+	// cmu guards calls (the requests in flight, by tag), fids, barrier
+	// and closed; ended, on cmu, wakes the reader waiting for a call to
+	// end. Lock order: wmu, then cmu.
+	cmu     sync.Mutex
+	calls   map[uint16]call
+	fids    map[uint32]fidState // the fids whose state is not the zero one
+	barrier bool                // a request that excludes every other is in flight
+	closed  bool                // Close was called: the reader waits no more
+	waiting bool                // the reader waits on ended
+	ended   *sync.Cond
 
 	// Writer state; p9 writes one reply at a time.
 	out []byte     // the reply p9 is writing, until it is complete
@@ -128,6 +141,12 @@ type call struct {
 	typ byte
 	at  time.Time
 
+	// The fids the request names (nfid of them), and what it excludes
+	// while in flight.
+	fid  [2]uint32
+	nfid int
+	excl exclusion
+
 	// Tversion: closed when its reply is written.
 	replied chan struct{}
 	// The tags of the Tflushes of this request: their Rflushes follow its
@@ -149,19 +168,27 @@ type call struct {
 
 // 9P2000.L message types the wire looks at.
 const (
-	msgRlerror    = 7
-	msgTlcreate   = 14
-	msgTsetattr   = 26
-	msgTxattrwalk = 30
-	msgTgetlock   = 54
-	msgRgetlock   = 55
-	msgTversion   = 100
-	msgTauth      = 102
-	msgTattach    = 104
-	msgRattach    = 105
-	msgTflush     = 108
-	msgRflush     = 109
-	msgTwalk      = 110
+	msgRlerror      = 7
+	msgTlopen       = 12
+	msgTlcreate     = 14
+	msgTrename      = 20
+	msgTsetattr     = 26
+	msgTxattrwalk   = 30
+	msgTxattrcreate = 32
+	msgTgetlock     = 54
+	msgRgetlock     = 55
+	msgTlink        = 70
+	msgTrenameat    = 74
+	msgTversion     = 100
+	msgTauth        = 102
+	msgTattach      = 104
+	msgRattach      = 105
+	msgTflush       = 108
+	msgRflush       = 109
+	msgTwalk        = 110
+	msgTwrite       = 118
+	msgTclunk       = 120
+	msgTremove      = 122
 )
 
 // requests names the requests of 9P2000.L, the only ones the wire lets
@@ -243,13 +270,20 @@ const (
 )
 
 func newWire(c net.Conn, s *session) *wire {
-	return &wire{c: c, s: s, br: bufio.NewReaderSize(c, 64<<10), calls: map[uint16]call{}}
+	w := &wire{c: c, s: s, br: bufio.NewReaderSize(c, 64<<10), calls: map[uint16]call{}, fids: map[uint32]fidState{}}
+	w.ended = sync.NewCond(&w.cmu)
+	return w
 }
 
-// Close closes the connection (p9 closes both of its ends: once is enough).
+// Close closes the connection (p9 closes both of its ends: once is
+// enough), and ends the reader's wait for a call to end.
 func (w *wire) Close() error {
 	var err error
 	w.closeOnce.Do(func() { err = w.c.Close() })
+	w.cmu.Lock()
+	w.closed = true
+	w.ended.Broadcast()
+	w.cmu.Unlock()
 	return err
 }
 
@@ -259,6 +293,9 @@ func (w *wire) shutdown(grace time.Duration) {
 	w.stopping.Store(true)
 	w.c.SetReadDeadline(time.Now())
 	w.c.SetWriteDeadline(time.Now().Add(grace))
+	w.cmu.Lock()
+	w.ended.Broadcast()
+	w.cmu.Unlock()
 }
 
 // errMalformed ends a connection whose byte stream is no longer 9P.
@@ -296,7 +333,22 @@ func (w *wire) Read(p []byte) (int, error) {
 		if size < hdrLen || size > maxFrame {
 			return 0, errMalformed
 		}
-		w.begin(call{typ: typ, at: time.Now()}, tag)
+		c := call{typ: typ, at: time.Now()}
+		head, err := w.br.Peek(min(size, hdrLen+8))
+		if err != nil {
+			return 0, w.readErr(err)
+		}
+		c.classify(head)
+		admitted, err := w.admit(c, tag)
+		if err != nil {
+			return 0, err
+		}
+		if !admitted {
+			if _, err := w.br.Discard(size); err != nil {
+				return 0, w.readErr(err)
+			}
+			continue
+		}
 		if _, ok := requests[typ]; ok && !inspected(typ) {
 			w.remaining = size
 			continue
@@ -322,6 +374,165 @@ func (w *wire) readErr(err error) error {
 	return w.note(err)
 }
 
+// The exclusion. p9 serves a connection's requests concurrently, and some
+// of them change what it keeps for a fid outside its locks, or under a
+// lock shared with readers:
+//
+//   - Tlopen marks the fid opened, with its open flags, after releasing
+//     the fid's lock; almost every request on the fid reads them (Tread,
+//     Twrite, Treaddir, Tfsync, Twalk, Tlcreate, Tmkdir, another Tlopen).
+//   - Twrite on a fid that Txattrcreate made an attribute to be written
+//     appends to the attribute's buffer holding the fid's lock only for
+//     reading, as concurrent Twrites, Treads and the Tclunk that sets the
+//     attribute do.
+//   - Tlcreate replaces the fid by the file it creates and opens, and
+//     Txattrcreate makes it an attribute to be written; Tclunk and Tremove
+//     end it.
+//   - Trename and Trenameat move the fids under the renamed entry to their
+//     new parent, which a walk of no names and the release of a fid's last
+//     reference read without a lock.
+//
+// Linux's v9fs never sends a request on a fid whose Tlopen, Tlcreate,
+// Txattrcreate or Tclunk has no reply yet, but any client can, so the wire
+// lets a request that excludes its fid (exclFid) through to p9 only once
+// no request naming the fid is in flight, and a rename (exclAll) only once
+// no request at all is; while either is in flight, the reader holds back
+// the requests it excludes. The wait ends at replies, which p9 writes
+// whether or not the wire reads: it stalls only the connection that asked
+// for it, and a Tflush read after it is answered after the request it
+// flushes, as always. p9 holds a rename's lock against every other
+// request on the connection anyway.
+type exclusion uint8
+
+const (
+	exclNone exclusion = iota
+	exclFid            // no other request naming fid[0] is in flight
+	exclAll            // no other request is in flight
+)
+
+// fidState is what the wire keeps of a fid between requests; fids holds
+// only those in a state other than the zero one.
+type fidState struct {
+	busy  bool // a request excluding the fid is in flight
+	xattr bool // a Txattrcreate named it: its Twrites exclude it
+}
+
+// names says whether the request names fid.
+func (c *call) names(fid uint32) bool {
+	return c.nfid > 0 && c.fid[0] == fid || c.nfid > 1 && c.fid[1] == fid
+}
+
+// classify notes which fids a request names, from head, the first bytes
+// of its frame (up to hdrLen+8), and what its type excludes. A frame too
+// short for its fids names fewer; p9 refuses it (the connection ends). A
+// type outside 9P2000.L is answered here, whatever fids it seems to name.
+func (c *call) classify(head []byte) {
+	switch c.typ {
+	case msgTversion, msgTauth, msgTflush, msgTgetlock:
+		return // no fid, or answered here
+	case msgTrename, msgTrenameat:
+		c.excl = exclAll
+		return
+	}
+	// Every other request names a fid first (Tlink, Tmkdir, Tsymlink,
+	// Tmknod and Tunlinkat a directory's); Twalk and Txattrwalk name the
+	// new fid next, and Tlink the linked file.
+	for c.nfid < 2 && len(head) >= hdrLen+4*(c.nfid+1) {
+		c.fid[c.nfid] = binary.LittleEndian.Uint32(head[hdrLen+4*c.nfid:])
+		c.nfid++
+		if c.typ != msgTwalk && c.typ != msgTxattrwalk && c.typ != msgTlink {
+			break
+		}
+	}
+	switch c.typ {
+	case msgTlopen, msgTlcreate, msgTxattrcreate, msgTclunk, msgTremove:
+		if c.nfid > 0 {
+			c.excl = exclFid
+		}
+	}
+}
+
+// admit notes the request c under tag as in flight once the exclusion
+// lets it through. It reports false, and notes nothing, for a tag already
+// in flight; and io.EOF when the connection stops or closes meanwhile.
+func (w *wire) admit(c call, tag uint16) (bool, error) {
+	w.cmu.Lock()
+	defer w.cmu.Unlock()
+	if _, dup := w.calls[tag]; dup {
+		return false, nil
+	}
+	if c.typ == msgTwrite && c.nfid > 0 && w.fids[c.fid[0]].xattr {
+		c.excl = exclFid
+	}
+	for !w.admissible(&c) {
+		if w.closed || w.stopping.Load() {
+			return false, io.EOF
+		}
+		w.waiting = true
+		w.ended.Wait()
+		w.waiting = false
+	}
+	switch c.excl {
+	case exclAll:
+		w.barrier = true
+	case exclFid:
+		st := w.fids[c.fid[0]]
+		st.busy = true
+		switch c.typ {
+		case msgTxattrcreate:
+			st.xattr = true
+		case msgTclunk, msgTremove:
+			st.xattr = false // p9 drops the fid whatever the outcome
+		}
+		w.fids[c.fid[0]] = st
+	}
+	w.calls[tag] = c
+	return true, nil
+}
+
+// admissible says whether c may go to p9 now. Called with cmu held.
+func (w *wire) admissible(c *call) bool {
+	switch {
+	case w.barrier:
+		return false
+	case c.excl == exclAll:
+		return len(w.calls) == 0
+	case c.excl == exclFid:
+		for _, o := range w.calls {
+			if o.names(c.fid[0]) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := range c.nfid {
+		if w.fids[c.fid[i]].busy {
+			return false
+		}
+	}
+	return true
+}
+
+// release undoes what admit noted for c, at its reply. Called with cmu
+// held.
+func (w *wire) release(c call) {
+	switch c.excl {
+	case exclAll:
+		w.barrier = false
+	case exclFid:
+		st := w.fids[c.fid[0]]
+		st.busy = false
+		if st == (fidState{}) {
+			delete(w.fids, c.fid[0])
+		} else {
+			w.fids[c.fid[0]] = st
+		}
+	}
+	if w.waiting {
+		w.ended.Signal()
+	}
+}
+
 func inspected(t byte) bool {
 	switch t {
 	case msgTversion, msgTauth, msgTgetlock, msgTflush, msgTattach, msgTwalk, msgTsetattr, msgTlcreate, msgTxattrwalk:
@@ -330,18 +541,15 @@ func inspected(t byte) bool {
 	return false
 }
 
-// begin notes a request in flight; end takes it at its reply and reports
-// it to the metrics.
-func (w *wire) begin(c call, tag uint16) {
-	w.cmu.Lock()
-	w.calls[tag] = c
-	w.cmu.Unlock()
-}
-
+// end takes the request in flight under tag at its reply and reports it
+// to the metrics.
 func (w *wire) end(replyType byte, tag uint16) (call, bool) {
 	w.cmu.Lock()
 	c, ok := w.calls[tag]
-	delete(w.calls, tag)
+	if ok {
+		delete(w.calls, tag)
+		w.release(c)
+	}
 	w.cmu.Unlock()
 	if ok {
 		var err error
