@@ -1,4 +1,4 @@
-// Package config loads asof's configuration (SPEC section 2): defaults,
+// Package config loads asof's configuration (docs/SPEC.md section 2): defaults,
 // then one config file (YAML; TOML and JSON by extension), then ASOF_*
 // environment variables, then command-line flags, each layer overriding the
 // one before. Unknown keys and invalid values stop start-up with a message
@@ -28,6 +28,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/asof/asof/fs"
 )
 
 // Config is the effective configuration, every value parsed and checked.
@@ -44,13 +46,12 @@ type Config struct {
 	Exports Exports
 	History History
 
-	// Retention is the pruning policy, rules in window order (SPEC
+	// Retention is the pruning policy, rules in window order (docs/SPEC.md
 	// section 5). Empty means keep all history forever.
 	Retention []Rule
 
-	// Volumes are where data blocks live (SPEC section 7). Empty means a
-	// single volume inside Data, laid out as the engine chooses; Load does
-	// not invent a path for it, so that layout stays the engine's business.
+	// Volumes are where data blocks live besides Data (docs/SPEC.md
+	// section 7); server.Start adds those the store does not have yet.
 	Volumes []Volume
 
 	Metrics Metrics
@@ -78,10 +79,13 @@ type Control struct {
 type Exports struct {
 	ReadOnly bool           // refuse every change over NFS and 9P
 	Allow    []netip.Prefix // client networks allowed to connect; never empty
-	// UID and GID are the identity every NFS and 9P caller acts as (an
-	// all-squash export: neither go-nfs nor p9 gives per-request
-	// credentials); new objects are owned by it.
-	UID, GID uint32
+	// Squash is whose identity a caller acts as: root squashes uid 0 to
+	// Anon, none squashes no one, all squashes everyone (knfsd's
+	// root_squash, no_root_squash, all_squash).
+	Squash fs.Squash
+	// AnonUID and AnonGID are the anonymous identity: squashed callers,
+	// and NFS calls with no credential (AUTH_NONE).
+	AnonUID, AnonGID uint32
 }
 
 // Allows reports whether a client at addr may connect. IPv4 clients seen
@@ -118,32 +122,32 @@ type Volume struct {
 	Name string // unique, letters, digits, '.', '_', '-'
 	Kind string // "dir" (the default) or "s3"
 	Path string // the directory, for kind dir
-	// S3 holds the bucket settings for kind s3. Reserved: S3 volumes are
-	// a later issue and Load rejects kind s3 for now; the shape is fixed
-	// here so that config files can be written against it.
+	// S3 holds the bucket settings for kind s3.
 	S3 S3
 }
 
-// S3 describes an S3-compatible bucket (reserved, see Volume.S3). Secrets
-// are never written in the config file: the file names the environment
-// variables that hold them.
+// S3 describes an S3-compatible bucket. Secrets are never written in the
+// config file: they come from the server's AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY, or from CredentialsFile.
 type S3 struct {
-	Endpoint     string // e.g. https://s3.eu-west-1.amazonaws.com
-	Bucket       string
-	Prefix       string // key prefix inside the bucket
-	Region       string
-	AccessKeyEnv string // name of the variable holding the access key id
-	SecretKeyEnv string // name of the variable holding the secret key
+	Endpoint        string // e.g. https://s3.eu-west-1.amazonaws.com
+	Bucket          string
+	Prefix          string // key prefix inside the bucket
+	Region          string
+	CredentialsFile string // an AWS shared credentials file
+	Profile         string // its profile ("" is default)
 }
 
-// Defaults (SPEC section 2). control.socket, exports.uid and exports.gid
-// have derived defaults, computed in Load.
+// Defaults (docs/SPEC.md section 2). control.socket has a derived
+// default, computed in Load.
 const (
 	DefaultData          = "./asof-data"
 	DefaultNFSListen     = "127.0.0.1:2049"
 	DefaultNinePListen   = "127.0.0.1:5640"
 	DefaultTimezone      = "UTC"
 	DefaultFlushInterval = time.Second
+	DefaultSquash        = "root"
+	DefaultAnonID        = fs.AnonID // nobody and nogroup
 	controlSocketName    = "control.sock"
 )
 
@@ -170,41 +174,46 @@ var flagDefs = []flagDef{
 	{"control-socket", "control.socket", "admin API unix socket (default <data>/control.sock)"},
 	{"read-only", "exports.read_only", "refuse every change over NFS and 9P"},
 	{"allow", "exports.allow", "client networks allowed to connect (CIDR, comma-separated or repeated)"},
-	{"uid", "exports.uid", "user id NFS and 9P callers act as (default this process's)"},
-	{"gid", "exports.gid", "group id NFS and 9P callers act as (default this process's)"},
+	{"squash", "exports.squash", "whose identity callers act as: root (uid 0 acts as anon), none, or all (everyone acts as anon)"},
+	{"anon-uid", "exports.anon_uid", "user id of the anonymous identity: squashed callers and NFS AUTH_NONE"},
+	{"anon-gid", "exports.anon_gid", "group id of the anonymous identity"},
 	{"timezone", "history.timezone", "zone for @@ dates without an offset"},
 	{"flush-interval", "history.flush_interval", "how often buffered changes commit: the finest grain of history"},
 	{"retention", "retention", `retention rules, e.g. "1m for 24h, 1h for 7d, 1d for forever" (default: keep everything)`},
 	{"metrics-listen", "metrics.listen", `Prometheus /metrics address host:port (default "": disabled)`},
 }
 
-// RegisterFlags defines on fs one flag per main key: --data,
+// RegisterFlags defines on flags one flag per main key: --data,
 // --nfs-listen, --ninep-listen, --control-socket, --read-only, --allow,
-// --uid, --gid, --timezone, --flush-interval, --retention,
-// --metrics-listen. Pass the same fs to Load. Only flags the user actually
+// --squash, --anon-uid, --anon-gid, --timezone, --flush-interval, --retention,
+// --metrics-listen. Pass the same flags to Load. Only flags the user actually
 // sets override the file and environment, so the defaults shown in --help
 // are documentation only. Values are taken as text and checked by Load, so
 // a bad flag gets the same message as a bad file value. It panics, as
-// pflag does, if fs already has one of these flags.
-func RegisterFlags(fs *pflag.FlagSet) {
+// pflag does, if flags already has one of these flags.
+func RegisterFlags(flags *pflag.FlagSet) {
 	for _, d := range flagDefs {
 		switch d.key {
 		case "exports.read_only":
-			fs.Bool(d.name, false, d.usage)
+			flags.Bool(d.name, false, d.usage)
 		case "exports.allow":
-			fs.StringSlice(d.name, slices.Clone(DefaultAllow), d.usage)
+			flags.StringSlice(d.name, slices.Clone(DefaultAllow), d.usage)
 		case "data":
-			fs.String(d.name, DefaultData, d.usage)
-		case "nfs.listen":
-			fs.String(d.name, DefaultNFSListen, d.usage)
+			flags.String(d.name, DefaultData, d.usage)
+		case "nflags.listen":
+			flags.String(d.name, DefaultNFSListen, d.usage)
 		case "ninep.listen":
-			fs.String(d.name, DefaultNinePListen, d.usage)
+			flags.String(d.name, DefaultNinePListen, d.usage)
 		case "history.timezone":
-			fs.String(d.name, DefaultTimezone, d.usage)
+			flags.String(d.name, DefaultTimezone, d.usage)
+		case "exports.squash":
+			flags.String(d.name, DefaultSquash, d.usage)
+		case "exports.anon_uid", "exports.anon_gid":
+			flags.String(d.name, strconv.Itoa(DefaultAnonID), d.usage)
 		case "history.flush_interval":
-			fs.String(d.name, DefaultFlushInterval.String(), d.usage)
+			flags.String(d.name, DefaultFlushInterval.String(), d.usage)
 		default:
-			fs.String(d.name, "", d.usage)
+			flags.String(d.name, "", d.usage)
 		}
 	}
 }
@@ -272,8 +281,9 @@ func load(file string, flags *pflag.FlagSet, useEnv bool) (*Config, error) {
 	v.SetDefault("control.socket", "") // derived from data below
 	v.SetDefault("exports.read_only", false)
 	v.SetDefault("exports.allow", slices.Clone(DefaultAllow))
-	v.SetDefault("exports.uid", max(os.Getuid(), 0)) // -1 on Windows
-	v.SetDefault("exports.gid", max(os.Getgid(), 0))
+	v.SetDefault("exports.squash", DefaultSquash)
+	v.SetDefault("exports.anon_uid", DefaultAnonID)
+	v.SetDefault("exports.anon_gid", DefaultAnonID)
 	v.SetDefault("history.timezone", DefaultTimezone)
 	v.SetDefault("history.flush_interval", DefaultFlushInterval.String())
 	v.SetDefault("metrics.listen", "")
@@ -367,7 +377,7 @@ func (l *loader) decode() *Config {
 	c.Metrics.Listen, _ = l.listen("metrics.listen", "metrics", "9090")
 	if nfsOK && ninepOK && c.NFS.Listen == "" && c.NineP.Listen == "" {
 		// A server that serves nothing is a mistake, not a mode: even a
-		// read-only mirror target serves its copy (SPEC section 6).
+		// read-only mirror target serves its copy (docs/SPEC.md section 6).
 		l.errs = append(l.errs, errors.New(
 			"config: nfs.listen and ninep.listen are both empty: nothing would be served (set at least one)"))
 	}
@@ -396,8 +406,9 @@ func (l *loader) decode() *Config {
 
 	c.Exports.ReadOnly = l.boolean("exports.read_only")
 	c.Exports.Allow = l.allow("exports.allow")
-	c.Exports.UID = l.id("exports.uid", "user id")
-	c.Exports.GID = l.id("exports.gid", "group id")
+	c.Exports.Squash = l.squash("exports.squash")
+	c.Exports.AnonUID = l.id("exports.anon_uid", "user id")
+	c.Exports.AnonGID = l.id("exports.anon_gid", "group id")
 
 	c.History.TimezoneName, c.History.Timezone = l.timezone("history.timezone")
 	c.History.FlushInterval = l.flushInterval("history.flush_interval")
@@ -508,6 +519,23 @@ func (l *loader) id(key, what string) uint32 {
 	}
 	l.fail(key, "%s is not a %s (use an integer from 0 to %d)", show(v), what, uint32(math.MaxUint32-1))
 	return 0
+}
+
+// squash reads whose identity callers act as. fs names the values, so
+// config and the file system cannot disagree on them; an empty value is
+// refused rather than taken as the default, as for every other key.
+func (l *loader) squash(key string) fs.Squash {
+	s, ok := l.str(key)
+	if !ok {
+		return fs.SquashRoot
+	}
+	sq, err := fs.ParseSquash(strings.TrimSpace(s))
+	if err != nil || strings.TrimSpace(s) == "" {
+		l.fail(key, "%q is not a squash mode (use root: uid 0 acts as exports.anon_uid/anon_gid, as knfsd's root_squash; "+
+			"none: every caller as itself, root included; all: every caller as the anonymous identity)", s)
+		return fs.SquashRoot
+	}
+	return sq
 }
 
 // allow parses the client networks: CIDR prefixes, or bare addresses
@@ -730,7 +758,7 @@ func (l *loader) volumes(key string) []Volume {
 				return s
 			}
 			vol.S3 = S3{Endpoint: get("endpoint"), Bucket: get("bucket"), Prefix: get("prefix"),
-				Region: get("region"), AccessKeyEnv: get("access_key_env"), SecretKeyEnv: get("secret_key_env")}
+				Region: get("region"), CredentialsFile: get("credentials_file"), Profile: get("profile")}
 		}
 		if vol.Kind == "" {
 			vol.Kind = "dir"
@@ -748,9 +776,14 @@ func (l *loader) volumes(key string) []Volume {
 				l.fail(key, "%s: s3 settings are only for kind: s3", label)
 			}
 		case "s3":
-			l.fail(key, "%s: kind s3 is not yet supported (reserved for S3-compatible buckets; use kind: dir)", label)
+			if vol.S3.Endpoint == "" || vol.S3.Bucket == "" {
+				l.fail(key, "%s: kind s3 needs s3: {endpoint: URL, bucket: NAME}", label)
+			}
+			if vol.Path != "" {
+				l.fail(key, "%s: path is only for kind: dir", label)
+			}
 		default:
-			l.fail(key, "%s: kind %q is not a volume kind (use dir)", label, vol.Kind)
+			l.fail(key, "%s: kind %q is not a volume kind (use dir or s3)", label, vol.Kind)
 		}
 		out = append(out, vol)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/asof/asof/fs"
 )
 
 // clearEnv hides any ASOF_* variables of the developer's shell, so that
@@ -34,9 +36,9 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
-func mustLoad(t *testing.T, file string, fs *pflag.FlagSet) *Config {
+func mustLoad(t *testing.T, file string, flags *pflag.FlagSet) *Config {
 	t.Helper()
-	c, err := Load(file, fs)
+	c, err := Load(file, flags)
 	if err != nil {
 		t.Fatalf("Load(%q): %v", file, err)
 	}
@@ -44,9 +46,9 @@ func mustLoad(t *testing.T, file string, fs *pflag.FlagSet) *Config {
 }
 
 // wantErr asserts that Load fails with a message containing every part.
-func wantErr(t *testing.T, file string, fs *pflag.FlagSet, parts ...string) {
+func wantErr(t *testing.T, file string, flags *pflag.FlagSet, parts ...string) {
 	t.Helper()
-	_, err := Load(file, fs)
+	_, err := Load(file, flags)
 	if err == nil {
 		t.Fatalf("Load(%q) succeeded, want error containing %q", file, parts)
 	}
@@ -59,12 +61,12 @@ func wantErr(t *testing.T, file string, fs *pflag.FlagSet, parts ...string) {
 
 func flags(t *testing.T, args ...string) *pflag.FlagSet {
 	t.Helper()
-	fs := pflag.NewFlagSet("asof", pflag.ContinueOnError)
-	RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	set := pflag.NewFlagSet("asof", pflag.ContinueOnError)
+	RegisterFlags(set)
+	if err := set.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	return fs
+	return set
 }
 
 func prefixes(s ...string) []netip.Prefix {
@@ -82,7 +84,7 @@ func TestDefaults(t *testing.T) {
 		c.NFS.Listen != "127.0.0.1:2049" || c.NineP.Listen != "127.0.0.1:5640" ||
 		c.Control.Socket != "./asof-data/control.sock" ||
 		c.Exports.ReadOnly ||
-		c.Exports.UID != uint32(os.Getuid()) || c.Exports.GID != uint32(os.Getgid()) ||
+		c.Exports.Squash != fs.SquashRoot || c.Exports.AnonUID != 65534 || c.Exports.AnonGID != 65534 ||
 		c.History.TimezoneName != "UTC" || c.History.Timezone != time.UTC ||
 		c.History.FlushInterval != time.Second ||
 		c.Retention != nil || c.Volumes != nil || c.Metrics.Listen != "" {
@@ -143,8 +145,9 @@ control:
 exports:
   read_only: true
   allow: [10.0.0.0/8, 192.168.1.7, "fd00::/8"]
-  uid: 1000
-  gid: 100
+  squash: all
+  anon_uid: 1000
+  anon_gid: 100
 history:
   timezone: Europe/Paris
   flush_interval: 250ms
@@ -169,8 +172,9 @@ socket = "/run/asof.sock"
 [exports]
 read_only = true
 allow = ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]
-uid = 1000
-gid = 100
+squash = "all"
+anon_uid = 1000
+anon_gid = 100
 [history]
 timezone = "Europe/Paris"
 flush_interval = "250ms"
@@ -195,7 +199,7 @@ listen = "127.0.0.1:9090"
   "nfs": {"listen": "0.0.0.0:2049"},
   "ninep": {"listen": ""},
   "control": {"socket": "/run/asof.sock"},
-  "exports": {"read_only": true, "allow": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"], "uid": 1000, "gid": 100},
+  "exports": {"read_only": true, "allow": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"], "squash": "all", "anon_uid": 1000, "anon_gid": 100},
   "history": {"timezone": "Europe/Paris", "flush_interval": "250ms"},
   "retention": [{"keep": "1m", "for": "24h"}, {"keep": "1h", "for": "forever"}],
   "volumes": [{"name": "disk1", "path": "/mnt/disk1"}, {"name": "disk2", "kind": "dir", "path": "/mnt/disk2"}],
@@ -210,7 +214,7 @@ listen = "127.0.0.1:9090"
 		NFS:     NFS{Listen: "0.0.0.0:2049"},
 		NineP:   NineP{Listen: ""},
 		Control: Control{Socket: "/run/asof.sock"},
-		Exports: Exports{ReadOnly: true, Allow: prefixes("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"), UID: 1000, GID: 100},
+		Exports: Exports{ReadOnly: true, Allow: prefixes("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"), Squash: fs.SquashAll, AnonUID: 1000, AnonGID: 100},
 		History: History{Timezone: paris, TimezoneName: "Europe/Paris", FlushInterval: 250 * time.Millisecond},
 		Retention: []Rule{
 			{Keep: time.Minute, For: 24 * time.Hour},
@@ -306,11 +310,11 @@ func TestAllFlags(t *testing.T) {
 	clearEnv(t)
 	c := mustLoad(t, "", flags(t,
 		"--data=/d", "--nfs-listen=:1", "--ninep-listen=:2", "--control-socket=/c.sock",
-		"--read-only=true", "--allow=10.1.0.0/16", "--uid=7", "--gid=8",
+		"--read-only=true", "--allow=10.1.0.0/16", "--squash=none", "--anon-uid=7", "--anon-gid=8",
 		"--timezone=America/New_York", "--flush-interval=10ms",
 		"--retention=keep 1h for 1d", "--metrics-listen=:3"))
 	want := "data: \"/d\"\nnfs:\n  listen: \":1\"\nninep:\n  listen: \":2\"\ncontrol:\n  socket: \"/c.sock\"\n" +
-		"exports:\n  read_only: true\n  allow: [\"10.1.0.0/16\"]\n  uid: 7\n  gid: 8\n" +
+		"exports:\n  read_only: true\n  allow: [\"10.1.0.0/16\"]\n  squash: \"none\"\n  anon_uid: 7\n  anon_gid: 8\n" +
 		"history:\n  timezone: \"America/New_York\"\n  flush_interval: \"10ms\"\n" +
 		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nmetrics:\n  listen: \":3\"\n" +
 		"mirror:\n  listen: \"\"\n  allow: [\"10.1.0.0/16\"]\n  token_file: \"/d/mirror.token\"\n  source: \"\"\n"
@@ -334,7 +338,7 @@ func TestUnknownKeys(t *testing.T) {
 	cases := []struct{ file, content string }{
 		{"top.yaml", "nfs_listen: x\n"},
 		{"nested.yaml", "nfs:\n  lisen: 127.0.0.1:2049\n"},
-		{"deep.yaml", "exports:\n  allow: []\n  uids: 1\n"},
+		{"deep.yaml", "exports:\n  allow: []\n  squahs: all\n"},
 		{"rule.yaml", "retention:\n  - {keep: 1m, for: 1h}\n  - {kep: 1h, for: forever}\n"},
 		{"volume.yaml", "volumes:\n  - {name: a, path: /a, size: 10}\n"},
 		{"s3.yaml", "volumes:\n  - {name: a, kind: s3, s3: {bucket: b, secret: x}}\n"},
@@ -344,10 +348,10 @@ func TestUnknownKeys(t *testing.T) {
 	wants := [][]string{
 		{`unknown key "nfs_listen"`, "known keys: control, data, exports"},
 		{`unknown key "nfs.lisen"`, `did you mean "nfs.listen"?`},
-		{`unknown key "exports.uids"`, `did you mean "exports.uid"?`},
+		{`unknown key "exports.squahs"`, `did you mean "exports.squash"?`},
 		{`retention rule 2: unknown key "kep"`, `did you mean "keep"?`},
 		{`volume 1: unknown key "size"`},
-		{`volume 1: unknown key "s3.secret"`, "s3 takes: access_key_env, bucket"},
+		{`volume 1: unknown key "s3.secret"`, "s3 takes: bucket, credentials_file"},
 		{`unknown key "histroy"`, `did you mean "history"?`},
 		{`unknown key "metrics.address"`, "metrics takes: listen"},
 	}
@@ -357,6 +361,18 @@ func TestUnknownKeys(t *testing.T) {
 			wantErr(t, f, nil, append([]string{"config: " + f + ": "}, wants[i]...)...)
 		})
 	}
+}
+
+// exports.uid and exports.gid meant "every caller acts as this": a file
+// that still sets them is refused with what replaces them, not served
+// with a meaning its author did not choose.
+func TestRemovedExportsIDs(t *testing.T) {
+	clearEnv(t)
+	f := writeFile(t, "old.yaml", "exports:\n  uid: 1000\n  gid: 100\n")
+	wantErr(t, f, nil,
+		"config: "+f+": exports.uid is gone: callers now act as the uid, gid and groups their requests carry",
+		"config: "+f+": exports.gid is gone",
+		"exports.squash (root, none or all)", "exports.anon_uid and exports.anon_gid set that identity")
 }
 
 func TestKeyShapeErrors(t *testing.T) {
@@ -398,9 +414,13 @@ func TestBadValues(t *testing.T) {
 		{"ASOF_EXPORTS_ALLOW", "10.0.0.0/8,10.0.0/8", `config: exports.allow: entry 2 "10.0.0/8" is not a network (use CIDR such as 192.168.1.0/24 or fd00::/8, or a single address)`},
 		{"ASOF_EXPORTS_ALLOW", "fe80::1%eth0", `entry 1 "fe80::1%eth0" is not a network`},
 		{"ASOF_EXPORTS_ALLOW", "", `config: exports.allow: the list is empty, so no client could connect`},
-		{"ASOF_EXPORTS_UID", "-1", `config: exports.uid: "-1" is not a user id (use an integer from 0 to 4294967294)`},
-		{"ASOF_EXPORTS_GID", "4294967295", `config: exports.gid: "4294967295" is not a group id`},
-		{"ASOF_EXPORTS_UID", "root", `config: exports.uid: "root" is not a user id`},
+		{"ASOF_EXPORTS_ANON_UID", "-1", `config: exports.anon_uid: "-1" is not a user id (use an integer from 0 to 4294967294)`},
+		{"ASOF_EXPORTS_ANON_GID", "4294967295", `config: exports.anon_gid: "4294967295" is not a group id`},
+		{"ASOF_EXPORTS_ANON_UID", "nobody", `config: exports.anon_uid: "nobody" is not a user id`},
+		{"ASOF_EXPORTS_SQUASH", "root_squash", `config: exports.squash: "root_squash" is not a squash mode (use root: uid 0 acts as exports.anon_uid/anon_gid`},
+		{"ASOF_EXPORTS_SQUASH", "", `config: exports.squash: "" is not a squash mode`},
+		{"ASOF_EXPORTS_UID", "1000", `config: environment variable ASOF_EXPORTS_UID (exports.uid) is gone: callers now act as the uid, gid and groups their requests carry`},
+		{"ASOF_EXPORTS_GID", "1000", `exports.anon_uid and exports.anon_gid set that identity`},
 		{"ASOF_DATA", "", `config: data: "" is empty`},
 		{"ASOF_CONTROL_SOCKET", "/" + strings.Repeat("s", 200), `config: control.socket: "/sss`},
 		{"ASOF_DATA", "/" + strings.Repeat("d", 200), `unix socket paths are limited to`},
@@ -428,13 +448,14 @@ func TestBadValuesFromFileAndFlags(t *testing.T) {
 	clearEnv(t)
 	f := writeFile(t, "a.yaml", `
 data: true
-exports: {uid: 1.5, gid: -3, allow: [10.0.0.0/8, 7]}
+exports: {anon_uid: 1.5, anon_gid: -3, squash: 1, allow: [10.0.0.0/8, 7]}
 history: {flush_interval: 1}
 `)
 	wantErr(t, f, nil,
 		"config: data: true is not a text value [from "+f+"]",
-		"config: exports.uid: 1.5 is not a user id",
-		"config: exports.gid: -3 is not a group id",
+		"config: exports.anon_uid: 1.5 is not a user id",
+		"config: exports.anon_gid: -3 is not a group id",
+		`config: exports.squash: "1" is not a squash mode`,
 		"config: exports.allow: entry 2 7 is not a network",
 		`config: history.flush_interval: "1" is not a duration`)
 	wantErr(t, "", flags(t, "--flush-interval=soon"),
@@ -449,8 +470,8 @@ func TestVolumes(t *testing.T) {
 		"volumes: [{name: a, path: /a}, {name: a, path: /b}]":        `volume 2 (a): name "a" is already volume 1's`,
 		"volumes: [{name: a, path: /a}, {name: b, path: /a/}]":       `volume 2 (b): path "/a/" is already volume 1's`,
 		"volumes: [{name: a}]":                                       "volume 1 (a): path is missing",
-		"volumes: [{name: a, kind: nfs, path: /a}]":                  `volume 1 (a): kind "nfs" is not a volume kind (use dir)`,
-		"volumes: [{name: a, kind: s3, s3: {bucket: b}}]":            "volume 1 (a): kind s3 is not yet supported",
+		"volumes: [{name: a, kind: nfs, path: /a}]":                  `volume 1 (a): kind "nfs" is not a volume kind (use dir or s3)`,
+		"volumes: [{name: a, kind: s3, s3: {bucket: b}}]":            "volume 1 (a): kind s3 needs s3: {endpoint: URL, bucket: NAME}",
 		"volumes: [{name: a, path: /a, s3: {bucket: b}}]":            "volume 1 (a): s3 settings are only for kind: s3",
 		"volumes: {name: a}":                                         "config: volumes: a section is not a list of volumes",
 		"volumes: [disk1]":                                           `volume 1 "disk1" is not a volume`,
@@ -613,7 +634,7 @@ func TestStringRoundTrip(t *testing.T) {
 	src := writeFile(t, "a.yaml", `
 data: "/srv/a \"quoted\" dir"
 ninep: {listen: ""}
-exports: {read_only: true, allow: [10.0.0.0/8, "::1"], uid: 0, gid: 0}
+exports: {read_only: true, allow: [10.0.0.0/8, "::1"], squash: none, anon_uid: 0, anon_gid: 0}
 history: {timezone: Asia/Tokyo, flush_interval: 1500ms}
 retention: [{keep: 1m, for: 36h}, {keep: 1h, for: forever}]
 volumes: [{name: disk1, path: /mnt/disk1}]
@@ -648,7 +669,7 @@ func TestExampleFileLoads(t *testing.T) {
 	// Every key appears in the example, set or commented out.
 	text := exampleFile(t)
 	for _, k := range append(append([]string{}, fileKeys...), "s3.endpoint", "s3.bucket", "s3.prefix",
-		"s3.region", "s3.access_key_env", "s3.secret_key_env", "keep", "for", "name", "kind", "path") {
+		"s3.region", "s3.credentials_file", "s3.profile", "keep", "for", "name", "kind", "path") {
 		last := k[strings.LastIndex(k, ".")+1:]
 		if !strings.Contains(text, last+":") {
 			t.Errorf("example lacks key %s", k)

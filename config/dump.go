@@ -32,8 +32,9 @@ func (c *Config) String() string {
 		allow[i] = q(p.String())
 	}
 	line("  allow: [%s]", strings.Join(allow, ", "))
-	line("  uid: %d", c.Exports.UID)
-	line("  gid: %d", c.Exports.GID)
+	line("  squash: %s", q(c.Exports.Squash.String()))
+	line("  anon_uid: %d", c.Exports.AnonUID)
+	line("  anon_gid: %d", c.Exports.AnonGID)
 	line("history:")
 	line("  timezone: %s", q(c.History.TimezoneName))
 	line("  flush_interval: %s", q(FormatDuration(c.History.FlushInterval)))
@@ -63,8 +64,8 @@ func (c *Config) String() string {
 				line("      bucket: %s", q(v.S3.Bucket))
 				line("      prefix: %s", q(v.S3.Prefix))
 				line("      region: %s", q(v.S3.Region))
-				line("      access_key_env: %s", q(v.S3.AccessKeyEnv))
-				line("      secret_key_env: %s", q(v.S3.SecretKeyEnv))
+				line("      credentials_file: %s", q(v.S3.CredentialsFile))
+				line("      profile: %s", q(v.S3.Profile))
 			}
 		}
 	}

@@ -24,8 +24,9 @@ var fileKeys = []string{
 	"control.socket",
 	"exports.read_only",
 	"exports.allow",
-	"exports.uid",
-	"exports.gid",
+	"exports.squash",
+	"exports.anon_uid",
+	"exports.anon_gid",
 	"history.timezone",
 	"history.flush_interval",
 	"retention",
@@ -37,11 +38,23 @@ var fileKeys = []string{
 	"mirror.source",
 }
 
+// removedKeys are keys that earlier builds read, with what replaces them:
+// a config that still sets one is refused with this, not with a bare
+// "unknown key", since its meaning changed rather than its spelling.
+var removedKeys = map[string]string{
+	"exports.uid": exportsIDGone,
+	"exports.gid": exportsIDGone,
+}
+
+const exportsIDGone = "is gone: callers now act as the uid, gid and groups their requests carry (NFS AUTH_SYS, the 9P attach); " +
+	"exports.squash (root, none or all) says who acts as the anonymous identity instead, " +
+	"and exports.anon_uid and exports.anon_gid set that identity (default 65534); remove the key"
+
 // Keys of the objects inside the list-valued keys.
 var (
 	ruleKeys   = []string{"keep", "for"}
 	volumeKeys = []string{"name", "kind", "path",
-		"s3.endpoint", "s3.bucket", "s3.prefix", "s3.region", "s3.access_key_env", "s3.secret_key_env"}
+		"s3.endpoint", "s3.bucket", "s3.prefix", "s3.region", "s3.credentials_file", "s3.profile"}
 )
 
 // EnvConfigFile names the config file when Load is given none. It is not a
@@ -50,15 +63,16 @@ var (
 const EnvConfigFile = "ASOF_CONFIG"
 
 // envName is the environment variable of a key: ASOF_ + the key upper-cased
-// with dots as underscores (SPEC section 2).
+// with dots as underscores (docs/SPEC.md section 2).
 func envName(key string) string {
 	return "ASOF_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // checkEnv rejects ASOF_* variables that name no key. A typo such as
 // ASOF_NFS_LISTN would otherwise be silently ignored and the server would
-// start on an address nobody asked for; SPEC section 2 wants unknown keys to
-// stop start-up, and an environment variable is a key spelled differently.
+// start on an address nobody asked for; docs/SPEC.md section 2 wants
+// unknown keys to stop start-up, and an environment variable is a key
+// spelled differently.
 func checkEnv(environ []string) []error {
 	known := map[string]bool{EnvConfigFile: true}
 	var names []string
@@ -72,6 +86,10 @@ func checkEnv(environ []string) []error {
 		if !strings.HasPrefix(name, "ASOF_") || known[name] {
 			continue
 		}
+		if key, why := removedEnv(name); key != "" {
+			errs = append(errs, fmt.Errorf("config: environment variable %s (%s) %s", name, key, why))
+			continue
+		}
 		msg := fmt.Sprintf("config: environment variable %s is not a setting", name)
 		if s := suggest(name, append(names, EnvConfigFile)); s != "" {
 			msg += fmt.Sprintf("; did you mean %s?", s)
@@ -81,6 +99,17 @@ func checkEnv(environ []string) []error {
 		errs = append(errs, fmt.Errorf("%s", msg))
 	}
 	return errs
+}
+
+// removedEnv returns the removed key that variable name sets, and why it
+// is gone, or "", "".
+func removedEnv(name string) (key, why string) {
+	for k, why := range removedKeys {
+		if envName(k) == name {
+			return k, why
+		}
+	}
+	return "", ""
 }
 
 // readFile parses a config file into plain maps, lists and scalars.
@@ -194,6 +223,8 @@ func checkKeys(file string, m map[string]any, where, rel string, known []string)
 				continue
 			}
 			errs = append(errs, checkKeys(file, sub, where, full+".", known)...)
+		case where == "" && removedKeys[full] != "":
+			fail("%s %s", full, removedKeys[full])
 		default:
 			msg := fmt.Sprintf("unknown key %q", full)
 			siblings := children(known, strings.TrimSuffix(rel, "."))

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Rule is one retention rule, {keep: GRAIN, for: AGE} (SPEC section 5).
+// Rule is one retention rule, {keep: GRAIN, for: AGE} (docs/SPEC.md section 5).
 //
 // The rules stack into consecutive age windows: rule 1 covers ages
 // (0, For1], rule 2 covers (For1, For2], and so on. Inside its window a rule

@@ -38,7 +38,7 @@ func (f *FS) Statfs() (Statfs, error) {
 	return out, nil
 }
 
-// Stats is SPEC section 4's asof stats.
+// Stats is what asof stats reports (docs/SPEC.md section 4).
 type Stats struct {
 	LogicalBytes int64   `json:"logical_bytes"`
 	StoredBytes  int64   `json:"stored_bytes"`

@@ -761,7 +761,7 @@ func TestStats(t *testing.T) {
 	if st2.Versions <= st.Versions {
 		t.Errorf("versions did not grow: %d -> %d", st.Versions, st2.Versions)
 	}
-	// The JSON names SPEC section 4 asks for.
+	// The JSON names docs/SPEC.md section 4 promises.
 	b, err := json.Marshal(st2)
 	if err != nil {
 		t.Fatal(err)

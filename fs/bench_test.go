@@ -13,7 +13,7 @@ import (
 	"github.com/asof/asof/history"
 )
 
-// Benchmarks of SPEC-scale operations. They build large stores, so they run
+// Benchmarks of whole-tree operations at full scale. They build large stores, so they run
 // only with -bench, never in a plain go test. Scale them down with -short
 // (1/16) or ASOF_BENCH_SCALE (a factor, e.g. 0.01).
 //

@@ -52,12 +52,39 @@ func (s Squash) String() string {
 // Caller is the identity a request acts as, given the uid, gid and
 // supplementary groups it carries (an NFS AUTH_SYS credential, a 9P
 // attach): the squash rule is applied here, once, for both protocols.
+// Under SquashRoot, as knfsd's root_squash, uid 0 becomes the anonymous
+// uid, and gid 0 the anonymous gid wherever it appears, primary or
+// supplementary: group root grants as much on most systems as user root.
 func (f *FS) Caller(uid, gid uint32, groups []uint32) Cred {
-	switch {
-	case f.opts.Squash == SquashAll, f.opts.Squash == SquashRoot && uid == 0:
+	switch f.opts.Squash {
+	case SquashAll:
 		return f.Anonymous()
+	case SquashNone:
+		return Cred{Uid: uid, Gid: gid, Groups: groups}
 	}
-	return Cred{Uid: uid, Gid: gid, Groups: groups}
+	anon := f.opts.Anon
+	if uid == 0 {
+		uid = anon.Uid
+	}
+	if gid == 0 {
+		gid = anon.Gid
+	}
+	var out []uint32
+	for i, g := range groups {
+		if g == 0 {
+			if out == nil {
+				out = append(make([]uint32, 0, len(groups)), groups[:i]...)
+			}
+			g = anon.Gid
+		}
+		if out != nil {
+			out = append(out, g)
+		}
+	}
+	if out == nil {
+		out = groups
+	}
+	return Cred{Uid: uid, Gid: gid, Groups: out}
 }
 
 // Anonymous is the identity of squashed callers and of callers that carry

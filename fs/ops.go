@@ -208,8 +208,9 @@ func (f *FS) make(c Cred, dir Node, name string, a NewAttr, openExisting bool) (
 		out = Node{Obj: id, At: history.Live}
 		return f.touch(tx, dir.Obj, delta)
 	})
-	if errors.Is(err, errExisting) {
-		return out, err
+	if err != nil && !errors.Is(err, errExisting) {
+		// out may name the object of a transaction that did not commit.
+		return Node{}, err
 	}
 	return out, err
 }

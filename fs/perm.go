@@ -56,7 +56,7 @@ func stickyAllows(c Cred, dir, victim history.Inode) bool {
 
 // Access answers the NFS ACCESS question: which of want may c do to n.
 func (f *FS) Access(c Cred, n Node, want uint32) (uint32, error) {
-	a, ino, err := f.getattr(n)
+	_, ino, err := f.getattr(n)
 	if err != nil {
 		return 0, err
 	}
@@ -72,6 +72,5 @@ func (f *FS) Access(c Cred, n Node, want uint32) (uint32, error) {
 			ok |= bit
 		}
 	}
-	_ = a
 	return ok, nil
 }

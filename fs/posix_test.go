@@ -804,7 +804,10 @@ func TestPosixRename(t *testing.T) {
 	wantErr(t, "move another's dir to another parent", e.f.Rename(pUser, e.resolve(pRoot, "/pub"), "theirs", e.resolve(pRoot, "/pub/sub"), "t"), syscall.EACCES)
 	wantErr(t, "rename another's dir within its parent", e.f.Rename(pUser, e.resolve(pRoot, "/pub"), "theirs", e.resolve(pRoot, "/pub"), "t"), 0)
 	wantErr(t, "rename in the past", e.f.Rename(pRoot, e.resolve(pRoot, "/@@"+FormatTID(uint64(t1))), "f", e.f.Root(), "z"), syscall.EROFS)
-	wantErr(t, "rename from a dir without write permission", e.f.Rename(pUser, e.f.Root(), "g", e.resolve(pRoot, "/pub"), "z"), syscall.EACCES)
+	wantErr(t, "rename from a dir without write permission", e.f.Rename(pUser, e.resolve(pRoot, "/a"), "h", e.resolve(pRoot, "/pub"), "z"), syscall.EACCES)
+	// The root of a new store is 1777, like /tmp: anyone may write there,
+	// but not move away what others own.
+	wantErr(t, "rename another's file out of the sticky root", e.f.Rename(pUser, e.f.Root(), "g", e.resolve(pRoot, "/pub"), "z"), syscall.EPERM)
 }
 
 // ---------------------------------------------------------------------------

@@ -112,9 +112,9 @@ func (f *FS) ParseWhen(when string) (When, error) {
 	return w, nil
 }
 
-// Lookup finds name in dir. name may carry @@WHEN (SPEC section 3):
-// name@@WHEN is name as it stood then, @@WHEN alone is dir as of then, and
-// name@@ is the directory of name's versions.
+// Lookup finds name in dir. name may carry @@WHEN (docs/SPEC.md section
+// 3): name@@WHEN is name as it stood then, @@WHEN alone is dir as of then,
+// and name@@ is the directory of name's versions.
 func (f *FS) Lookup(c Cred, dir Node, name string) (Node, error) {
 	if dir.Versions {
 		return f.lookupVersion(dir, name)

@@ -59,7 +59,14 @@ func (f *FS) Restore(c Cred, histPath string) (Node, error) {
 	return out, err
 }
 
-var errNotHistorical = errors.New("restore needs a path with @@WHEN, such as docs@@2007-08-06")
+var errNotHistorical error = invalid("restore needs a path with @@WHEN, such as docs@@2007-08-06")
+
+// invalid is a refusal whose message says what to do, and whose errno is
+// EINVAL: the request, not the store, is wrong.
+type invalid string
+
+func (e invalid) Error() string { return string(e) }
+func (e invalid) Unwrap() error { return syscall.EINVAL }
 
 // LivePath strips the time travel out of a path: docs@@2007-08-06/a.txt is
 // docs/a.txt, dir/@@-1h is dir, a.txt@@/<version> is a.txt.

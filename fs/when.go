@@ -37,10 +37,11 @@ func SplitWhen(component string) (name, when string, has bool) {
 	return strings.Cut(component, "@@")
 }
 
-// ParseWhen parses the WHEN of name@@WHEN (SPEC section 3). now anchors the
-// relative forms; loc (nil means UTC) is history.timezone, used for dates and
-// times written without an offset. Moments in the future are returned as
-// they are: clamping them to the present is the caller's business.
+// ParseWhen parses the WHEN of name@@WHEN (docs/SPEC.md section 3). now
+// anchors the relative forms; loc (nil means UTC) is history.timezone, used
+// for dates and times written without an offset. Moments in the future are
+// returned as they are: clamping them to the present is the caller's
+// business.
 //
 // A local date or time names the state after everything that happened while
 // the clock read at most the end of that day, minute or second (or that

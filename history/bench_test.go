@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -643,12 +646,12 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 		return nil, err
 	}
 	vs.how = "frames written directly, applied with applyTxn"
-	l, last, err := openTxLog(filepath.Join(dir, "log"), logLoc{})
+	l, last, err := txlog.Open(filepath.Join(dir, "log"), txlog.Loc{})
 	if err != nil {
 		return nil, err
 	}
-	defer l.close()
-	db, err := openIndex(filepath.Join(dir, "index.db"), true)
+	defer l.Close()
+	db, err := index.Open(filepath.Join(dir, "index.db"), true)
 	if err != nil {
 		return nil, err
 	}
@@ -663,26 +666,16 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 				ino := Inode{Kind: KindFile, Mode: 0o644, Nlink: 1, Mtime: int64(i)}
 				t := &Txn{TID: tid, IntentSeq: last.IntentSeq + uint64(i), ObjHigh: last.ObjHigh,
 					Ops: []Op{
-						{Kind: OpEnd, Obj: vs.obj, Key: keyInode, Create: prev},
-						{Obj: vs.obj, Key: keyInode, Create: tid, Payload: ino.encode()},
+						{Kind: OpEnd, Obj: vs.obj, Key: record.KeyInode, Create: prev},
+						{Obj: vs.obj, Key: record.KeyInode, Create: tid, Payload: ino.encode()},
 					},
 					Notes: []Note{{Obj: vs.obj, Change: ChangeAttr}},
 				}
-				b := t.encode()
-				if l.off > 0 && l.off+int64(len(b)) > segMaxSize {
-					if err := l.f.Sync(); err != nil {
-						return err
-					}
-					if err := l.rotate(); err != nil {
-						return err
-					}
-				}
-				loc := logLoc{Seg: l.seg, Off: l.off}
-				if _, err := l.f.WriteAt(b, l.off); err != nil {
+				loc, next, err := l.Write(t)
+				if err != nil {
 					return err
 				}
-				l.off += int64(len(b))
-				if err := applyTxn(btx, t, loc, logLoc{Seg: l.seg, Off: l.off}, nil, false); err != nil {
+				if err := index.ApplyTxn(btx, t, loc, next, nil, false); err != nil {
 					return err
 				}
 				vs.tids = append(vs.tids, tid)
@@ -694,10 +687,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 			return nil, err
 		}
 	}
-	if err := l.f.Sync(); err != nil {
-		return nil, err
-	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.Sync(); err != nil {
 		return nil, err
 	}
 	db.NoSync = false
@@ -722,10 +712,10 @@ func TestFastVersionsMatchCommits(t *testing.T) {
 	if fmt.Sprint(a.tids) != fmt.Sprint(b.tids) || a.obj != b.obj {
 		t.Fatal("the two builds placed the versions differently")
 	}
-	segs, _ := listSegments(filepath.Join(a.dir, "log"))
+	segs, _ := txlog.ListSegments(filepath.Join(a.dir, "log"))
 	for _, seq := range segs {
-		la, _ := os.ReadFile(segName(filepath.Join(a.dir, "log"), seq))
-		lb, _ := os.ReadFile(segName(filepath.Join(b.dir, "log"), seq))
+		la, _ := os.ReadFile(txlog.SegName(filepath.Join(a.dir, "log"), seq))
+		lb, _ := os.ReadFile(txlog.SegName(filepath.Join(b.dir, "log"), seq))
 		if string(la) != string(lb) {
 			t.Fatalf("log segment %d differs (%d and %d bytes)", seq, len(la), len(lb))
 		}
@@ -734,7 +724,7 @@ func TestFastVersionsMatchCommits(t *testing.T) {
 	defer sa.Close()
 	sb := openTest(t, b.dir, &fakeClock{t: t0.Add(time.Hour)})
 	defer sb.Close()
-	for _, bk := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk, bucketMeta} {
+	for _, bk := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk, index.BucketMeta} {
 		diffs, err := compareIndexes(sa.index, sb.index, bk)
 		if err != nil || len(diffs) > 0 {
 			t.Fatalf("bucket %s differs: %v %v", bk, diffs, err)

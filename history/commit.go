@@ -11,6 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/intent"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -83,7 +88,7 @@ func (s *Store) commitPending() error {
 		s.mu.Unlock()
 		return nil
 	}
-	old, err := s.ilog.rotate()
+	old, err := s.ilog.Rotate()
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -98,22 +103,22 @@ func (s *Store) commitPending() error {
 
 	// Until the index knows this commit's blocks, the cleaner must not
 	// rewrite the packs they go to.
-	s.packFloor.Store(s.packs.sealedBelow())
+	s.packFloor.Store(s.packs.SealedBelow())
 	defer s.packFloor.Store(math.MaxUint32)
 	ix := s.startIndexer(tid)
-	mark := s.packs.mark()
-	b, err := s.build(fr, tid, objHigh, old.seq, ix.feed.publish)
+	mark := s.packs.Mark()
+	b, err := s.build(fr, tid, objHigh, old.Seq(), ix.feed.publish)
 	ix.feed.close()
 	t := b.t
 	if err == nil {
-		err = s.packs.sync()
+		err = s.packs.Sync()
 	}
 	if err == nil {
-		err = s.packs.lostSince(mark) // a cleaner's failed write may have taken ours with it
+		err = s.packs.LostSince(mark) // a cleaner's failed write may have taken ours with it
 	}
-	var loc, next logLoc
+	var loc, next txlog.Loc
 	if err == nil {
-		loc, next, err = s.txlog.append(t)
+		loc, next, err = s.tlog.Append(t)
 	}
 	if err != nil {
 		ix.abandon()
@@ -134,11 +139,11 @@ func (s *Store) commitPending() error {
 		s.mu.Lock()
 		s.broken = fmt.Errorf("history: index update for %s: %w", tid, err)
 		s.lastTID = tid
-		s.unindexed, s.unindexedIntent = retained, old.seq
+		s.unindexed, s.unindexedIntent = retained, old.Seq()
 		s.mu.Unlock()
 		return s.broken
 	}
-	s.indexed(tid, old.seq, retained)
+	s.indexed(tid, old.Seq(), retained)
 	if len(b.ended) > 0 {
 		s.dropsPending.Add(1)
 		select {
@@ -177,12 +182,12 @@ func (s *Store) repairIndex() error {
 
 // indexed ends a commit once the index has its transaction: the frozen
 // overlay goes, and so do the intent files it covered.
-func (s *Store) indexed(tid TID, intentSeq uint64, retained []*intentFile) {
+func (s *Store) indexed(tid TID, intentSeq uint64, retained []*intent.File) {
 	s.mu.Lock()
 	s.frozen, s.lastTID, s.lastIntent = nil, tid, intentSeq
 	s.mu.Unlock()
 	s.commits.Add(1)
-	s.ilog.retire(retained...)
+	s.ilog.Retire(retained...)
 }
 
 // building is one commit's work in progress.
@@ -247,7 +252,7 @@ type indexer struct {
 
 type indexEnd struct {
 	t         *Txn
-	loc, next logLoc
+	loc, next txlog.Loc
 }
 
 var errCommitAbandoned = errors.New("history: commit abandoned before its log append")
@@ -257,7 +262,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 	ix.feed.cond = sync.NewCond(&ix.feed.mu)
 	go func() {
 		ix.done <- s.index.Update(func(tx *bolt.Tx) error {
-			a := newTxnApply(tx, tid, false)
+			a := index.NewTxnApply(tx, tid, false)
 			var err error
 			for from, fromStored := 0, 0; ; {
 				ops, stored, ok := ix.feed.next(from, fromStored)
@@ -265,10 +270,10 @@ func (s *Store) startIndexer(tid TID) *indexer {
 					break
 				}
 				for _, sb := range stored {
-					a.stored[sb.hash] = sb.loc
+					a.Stored(sb.hash, sb.loc)
 				}
 				if err == nil {
-					err = a.ops(ops)
+					err = a.Ops(ops)
 				}
 				from, fromStored = from+len(ops), fromStored+len(stored)
 			}
@@ -279,7 +284,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 			case err != nil:
 				return err
 			}
-			return a.finish(e.t, e.loc, e.next, nil)
+			return a.Finish(e.t, e.loc, e.next, nil)
 		})
 	}()
 	return ix
@@ -287,7 +292,7 @@ func (s *Store) startIndexer(tid TID) *indexer {
 
 // finish has the indexer record the transaction, now in the log, and
 // commit the index.
-func (ix *indexer) finish(t *Txn, loc, next logLoc) error {
+func (ix *indexer) finish(t *Txn, loc, next txlog.Loc) error {
 	ix.end <- indexEnd{t: t, loc: loc, next: next}
 	return <-ix.done
 }
@@ -313,7 +318,7 @@ type opFeed struct {
 // A storedBlock is one a commit stored, which the index had no entry for.
 type storedBlock struct {
 	hash Hash
-	loc  blockLoc
+	loc  pack.Loc
 }
 
 func (f *opFeed) publish(ops []Op, stored []storedBlock) {
@@ -356,7 +361,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		if st.created {
 			return Record{}, false, nil
 		}
-		return latest(btx, id, key, Live)
+		return index.Latest(btx, id, key, Live)
 	}
 	// replace ends the live record of key, if any, and creates one with
 	// payload unless payload is nil. An unchanged payload is left alone.
@@ -380,7 +385,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		if st.created {
 			return nil // born and gone within one transaction: never visible
 		}
-		err := visible(btx, id, "", Live, func(r Record) error {
+		err := index.Visible(btx, id, "", Live, func(r Record) error {
 			end(r)
 			return nil
 		})
@@ -391,7 +396,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		return nil
 	}
 	if st.inode != nil {
-		if err := replace(keyInode, st.inode.encode()); err != nil {
+		if err := replace(record.KeyInode, st.inode.encode()); err != nil {
 			return err
 		}
 	}
@@ -413,8 +418,8 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		}
 	}
 	if st.truncated && !st.created {
-		err := visible(btx, id, prefixData, Live, func(r Record) error {
-			idx, ok := chunkOfKey(r.Key)
+		err := index.Visible(btx, id, record.PrefixData, Live, func(r Record) error {
+			idx, ok := record.ChunkOfKey(r.Key)
 			if ok && idx >= st.dropFrom && st.chunks[idx] == nil {
 				end(r)
 			}
@@ -434,12 +439,12 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 		var payload []byte
 		switch {
 		case c.ref != nil:
-			payload = encodeChunk(*c.ref)
+			payload = record.EncodeChunk(*c.ref)
 		case c.hole:
 			// A hole: nothing stored (so too for chunks of zeros, below).
 		case !c.stored():
 			if !allZero(c.data) {
-				payload = encodeChunk(chunkRef{inline: c.data})
+				payload = record.EncodeChunk(record.ChunkRef{Inline: c.data})
 			}
 		default:
 			sum := c.summed()
@@ -450,9 +455,9 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 			if err != nil {
 				return err
 			}
-			payload = encodeChunk(ref)
+			payload = record.EncodeChunk(ref)
 		}
-		if err := replace(chunkKey(idx), payload); err != nil {
+		if err := replace(record.ChunkKey(idx), payload); err != nil {
 			return err
 		}
 		b.flush(false)
@@ -460,7 +465,7 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 	var size uint64
 	if st.inode != nil {
 		size = st.inode.Size
-	} else if r, ok, err := live(keyInode); err != nil {
+	} else if r, ok, err := live(record.KeyInode); err != nil {
 		return err
 	} else if ok {
 		ino, err := decodeInode(r.Payload)
@@ -481,11 +486,11 @@ func (s *Store) buildObj(btx *bolt.Tx, b *building, id ObjID, st *objState) erro
 
 // supersede notes the block of r, a data record being ended.
 func (b *building) supersede(r Record) {
-	if !strings.HasPrefix(r.Key, prefixData) {
+	if !strings.HasPrefix(r.Key, record.PrefixData) {
 		return
 	}
-	if c, err := decodeChunk(r.Payload); err == nil && c.block {
-		b.ended = append(b.ended, c.hash)
+	if c, err := record.DecodeChunk(r.Payload); err == nil && c.Block {
+		b.ended = append(b.ended, c.Hash)
 	}
 }
 
@@ -494,17 +499,17 @@ func (b *building) supersede(r Record) {
 // to (a block's count is of every record, ended or not, until the cleaner
 // drops one), a new one of the same commit included. Only history reads
 // them now, and the pages freed are the ones the next blocks go into
-// (packStore.dropCached). It runs beside the commits, not in them: the
+// (pack.Store.DropCached). It runs beside the commits, not in them: the
 // lookups would double the commit that deletes a large file.
 func (s *Store) dropper() {
 	defer close(s.dropsDone)
 	for ended := range s.drops {
 		// In key order, the lookups walk the index's pages in order.
 		sort.Slice(ended, func(i, j int) bool { return bytes.Compare(ended[i][:], ended[j][:]) < 0 })
-		var locs []blockLoc
+		var locs []pack.Loc
 		err := s.index.View(func(btx *bolt.Tx) error {
 			for _, h := range ended {
-				e, ok, err := getBlk(btx, h)
+				e, ok, err := index.GetBlk(btx, h)
 				if err != nil {
 					return err
 				}
@@ -515,7 +520,7 @@ func (s *Store) dropper() {
 			return nil
 		})
 		if err == nil {
-			s.packs.dropCached(locs)
+			s.packs.DropCached(locs)
 		}
 		s.dropsPending.Done()
 	}
@@ -556,18 +561,18 @@ func hashChunks(fr *overlay) {
 
 // storeBlock puts data in a block, stored once however many records
 // refer to it.
-func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte) (chunkRef, error) {
+func (s *Store) storeBlock(btx *bolt.Tx, b *building, sum chunkSum, data []byte) (record.ChunkRef, error) {
 	h := sum.hash
-	ref := chunkRef{block: true, hash: h, length: uint32(len(data))}
+	ref := record.ChunkRef{Block: true, Hash: h, Length: uint32(len(data))}
 	if _, ok := b.blocks[h]; ok {
 		return ref, nil
 	}
-	if _, ok, err := getBlk(btx, h); err != nil || ok {
+	if _, ok, err := index.GetBlk(btx, h); err != nil || ok {
 		return ref, err
 	}
-	loc, err := s.packs.put(h, sum.crc, data)
+	loc, err := s.packs.Put(h, sum.crc, data)
 	if err != nil {
-		return chunkRef{}, err
+		return record.ChunkRef{}, err
 	}
 	b.blocks[h] = struct{}{}
 	b.stored = append(b.stored, storedBlock{h, loc})

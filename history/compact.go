@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,11 @@ import (
 	"os"
 	"sort"
 
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -31,12 +37,12 @@ func deadEnough(live, size int64) bool { return live*3 < size*2 }
 func (s *Store) liveBytes() (map[uint32]int64, error) {
 	live := map[uint32]int64{}
 	err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
-			live[e.Loc.Pack] += int64(e.Loc.Length) + packHdrLen
+			live[e.Loc.Pack] += int64(e.Loc.Length) + pack.HdrLen
 			return nil
 		})
 	})
@@ -48,50 +54,84 @@ func (s *Store) liveBytes() (map[uint32]int64, error) {
 // the old copy referenced or both: the extra copy is unreferenced space a
 // later pass reclaims.
 func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
+	s.moveMu.Lock() // no pack moves while packs are rewritten
+	defer s.moveMu.Unlock()
 	// The pack being appended to, if it is mostly dead and big enough to
 	// matter, is sealed first so it can be rewritten too.
 	live, err := s.liveBytes()
 	if err != nil {
 		return err
 	}
-	open := s.packs.sealedBelow()
-	if size := fileSize(s.packs.name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
-		if err := s.packs.seal(open); err != nil {
+	open := s.packs.SealedBelow()
+	if size := fileSize(s.packs.Name(open)); size-live[open] >= packMinReclaim && deadEnough(live[open], size) {
+		if err := s.packs.Seal(open); err != nil {
 			return err
 		}
 	}
 	// Packs a commit in flight is writing to hold blocks the index does
 	// not know yet: never touch them.
-	cur := min(s.packs.sealedBelow(), s.packFloor.Load())
+	cur := min(s.packs.SealedBelow(), s.packFloor.Load())
 	if live, err = s.liveBytes(); err != nil {
 		return err
 	}
-	seqs, err := s.packs.list()
+	seqs, err := s.packs.List()
 	if err != nil {
 		return err
 	}
-	var rewrite []uint32
+	type onVol struct {
+		v   *vol
+		seq uint32
+	}
+	var rewrite []onVol
 	for _, seq := range seqs {
 		if seq >= cur {
 			continue
 		}
-		size := fileSize(s.packs.name(seq))
+		size := fileSize(s.packs.Name(seq))
 		switch {
 		case live[seq] == 0:
-			if err := s.packs.remove(seq); err != nil {
+			if err := s.packs.Remove(seq); err != nil {
 				return err
 			}
 			rep.Packs++
 		case deadEnough(live[seq], size):
-			rewrite = append(rewrite, seq)
+			rewrite = append(rewrite, onVol{s.vols[0], seq})
 		}
 	}
-	for i, seq := range rewrite {
+	// Packs on the other volumes: every one is sealed.
+	s.vmu.Lock()
+	var others []*vol
+	for _, id := range s.volIDsLocked() {
+		if v := s.vols[id]; id != 0 && v.v != nil {
+			others = append(others, v)
+		}
+	}
+	s.vmu.Unlock()
+	ctx := context.Background()
+	for _, v := range others {
+		l, err := v.v.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range l {
+			switch {
+			case live[p.Seq] == 0:
+				s.packs.Forget(p.Seq)
+				if err := v.v.Delete(ctx, p.Seq); err != nil {
+					return err
+				}
+				rep.Packs++
+			case deadEnough(live[p.Seq], p.Size):
+				rewrite = append(rewrite, onVol{v, p.Seq})
+			}
+		}
+	}
+	for i, r := range rewrite {
 		if s.stopping() {
 			return ErrClosed
 		}
 		progress("packs", int64(i), int64(len(rewrite)))
-		if err := s.rewritePack(seq); err != nil {
+		if err := s.rewritePack(r.v, r.seq); err != nil {
 			return err
 		}
 		rep.Packs++
@@ -100,21 +140,22 @@ func (s *Store) compactPacks(rep *PruneReport, progress Progress) error {
 	return nil
 }
 
-// rewritePack copies the live blocks of pack seq to the current pack,
-// points the index at the copies, and removes the pack.
-func (s *Store) rewritePack(seq uint32) error {
+// rewritePack copies the live blocks of pack seq, on volume v, to the
+// current pack, points the index at the copies, and removes the pack.
+// moveMu is held.
+func (s *Store) rewritePack(on *vol, seq uint32) error {
 	type move struct {
 		h        Hash
-		from, to blockLoc
+		from, to pack.Loc
 	}
 	var moves []move
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
-			if e.Loc.Pack == seq && e.Loc.Vol == s.packs.vol {
+			if e.Loc.Pack == seq && e.Loc.Vol == on.id {
 				moves = append(moves, move{h: Hash(k), from: e.Loc})
 			}
 			return nil
@@ -124,29 +165,29 @@ func (s *Store) rewritePack(seq uint32) error {
 	}
 	for start := 0; start < len(moves); start += packRewriteBatch {
 		batch := moves[start:min(start+packRewriteBatch, len(moves))]
-		mark := s.packs.mark()
+		mark := s.packs.Mark()
 		for i := range batch {
-			data, err := s.packs.get(batch[i].from, batch[i].h, false)
+			data, err := s.packs.Get(batch[i].from, batch[i].h, false)
 			if err != nil {
 				return fmt.Errorf("history: rewrite pack %d: %w", seq, err)
 			}
-			if batch[i].to, err = s.packs.put(batch[i].h, crc32.Checksum(data, castagnoli), data); err != nil {
+			if batch[i].to, err = s.packs.Put(batch[i].h, crc32.Checksum(data, record.Castagnoli), data); err != nil {
 				return err
 			}
 		}
-		if err := s.packs.sync(); err != nil {
+		if err := s.packs.Sync(); err != nil {
 			return err
 		}
-		if err := s.packs.lostSince(mark); err != nil {
+		if err := s.packs.LostSince(mark); err != nil {
 			return err // a commit's failed write took the copies with it
 		}
 		// Under commitMu: a commit between its dedup check and its
 		// index update must find the block where the index says.
 		s.commitMu.Lock()
 		err := s.index.Update(func(tx *bolt.Tx) error {
-			blk := tx.Bucket(bucketBlk)
+			blk := tx.Bucket(index.BucketBlk)
 			for _, m := range batch {
-				e, ok, err := getBlk(tx, m.h)
+				e, ok, err := index.GetBlk(tx, m.h)
 				if err != nil {
 					return err
 				}
@@ -154,7 +195,7 @@ func (s *Store) rewritePack(seq uint32) error {
 					continue // freed or moved meanwhile: the copy is garbage
 				}
 				e.Loc = m.to
-				if err := blk.Put(m.h[:], e.encode()); err != nil {
+				if err := blk.Put(m.h[:], e.Encode()); err != nil {
 					return err
 				}
 			}
@@ -165,18 +206,22 @@ func (s *Store) rewritePack(seq uint32) error {
 			return err
 		}
 	}
-	return s.packs.remove(seq)
+	if on.id == 0 {
+		return s.packs.Remove(seq)
+	}
+	s.packs.Forget(seq)
+	return on.v.Delete(context.Background(), seq)
 }
 
 // compactLog rewrites every log segment, but the one being appended to,
 // that holds records or ops the cleaner made useless.
 func (s *Store) compactLog(rep *PruneReport, progress Progress) error {
 	s.commitMu.Lock()
-	cur := s.txlog.seg
+	cur := s.tlog.End().Seg
 	s.commitMu.Unlock()
 	var segs []uint32
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPseg).ForEach(func(k, _ []byte) error {
+		return tx.Bucket(index.BucketPseg).ForEach(func(k, _ []byte) error {
 			if seg := binary.BigEndian.Uint32(k); seg < cur {
 				segs = append(segs, seg)
 			}
@@ -216,7 +261,7 @@ var metaCompact = []byte("compact")
 // meta; then it is renamed over the old one; then the record is cleared.
 // Open finishes or undoes a swap a crash interrupted (finishCompaction).
 func (s *Store) rewriteSegment(seg uint32) error {
-	path := segName(s.logDir(), seg)
+	path := txlog.SegName(s.logDir(), seg)
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("history: compact log: %w", err)
@@ -244,10 +289,10 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	// One frame at a time, looking one ahead (a segment's last frame is
 	// always kept): memory stays one frame, whatever the segment's size.
 	err = s.index.View(func(tx *bolt.Tx) error {
-		rec, ver, gone := tx.Bucket(bucketRec), tx.Bucket(bucketVer), tx.Bucket(bucketGone)
+		rec, ver, gone := tx.Bucket(index.BucketRec), tx.Bucket(index.BucketVer), tx.Bucket(index.BucketGone)
 		var roff int64
 		next := func() (*Txn, error) {
-			t, n, err := readFrame(f, roff)
+			t, n, err := txlog.ReadFrame(f, roff)
 			if err == io.EOF {
 				return nil, nil
 			}
@@ -269,9 +314,9 @@ func (s *Store) rewriteSegment(seg uint32) error {
 				keep := false
 				switch op.Kind {
 				case OpCreate:
-					keep = rec.Get(recKey(op.Obj, op.Key, t.TID)) != nil
+					keep = rec.Get(index.RecKey(op.Obj, op.Key, t.TID)) != nil
 				case OpEnd, OpDrop:
-					keep = rec.Get(recKey(op.Obj, op.Key, op.Create)) != nil
+					keep = rec.Get(index.RecKey(op.Obj, op.Key, op.Create)) != nil
 				case OpCollapse:
 					v := gone.Get(op.Payload)
 					keep = v != nil && TID(binary.BigEndian.Uint64(v)) == op.Create
@@ -287,18 +332,18 @@ func (s *Store) rewriteSegment(seg uint32) error {
 					nt.Notes = append(nt.Notes, Note{Obj: n.Obj, Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
 				}
 			}
-			moment := cs.snap(t.TID) == t.TID && !pruneOnly(t)
+			moment := cs.snap(t.TID) == t.TID && !t.PruneOnly()
 			if len(nt.Ops) > 0 || len(nt.Notes) > 0 || moment || after == nil {
-				if pruneOnly(t) && len(nt.Ops) == 0 {
+				if t.PruneOnly() && len(nt.Ops) == 0 {
 					nt.Ops = []Op{{Kind: OpNop}}
 				}
-				b := nt.encode()
+				b := nt.Encode()
 				if _, err := w.WriteAt(b, woff); err != nil {
 					return fmt.Errorf("history: compact log: %w", err)
 				}
 				var flags byte
-				if pruneOnly(nt) {
-					flags = txnPruneOnly
+				if nt.PruneOnly() {
+					flags = index.TxnPruneOnly
 				}
 				at = append(at, placed{nt.TID, woff, flags})
 				woff += int64(len(b))
@@ -318,7 +363,7 @@ func (s *Store) rewriteSegment(seg uint32) error {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	err = s.index.Update(func(tx *bolt.Tx) error {
-		txn := tx.Bucket(bucketTxn)
+		txn := tx.Bucket(index.BucketTxn)
 		for _, tid := range old {
 			if err := txn.Delete(binary.BigEndian.AppendUint64(nil, uint64(tid))); err != nil {
 				return err
@@ -334,36 +379,16 @@ func (s *Store) rewriteSegment(seg uint32) error {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketPseg).Delete(binary.BigEndian.AppendUint32(nil, seg)); err != nil {
+		if err := tx.Bucket(index.BucketPseg).Delete(binary.BigEndian.AppendUint32(nil, seg)); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(metaCompact, binary.BigEndian.AppendUint32(nil, seg))
+		return tx.Bucket(index.BucketMeta).Put(metaCompact, binary.BigEndian.AppendUint32(nil, seg))
 	})
 	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return s.finishCompaction()
-}
-
-// pruneOnly reports whether a frame is the cleaner's: it has cleaner ops
-// and no record changes or notes of its own, so it is no moment. Every
-// other frame is one, an empty one included: a kept moment whose end ops
-// all went stays a moment (its state differs from the one before it).
-func pruneOnly(t *Txn) bool {
-	if len(t.Notes) > 0 {
-		return false
-	}
-	cleaner := false
-	for _, op := range t.Ops {
-		switch op.Kind {
-		case OpCreate, OpEnd:
-			return false
-		default:
-			cleaner = true
-		}
-	}
-	return cleaner
 }
 
 // finishCompaction completes a segment swap the index has recorded, or
@@ -373,7 +398,7 @@ func (s *Store) finishCompaction() error {
 	var seg uint32
 	var pending bool
 	if err := s.index.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(metaCompact); len(v) == 4 {
+		if v := tx.Bucket(index.BucketMeta).Get(metaCompact); len(v) == 4 {
 			seg, pending = binary.BigEndian.Uint32(v), true
 		}
 		return nil
@@ -381,15 +406,15 @@ func (s *Store) finishCompaction() error {
 		return err
 	}
 	if pending {
-		path := segName(s.logDir(), seg)
+		path := txlog.SegName(s.logDir(), seg)
 		if err := os.Rename(path+".new", path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("history: compact log: %w", err)
 		}
-		if err := syncDir(s.logDir()); err != nil {
+		if err := fileio.SyncDir(s.logDir()); err != nil {
 			return err
 		}
 		if err := s.index.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMeta).Delete(metaCompact)
+			return tx.Bucket(index.BucketMeta).Delete(metaCompact)
 		}); err != nil {
 			return err
 		}

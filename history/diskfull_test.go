@@ -1,10 +1,11 @@
+//go:build linux
+
 package history
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,118 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/pack"
 )
-
-// breakPackWrites makes the current pack's next write fail, as a full or
-// failing disk would: its handle is swapped for a read-only one.
-func breakPackWrites(t *testing.T, p *packStore) {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ro, err := os.Open(p.name(p.curSeq))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cur = ro
-}
-
-// A failed pack write loses the blocks put before it by every caller (a
-// commit and the cleaner put blocks side by side), so each caller's
-// lostSince must say so, not only the sync of the caller whose write
-// failed. The pack is cut back to what a sync made durable, and removed
-// when that is nothing, so that commits retried on a full disk do not
-// leave a pack behind at every attempt; the next pack takes a number
-// never used before.
-func TestFailedPackWrite(t *testing.T) {
-	dir := t.TempDir()
-	p, err := openPackStore(dir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	put := func(seed uint64) (blockLoc, []byte) {
-		t.Helper()
-		data := randData(seed, ChunkSize)
-		loc, err := p.put(HashOf(data), crc32.Checksum(data, castagnoli), data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return loc, data
-	}
-	packs := func() []uint32 {
-		t.Helper()
-		seqs, err := p.list()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return seqs
-	}
-
-	// A pack whose first write fails leaves nothing behind, however often.
-	for try := 0; try < 3; try++ {
-		m := p.mark()
-		put(uint64(try))
-		breakPackWrites(t, p)
-		if err := p.sync(); err == nil {
-			t.Fatal("sync after a failed write: no error")
-		}
-		if p.lostSince(m) == nil {
-			t.Fatal("lostSince: no loss reported after a failed write")
-		}
-		if got := packs(); len(got) != 0 {
-			t.Fatalf("attempt %d: packs %v left behind, want none", try, got)
-		}
-	}
-
-	// Blocks a sync made durable stay; what was put after is cut away,
-	// and both callers that put it learn it was lost.
-	m := p.mark()
-	locA, a := put(10)
-	if err := p.sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.lostSince(m); err != nil {
-		t.Fatal(err)
-	}
-	if locA.Pack <= 3 {
-		t.Fatalf("the pack after three failed ones is number %d: a number used before", locA.Pack)
-	}
-	name := p.name(locA.Pack)
-	st, err := os.Stat(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleaner := p.mark()
-	put(11)
-	commit := p.mark()
-	put(12)
-	breakPackWrites(t, p)
-	if err := p.sync(); err == nil {
-		t.Fatal("the commit's sync after a failed write: no error")
-	}
-	if p.lostSince(commit) == nil || p.lostSince(cleaner) == nil {
-		t.Fatal("a caller whose blocks went with another's failed write was not told")
-	}
-	if got, err := os.Stat(name); err != nil || got.Size() != st.Size() {
-		t.Fatalf("pack after the failed write: %v, %v; want it cut back to %d bytes", got, err, st.Size())
-	}
-	if b, err := p.get(locA, HashOf(a), false); err != nil || !bytes.Equal(b, a) {
-		t.Fatalf("the durable block after the failed write: %v", err)
-	}
-	if got := packs(); len(got) != 1 {
-		t.Fatalf("packs %v, want the one", got)
-	}
-	locB, b := put(13)
-	if err := p.sync(); err != nil {
-		t.Fatal(err)
-	}
-	if locB.Pack <= locA.Pack {
-		t.Fatalf("a new pack after the failed one is number %d, not after %d", locB.Pack, locA.Pack)
-	}
-	if got, err := p.get(locB, HashOf(b), false); err != nil || !bytes.Equal(got, b) {
-		t.Fatalf("a block written after the failure: %v", err)
-	}
-}
 
 // A store on a disk that fills up: writes made durable (as an NFS
 // FILE_SYNC WRITE or a 9P fsync is) before the disk was full stay
@@ -249,8 +141,8 @@ func TestCloseKeepsChangesWhenCommitFails(t *testing.T) {
 	commit(t, s)
 	b := newFile(t, s, RootID, "b")
 	db := randData(32, 16*ChunkSize)
-	write(t, s, b, db, 0) // buffered, like an UNSTABLE write: not made durable
-	breakPackWrites(t, s.packs)
+	write(t, s, b, db, 0)                                // buffered, like an UNSTABLE write: not made durable
+	readOnlyFile(t, s.packs.Name(s.packs.SealedBelow())) // the next pack write fails
 	err := s.Close()
 	if err == nil {
 		t.Fatal("Close with a failing commit: no error")
@@ -356,8 +248,8 @@ func resizeDisk(t *testing.T, mnt, size string) {
 // goes through.
 func TestPruneOnFullDisk(t *testing.T) {
 	mnt := smallDisk(t, "12m")
-	defer func(old int64) { packMaxSize = old }(packMaxSize)
-	packMaxSize = 1 << 20 // old versions' packs can go whole
+	defer func(old int64) { pack.MaxSize = old }(pack.MaxSize)
+	pack.MaxSize = 1 << 20 // old versions' packs can go whole
 	clk := epoch()
 	s := openTest(t, filepath.Join(mnt, "store"), clk)
 	defer s.Close()

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/asof/asof/history/internal/fileio"
 )
 
 // The FORMAT file says how a store's records are to be read. It is written
@@ -50,7 +52,7 @@ func loadFormat(dir string, chunk int) (storeFormat, error) {
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return f, err
 	}
-	segs, err := listSeq32(filepath.Join(dir, "log"), ".seg", "log segments")
+	segs, err := fileio.ListSeq32(filepath.Join(dir, "log"), ".seg", "log segments")
 	if err != nil {
 		return storeFormat{}, err
 	}
@@ -137,7 +139,7 @@ func writeFormat(path string, f storeFormat) error {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = fileio.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(tmp)

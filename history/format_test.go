@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
 )
 
 func readFormatFile(t *testing.T, dir string) string {
@@ -263,14 +266,14 @@ func TestStaleBlockPlaces(t *testing.T) {
 		}
 		s.locs.put(h, loc)
 	}
-	s.cache = newBlockCache(s.cache.max) // no data cached either
+	s.cache = pack.NewBlockCache(pack.BlockCacheBytes / s.chunk) // no data cached either
 	if got := readAll(t, s, id, tid); !bytes.Equal(got, data) {
 		t.Fatal("read with wrong remembered places differs")
 	}
 	for i := 0; i < 6; i++ { // chunk by chunk too (chunkData's path)
-		s.locs.put(hashes[i], blockLoc{Pack: 9999, Off: 48, Length: ChunkSize})
-		s.cache = newBlockCache(s.cache.max)
-		b, err := s.chunkData(chunkRef{block: true, hash: hashes[i], length: ChunkSize})
+		s.locs.put(hashes[i], pack.Loc{Pack: 9999, Off: 48, Length: ChunkSize})
+		s.cache = pack.NewBlockCache(pack.BlockCacheBytes / s.chunk)
+		b, err := s.chunkData(record.ChunkRef{Block: true, Hash: hashes[i], Length: ChunkSize})
 		if err != nil || !bytes.Equal(b, data[i*ChunkSize:(i+1)*ChunkSize]) {
 			t.Fatalf("chunk %d with a wrong place: %v", i, err)
 		}
@@ -278,8 +281,8 @@ func TestStaleBlockPlaces(t *testing.T) {
 	// And a partial write, which reads the chunk it merges into itself.
 	want := append([]byte(nil), data...)
 	for i := 0; i < 6; i++ {
-		s.locs.put(hashes[i], blockLoc{Pack: 9999, Off: 48, Length: ChunkSize})
-		s.cache = newBlockCache(s.cache.max)
+		s.locs.put(hashes[i], pack.Loc{Pack: 9999, Off: 48, Length: ChunkSize})
+		s.cache = pack.NewBlockCache(pack.BlockCacheBytes / s.chunk)
 		off := i*ChunkSize + 100
 		write(t, s, id, []byte("merged"), int64(off))
 		copy(want[off:], "merged")
@@ -307,7 +310,7 @@ func TestPartialWriteLeavesBlockCacheAlone(t *testing.T) {
 		off := i*ChunkSize + i*1000
 		write(t, s, id, []byte("x"), int64(off))
 		want[off] = 'x'
-		if b := s.cache.get(HashOf(data[i*ChunkSize : (i+1)*ChunkSize])); b != nil {
+		if b := s.cache.Get(HashOf(data[i*ChunkSize : (i+1)*ChunkSize])); b != nil {
 			t.Fatalf("chunk %d: the block a partial write superseded is in the block cache", i)
 		}
 	}

@@ -7,162 +7,12 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/fileio"
+	"github.com/asof/asof/history/internal/intent"
 )
 
 // ---- the file format: recovery of one intent file ----
-
-// intentEntries encodes bodies as consecutive intent entries.
-func intentEntries(bodies ...[]byte) []byte {
-	var b []byte
-	for _, body := range bodies {
-		h := intentHeader(body)
-		b = append(append(b, h[:]...), body...)
-	}
-	return b
-}
-
-func testBodies() [][]byte {
-	return [][]byte{[]byte("first entry"), bytes.Repeat([]byte("second entry "), 40), []byte("third entry")}
-}
-
-func checkEntries(t *testing.T, got, want [][]byte) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d entries, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("entry %d is %q, want %q", i, got[i], want[i])
-		}
-	}
-}
-
-// writeIntentFile writes b as intent file 1 in a new directory.
-func writeIntentFile(t *testing.T, b []byte) string {
-	t.Helper()
-	p := intentName(t.TempDir(), 1)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// A preallocated file holds its entries and then zeros to its end: the
-// zeros are the end of the log, not damage.
-func TestReadIntentPreallocatedZeroTail(t *testing.T) {
-	bodies := testBodies()
-	b := intentEntries(bodies...)
-	b = append(b, make([]byte, intentPrealloc-len(b))...)
-	got, err := readIntent(writeIntentFile(t, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkEntries(t, got, bodies)
-
-	// An untouched preallocated file: no entries, no error.
-	got, err = readIntent(writeIntentFile(t, make([]byte, intentPrealloc)))
-	if err != nil || len(got) != 0 {
-		t.Fatalf("an all-zero file: %d entries, err %v", len(got), err)
-	}
-}
-
-// A torn entry followed by the zero tail is cut, wherever the tear is: in
-// the header, in the body, or a header whose body never reached the disk.
-func TestReadIntentTornEntryThenZeros(t *testing.T) {
-	bodies := testBodies()
-	good := intentEntries(bodies...)
-	next := intentEntries(bytes.Repeat([]byte("torn entry "), 100))
-	for _, keep := range []int{1, 4, intentHdrLen - 1, intentHdrLen, intentHdrLen + 1, len(next) / 2, len(next) - 1} {
-		b := append(append([]byte(nil), good...), next[:keep]...)
-		b = append(b, make([]byte, 1<<20)...)
-		got, err := readIntent(writeIntentFile(t, b))
-		if err != nil {
-			t.Fatalf("torn after %d bytes: %v", keep, err)
-		}
-		checkEntries(t, got, bodies)
-	}
-	// The header reached the disk, a middle sector of the body did not.
-	b := append(append([]byte(nil), good...), next...)
-	clear(b[len(good)+intentHdrLen+100 : len(good)+intentHdrLen+612])
-	b = append(b, make([]byte, 1<<20)...)
-	got, err := readIntent(writeIntentFile(t, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkEntries(t, got, bodies)
-}
-
-// Damage with intact entries after it is acknowledged changes lost: Open
-// must refuse, however far the intact entry is, and zeros in between do not
-// hide it.
-func TestReadIntentDamageThenIntactRefuses(t *testing.T) {
-	bodies := testBodies()
-	good := intentEntries(bodies...)
-	at := intentHdrLen + len(bodies[0]) // the second entry
-	cases := map[string]func() []byte{
-		"flipped body byte": func() []byte {
-			b := append([]byte(nil), good...)
-			b[at+intentHdrLen+7] ^= 0x40
-			return append(b, make([]byte, 1<<20)...)
-		},
-		"flipped header byte": func() []byte {
-			b := append([]byte(nil), good...)
-			b[at+5] ^= 0x01
-			return append(b, make([]byte, 1<<20)...)
-		},
-		"zeroed entry, intact one after": func() []byte {
-			b := append([]byte(nil), good...)
-			clear(b[at : at+intentHdrLen+len(bodies[1])])
-			return append(b, make([]byte, 1<<20)...)
-		},
-		"intact entry deep in the zero tail": func() []byte {
-			b := append([]byte(nil), good[:at]...)
-			b = append(b, make([]byte, 8<<20)...)
-			b = append(b, intentEntries([]byte("late"))...)
-			return append(b, make([]byte, 1<<20)...)
-		},
-	}
-	for name, mk := range cases {
-		_, err := readIntent(writeIntentFile(t, mk()))
-		if !errors.Is(err, ErrCorrupt) {
-			t.Errorf("%s: err %v, want ErrCorrupt", name, err)
-		}
-	}
-}
-
-// An entry whose header checks but whose body is torn has a trustworthy
-// length: bytes that look like entries inside that body (a file holding an
-// intent log, say) are data, and do not make a torn tail look like damage.
-func TestReadIntentTornBodyIsNotSearched(t *testing.T) {
-	bodies := testBodies()
-	good := intentEntries(bodies...)
-	inner := intentEntries([]byte("an intent entry inside a file's data"))
-	body := append(append(bytes.Repeat([]byte{'x'}, 100), inner...), bytes.Repeat([]byte{'y'}, 4000)...)
-	last := intentEntries(body)
-	clear(last[len(last)-1000:]) // the body's tail never reached the disk
-	b := append(append(append([]byte(nil), good...), last...), make([]byte, 1<<20)...)
-	got, err := readIntent(writeIntentFile(t, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkEntries(t, got, bodies)
-}
-
-// BenchmarkReadIntentZeroTail: a torn entry in a preallocated file, then
-// the zero tail: one bytes.Index pass, not a check per byte.
-func BenchmarkReadIntentZeroTail(b *testing.B) {
-	bodies := testBodies()
-	log := intentEntries(bodies...)
-	log = append(log, intentEntries([]byte("torn"))[:10]...)
-	log = append(log, make([]byte, intentPrealloc-len(log))...)
-	b.SetBytes(int64(len(log)))
-	for b.Loop() {
-		got, err := parseIntent(log, "bench")
-		if err != nil || len(got) != len(bodies) {
-			b.Fatal(len(got), err)
-		}
-	}
-}
 
 // ---- the store: preallocated files, the spare, bounded disk use ----
 
@@ -173,12 +23,12 @@ func preallocWorks(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return preallocate(f, 1<<20) == nil
+	return fileio.Preallocate(f, 1<<20) == nil
 }
 
 func intentFiles(t *testing.T, dir string) []uint64 {
 	t.Helper()
-	seqs, err := listIntent(filepath.Join(dir, "intent"))
+	seqs, err := intent.List(filepath.Join(dir, "intent"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,16 +46,9 @@ func crashStop(t *testing.T, s *Store) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.ilog.mu.Lock()
-	s.ilog.closed = true
-	for _, f := range append(append([]*intentFile(nil), s.ilog.files...), s.ilog.spare) {
-		if f != nil {
-			f.f.Close()
-		}
-	}
-	s.ilog.mu.Unlock()
-	s.txlog.close()
-	s.packs.close()
+	s.ilog.Abandon()
+	s.tlog.Close()
+	s.packs.Close()
 	s.index.Close()
 	s.lock.Close()
 }
@@ -223,10 +66,9 @@ func TestIntentPreallocatedFileRecovers(t *testing.T) {
 	if err := s.Durable(); err != nil {
 		t.Fatal(err)
 	}
-	s.ilog.mu.Lock()
-	cur := s.ilog.cur
-	name, dirDone, synced := cur.f.Name(), cur.dirDone, cur.synced
-	s.ilog.mu.Unlock()
+	cur := s.ilog.Current()
+	st := s.ilog.State(cur)
+	name, dirDone, synced := cur.Name(), st.Prepared, st.Synced
 	if !dirDone {
 		t.Error("the current file was not prepared ahead: its first sync fsyncs the directory")
 	}
@@ -234,8 +76,8 @@ func TestIntentPreallocatedFileRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if preallocWorks(t) && fi.Size() != intentPrealloc {
-		t.Errorf("intent file is %d bytes after a sync of %d, want it preallocated to %d", fi.Size(), synced, intentPrealloc)
+	if preallocWorks(t) && fi.Size() != intent.Prealloc {
+		t.Errorf("intent file is %d bytes after a sync of %d, want it preallocated to %d", fi.Size(), synced, intent.Prealloc)
 	}
 	crashStop(t, s)
 
@@ -270,17 +112,13 @@ func TestIntentSpareTakenAtRotation(t *testing.T) {
 	defer s.Close()
 	a := newFile(t, s, RootID, "a")
 	for i := range 20 {
-		s.ilog.mu.Lock()
-		spare, cur := s.ilog.spare, s.ilog.cur
-		s.ilog.mu.Unlock()
-		if spare == nil || spare.seq != cur.seq+1 || !spare.dirDone {
-			t.Fatalf("commit %d: no prepared spare after file %d: %+v", i, cur.seq, spare)
+		spare, cur := s.ilog.Spare(), s.ilog.Current()
+		if spare == nil || spare.Seq() != cur.Seq()+1 || !s.ilog.State(spare).Prepared {
+			t.Fatalf("commit %d: no prepared spare after file %d: %+v", i, cur.Seq(), spare)
 		}
 		write(t, s, a, []byte{byte(i)}, int64(i))
 		commit(t, s)
-		s.ilog.mu.Lock()
-		took := s.ilog.cur == spare
-		s.ilog.mu.Unlock()
+		took := s.ilog.Current() == spare
 		if !took {
 			t.Fatalf("commit %d did not rotate to the spare", i)
 		}
@@ -335,9 +173,7 @@ func TestIntentRefusedOpenLeavesNoFiles(t *testing.T) {
 	if err := s.Durable(); err != nil {
 		t.Fatal(err)
 	}
-	s.ilog.mu.Lock()
-	name := s.ilog.cur.f.Name()
-	s.ilog.mu.Unlock()
+	name := s.ilog.Current().Name()
 	crashStop(t, s)
 	raw, err := os.ReadFile(name)
 	if err != nil {
@@ -401,10 +237,8 @@ func TestIntentEntryHoldsWriteData(t *testing.T) {
 	if err := s.Durable(); err != nil {
 		t.Fatal(err)
 	}
-	s.ilog.mu.Lock()
-	name := s.ilog.cur.f.Name()
-	s.ilog.mu.Unlock()
-	bodies, err := readIntent(name)
+	name := s.ilog.Current().Name()
+	bodies, err := intent.Read(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"hash/crc32"
 	"maps"
 	"sync/atomic"
+
+	"github.com/asof/asof/history/internal/record"
 )
 
 // An overlay holds changes not yet in the index: the transaction being
@@ -26,7 +28,7 @@ type kvChange struct {
 type chunkBuf struct {
 	data []byte
 	hole bool
-	ref  *chunkRef // a committed chunk shared by a copy, read on demand
+	ref  *record.ChunkRef // a committed chunk shared by a copy, read on demand
 	// sum is the chunk's hash and CRC once someone computed them: the
 	// writer, right after its Update (so that hashing runs on the writers'
 	// cores, not in the commit they may be waiting for), or else the commit.
@@ -48,7 +50,7 @@ func (c *chunkBuf) summed() chunkSum {
 	if allZero(c.data) {
 		sum.zero = true
 	} else {
-		sum = chunkSum{hash: HashOf(c.data), crc: crc32.Checksum(c.data, castagnoli)}
+		sum = chunkSum{hash: HashOf(c.data), crc: crc32.Checksum(c.data, record.Castagnoli)}
 	}
 	c.sum.Store(&sum)
 	return sum

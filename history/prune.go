@@ -1,13 +1,12 @@
 package history
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -152,11 +151,11 @@ func (s *Store) Prune(p Policy, o PruneOptions) (*PruneReport, error) {
 	progress("versions", before.Versions, before.Versions)
 	if o.DryRun {
 		for h, n := range dryRefs {
-			var e blkEntry
+			var e index.BlkEntry
 			var ok bool
 			if err := s.index.View(func(tx *bolt.Tx) error {
 				var err error
-				e, ok, err = getBlk(tx, h)
+				e, ok, err = index.GetBlk(tx, h)
 				return err
 			}); err != nil {
 				return nil, err
@@ -210,33 +209,13 @@ func (s *Store) copiesPending() bool {
 		}
 		for _, st := range o.objs {
 			for _, c := range st.chunks {
-				if c.ref != nil && c.ref.block {
+				if c.ref != nil && c.ref.Block {
 					return true
 				}
 			}
 		}
 	}
 	return false
-}
-
-// stopping reports whether Close has begun: a cleaner pass stops at its
-// next batch, and the next pass after Open finishes the work.
-func (s *Store) stopping() bool {
-	select {
-	case <-s.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *Store) checkOpen() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	return s.broken
 }
 
 // collapsed is the current list of collapsed ranges.
@@ -260,12 +239,12 @@ func (s *Store) snap(at TID) TID {
 func (s *Store) momentTxns() ([]TID, error) {
 	var out []TID
 	err := s.index.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTxn).ForEach(func(k, v []byte) error {
-			_, flags, err := decodeTxnLoc(v)
+		return tx.Bucket(index.BucketTxn).ForEach(func(k, v []byte) error {
+			_, flags, err := index.DecodeTxnLoc(v)
 			if err != nil {
 				return err
 			}
-			if flags&txnPruneOnly == 0 && len(k) == 8 {
+			if flags&index.TxnPruneOnly == 0 && len(k) == 8 {
 				out = append(out, TID(binary.BigEndian.Uint64(k)))
 			}
 			return nil
@@ -284,7 +263,7 @@ func (s *Store) dropRecords(cs collapses, emit func([]Op) error, progress func(i
 		var ops []Op
 		done := true
 		err := s.index.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketRec).Cursor()
+			c := tx.Bucket(index.BucketRec).Cursor()
 			var k, v []byte
 			if after == nil {
 				k, v = c.First()
@@ -304,7 +283,7 @@ func (s *Store) dropRecords(cs collapses, emit func([]Op) error, progress func(i
 				if !cs.covers(create, d) {
 					continue
 				}
-				obj, key, _, err := parseRecKey(k)
+				obj, key, _, err := index.ParseRecKey(k)
 				if err != nil {
 					return err
 				}
@@ -385,7 +364,7 @@ func (s *Store) mergeVersions(cs collapses, emit func([]Op) error) error {
 	for {
 		done := true
 		err := s.index.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketVer).Cursor()
+			c := tx.Bucket(index.BucketVer).Cursor()
 			var k, v []byte
 			if after == nil {
 				k, v = c.First()
@@ -437,7 +416,7 @@ func (s *Store) countDry(ops []Op, refs map[Hash]uint64, rep *PruneReport) error
 			switch op.Kind {
 			case OpDrop:
 				rep.Records++
-				if h, ok, err := recordBlock(tx, op); err != nil {
+				if h, ok, err := index.RecordBlock(tx, op); err != nil {
 					return err
 				} else if ok {
 					refs[h]++
@@ -450,27 +429,6 @@ func (s *Store) countDry(ops []Op, refs map[Hash]uint64, rep *PruneReport) error
 		}
 		return nil
 	})
-}
-
-// recordBlock is the block a data record names, if any.
-func recordBlock(tx *bolt.Tx, op Op) (Hash, bool, error) {
-	if !strings.HasPrefix(op.Key, prefixData) {
-		return Hash{}, false, nil
-	}
-	k := recKey(op.Obj, op.Key, op.Create)
-	v := tx.Bucket(bucketRec).Get(k)
-	if v == nil {
-		return Hash{}, false, nil
-	}
-	r, err := decodeRec(k, v)
-	if err != nil {
-		return Hash{}, false, err
-	}
-	c, err := decodeChunk(r.Payload)
-	if err != nil || !c.block {
-		return Hash{}, false, err
-	}
-	return c.hash, true, nil
 }
 
 // appendPrune logs one frame of cleaner ops and applies it, like a commit:
@@ -502,7 +460,7 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 	}
 	t := &Txn{TID: tid, IntentSeq: s.lastIntent, ObjHigh: s.objHigh, Ops: ops}
 	s.mu.Unlock()
-	loc, next, err := s.txlog.append(t)
+	loc, next, err := s.tlog.Append(t)
 	if err != nil {
 		return fmt.Errorf("history: prune: %w", err)
 	}
@@ -514,11 +472,11 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 		for _, op := range ops {
 			switch op.Kind {
 			case OpDrop:
-				if tx.Bucket(bucketRec).Get(recKey(op.Obj, op.Key, op.Create)) == nil {
+				if tx.Bucket(index.BucketRec).Get(index.RecKey(op.Obj, op.Key, op.Create)) == nil {
 					continue
 				}
 				rep.Records++
-				h, ok, err := recordBlock(tx, op)
+				h, ok, err := index.RecordBlock(tx, op)
 				if err != nil {
 					return err
 				}
@@ -526,7 +484,7 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 					continue
 				}
 				seen[h]++
-				if e, ok, err := getBlk(tx, h); err != nil {
+				if e, ok, err := index.GetBlk(tx, h); err != nil {
 					return err
 				} else if ok && e.Refs == seen[h] {
 					rep.Blocks++
@@ -540,7 +498,7 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 				collapsing = true
 			}
 		}
-		if err := applyTxn(tx, t, loc, next, nil, false); err != nil {
+		if err := index.ApplyTxn(tx, t, loc, next, nil, false); err != nil {
 			return err
 		}
 		if collapsing {
@@ -564,112 +522,10 @@ func (s *Store) appendPrune(ops []Op, rep *PruneReport) error {
 	return err
 }
 
-// applyPruneOp applies a drop or version op to the index. A record already
-// gone is skipped: a rewritten log replays drops whose records it no longer
-// holds.
-func applyPruneOp(tx *bolt.Tx, op Op) error {
-	switch op.Kind {
-	case OpDrop:
-		rec := tx.Bucket(bucketRec)
-		k := recKey(op.Obj, op.Key, op.Create)
-		v := rec.Get(k)
-		if v == nil {
-			return nil
-		}
-		// The segment of the end op can shrink too (that of the create
-		// op is marked by the caller).
-		if d := TID(binary.BigEndian.Uint64(v)); d != 0 {
-			if err := markSegment(tx, d); err != nil {
-				return err
-			}
-		}
-		h, ok, err := recordBlock(tx, op)
-		if err != nil {
-			return err
-		}
-		if ok {
-			if err := decRef(tx.Bucket(bucketBlk), h); err != nil {
-				return err
-			}
-		}
-		return rec.Delete(k)
-	case OpVersion:
-		k := binary.BigEndian.AppendUint64(nil, uint64(op.Obj))
-		k = binary.BigEndian.AppendUint64(k, uint64(op.Create))
-		ver := tx.Bucket(bucketVer)
-		if len(op.Payload) == 0 {
-			return ver.Delete(k)
-		}
-		if len(op.Payload) != 9 {
-			return fmt.Errorf("%w: version op of %d bytes", ErrCorrupt, len(op.Payload))
-		}
-		return ver.Put(k, op.Payload)
-	}
-	return nil
-}
-
-// decRef removes one reference to a block; the last one removes its entry,
-// and the block's space is reclaimed by compactPacks.
-func decRef(blk *bolt.Bucket, h Hash) error {
-	v := blk.Get(h[:])
-	if v == nil {
-		return fmt.Errorf("%w: a dropped record references block %s, which the index lacks", ErrCorrupt, h)
-	}
-	e, err := decodeBlk(v)
-	if err != nil {
-		return err
-	}
-	if e.Refs <= 1 {
-		return blk.Delete(h[:])
-	}
-	e.Refs--
-	return blk.Put(h[:], e.encode())
-}
-
-// markSegment notes that the log segment of transaction tid holds something
-// a cleaner op undid, so compactLog rewrites it.
-func markSegment(tx *bolt.Tx, tid TID) error {
-	v := tx.Bucket(bucketTxn).Get(binary.BigEndian.AppendUint64(nil, uint64(tid)))
-	if v == nil {
-		return nil
-	}
-	loc, _, err := decodeTxnLoc(v)
-	if err != nil {
-		return err
-	}
-	return tx.Bucket(bucketPseg).Put(binary.BigEndian.AppendUint32(nil, loc.Seg), nil)
-}
-
-// applyCollapse records a collapsed range, replacing the ranges it
-// swallowed.
-func applyCollapse(tx *bolt.Tx, op Op) error {
-	if len(op.Payload) != 8 {
-		return fmt.Errorf("%w: collapse op of %d bytes", ErrCorrupt, len(op.Payload))
-	}
-	lo, to := op.Create, TID(binary.BigEndian.Uint64(op.Payload))
-	if lo >= to {
-		return fmt.Errorf("%w: collapse range %s..%s", ErrCorrupt, lo, to)
-	}
-	b := tx.Bucket(bucketGone)
-	c := b.Cursor()
-	var del [][]byte
-	start := binary.BigEndian.AppendUint64(nil, uint64(lo))
-	end := binary.BigEndian.AppendUint64(nil, uint64(to))
-	for k, _ := c.Seek(start); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
-		del = append(del, append([]byte(nil), k...))
-	}
-	for _, k := range del {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
-	return b.Put(end, start)
-}
-
 // loadCollapses reads the collapsed ranges from the index.
 func loadCollapses(tx *bolt.Tx) (collapses, error) {
 	var cs collapses
-	err := tx.Bucket(bucketGone).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(index.BucketGone).ForEach(func(k, v []byte) error {
 		if len(k) != 8 || len(v) != 8 {
 			return fmt.Errorf("%w: collapsed range entry", ErrCorrupt)
 		}

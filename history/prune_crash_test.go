@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/txlog"
 )
 
 // The prune crash test runs the cleaner in a child process (this test
@@ -108,7 +111,7 @@ func TestPruneCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as the child of TestPruneCrashKill9")
 	}
-	segMaxSize, packMaxSize = pcSegMax, pcPackMax
+	txlog.SegmentSize, pack.MaxSize = pcSegMax, pcPackMax
 	nowNs, _ := strconv.ParseInt(os.Getenv("ASOF_PCRASH_NOW"), 10, 64)
 	now := time.Unix(0, nowNs).UTC()
 	pi, _ := strconv.Atoi(os.Getenv("ASOF_PCRASH_POLICY"))
@@ -486,7 +489,7 @@ func (st *pcState) checkLeftovers(t *testing.T, s *Store, what string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.BlockBytes > 2*needed+packMaxSize {
+	if got.BlockBytes > 2*needed+pack.MaxSize {
 		t.Fatalf("%s: %d bytes of packs left, the kept states need %d", what, got.BlockBytes, needed)
 	}
 	if st.exp.first != 0 && got.Oldest != st.exp.first {
@@ -505,8 +508,8 @@ func TestPruneCrashKill9(t *testing.T) {
 	case race:
 		ops, rounds, minRounds, budget = 200, 10, 6, 30*time.Second
 	}
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = pcSegMax, pcPackMax
+	defer func(s, p int64) { txlog.SegmentSize, pack.MaxSize = s, p }(txlog.SegmentSize, pack.MaxSize)
+	txlog.SegmentSize, pack.MaxSize = pcSegMax, pcPackMax
 	begin := time.Now()
 	tmp := t.TempDir()
 	base := buildPruneCrashBase(t, filepath.Join(tmp, "base"), ops, 77)

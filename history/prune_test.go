@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -102,8 +105,8 @@ func TestPruneModel(t *testing.T) {
 	if testing.Short() {
 		seeds, ops = seeds[:2], 300
 	}
-	defer func(s, p int64) { segMaxSize, packMaxSize = s, p }(segMaxSize, packMaxSize)
-	segMaxSize, packMaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
+	defer func(s, p int64) { txlog.SegmentSize, pack.MaxSize = s, p }(txlog.SegmentSize, pack.MaxSize)
+	txlog.SegmentSize, pack.MaxSize = 16<<10, 1<<20 // many segments and packs to rewrite
 	for _, seed := range seeds {
 		p := policies[int(seed)%len(policies)]
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -205,7 +208,7 @@ func TestPruneModel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.BlockBytes > 2*needed+packMaxSize {
+			if got.BlockBytes > 2*needed+pack.MaxSize {
 				t.Fatalf("%d bytes of packs left, the kept states need %d", got.BlockBytes, needed)
 			}
 			t.Logf("kept %d of %d moments; blocks %d (%d bytes of packs, %d needed); stored %d -> %d; log %d bytes",
@@ -233,40 +236,6 @@ func TestPruneModel(t *testing.T) {
 			check(s, "after a third pass")
 		})
 	}
-}
-
-// writeState makes the root directory hold exactly m, in one transaction.
-func writeState(t *testing.T, s *Store, m model) {
-	t.Helper()
-	var names []string
-	err := s.ReadDir(RootID, "", Live, func(name string, _ ObjID, _ Kind) bool {
-		names = append(names, name)
-		return true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		if _, ok := m[n]; !ok {
-			if err := applyStore(s, wop{kind: "remove", name: n}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for n := range m {
-		keys = append(keys, n)
-	}
-	sort.Strings(keys)
-	for _, n := range keys {
-		for _, op := range []wop{{kind: "write", name: n, data: []byte{}}, {kind: "trunc", name: n, size: 0},
-			{kind: "write", name: n, data: m[n]}} {
-			if err := applyStore(s, op); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	commit(t, s)
 }
 
 // TestPruneEmptyPolicy: without a policy nothing is ever destroyed.
@@ -349,8 +318,8 @@ func TestPlanMergesRanges(t *testing.T) {
 // references (headers included): what the packs must hold at least.
 func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
 	err = s.index.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-			r, err := decodeRec(k, v)
+		if err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
+			r, err := index.DecodeRec(k, v)
 			if err != nil {
 				return err
 			}
@@ -365,9 +334,9 @@ func checkRecordsKept(s *Store, kept []TID) (needed int64, err error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
-			needed += int64(e.Loc.Length) + packHdrLen
+		return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
+			needed += int64(e.Loc.Length) + pack.HdrLen
 			return err
 		})
 	})

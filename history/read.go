@@ -2,14 +2,14 @@ package history
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -63,7 +63,7 @@ func (s *Store) inode(ls []*overlay, obj ObjID, at TID) (Inode, error) {
 	}
 	var ino Inode
 	err := s.index.View(func(tx *bolt.Tx) error {
-		r, ok, err := latest(tx, obj, keyInode, at)
+		r, ok, err := index.Latest(tx, obj, record.KeyInode, at)
 		if err != nil {
 			return err
 		}
@@ -87,7 +87,7 @@ func (s *Store) kvGet(ls []*overlay, obj ObjID, key string, at TID) ([]byte, err
 	}
 	var out []byte
 	err := s.index.View(func(tx *bolt.Tx) error {
-		r, ok, err := latest(tx, obj, key, at)
+		r, ok, err := index.Latest(tx, obj, key, at)
 		if err != nil {
 			return err
 		}
@@ -111,7 +111,7 @@ func (s *Store) Lookup(dir ObjID, name string, at TID) (ObjID, Kind, error) {
 }
 
 func (s *Store) lookup(ls []*overlay, dir ObjID, name string, at TID) (ObjID, Kind, error) {
-	p, err := s.kvGet(ls, dir, direntKey(name), at)
+	p, err := s.kvGet(ls, dir, record.DirentKey(name), at)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -125,7 +125,7 @@ func (s *Store) Readlink(obj ObjID, at TID) (string, error) {
 		return "", err
 	}
 	defer done()
-	b, err := s.kvGet(ls, obj, keySymlink, at)
+	b, err := s.kvGet(ls, obj, record.KeySymlink, at)
 	return string(b), err
 }
 
@@ -136,7 +136,7 @@ func (s *Store) Xattr(obj ObjID, name string, at TID) ([]byte, error) {
 		return nil, err
 	}
 	defer done()
-	return s.kvGet(ls, obj, xattrKey(name), at)
+	return s.kvGet(ls, obj, record.XattrKey(name), at)
 }
 
 // Xattrs lists an object's extended attribute names as of at.
@@ -151,8 +151,8 @@ func (s *Store) Xattrs(obj ObjID, at TID) ([]string, error) {
 
 func (s *Store) xattrs(ls []*overlay, obj ObjID, at TID) ([]string, error) {
 	var names []string
-	err := s.scanKV(ls, obj, prefixXatt, "", at, func(key string, _ []byte) bool {
-		names = append(names, key[len(prefixXatt):])
+	err := s.scanKV(ls, obj, record.PrefixXattr, "", at, func(key string, _ []byte) bool {
+		names = append(names, key[len(record.PrefixXattr):])
 		return true
 	})
 	return names, err
@@ -201,13 +201,13 @@ func (s *Store) ReadDir(dir ObjID, after string, at TID, fn func(name string, ch
 
 func (s *Store) readDir(ls []*overlay, dir ObjID, after string, at TID, fn func(string, ObjID, Kind) bool) error {
 	var derr error
-	err := s.scanKV(ls, dir, prefixDir, after, at, func(key string, p []byte) bool {
+	err := s.scanKV(ls, dir, record.PrefixDir, after, at, func(key string, p []byte) bool {
 		child, k, err := decodeDirent(p)
 		if err != nil {
 			derr = err
 			return false
 		}
-		return fn(key[len(prefixDir):], child, k)
+		return fn(key[len(record.PrefixDir):], child, k)
 	})
 	if err == nil {
 		err = derr
@@ -262,7 +262,7 @@ func (s *Store) scanKV(ls []*overlay, obj ObjID, prefix, after string, at TID, f
 	}
 	if !created {
 		err := s.index.View(func(tx *bolt.Tx) error {
-			return visibleFrom(tx, obj, prefix, after, at, func(r Record) error {
+			return index.VisibleFrom(tx, obj, prefix, after, at, func(r Record) error {
 				flush(r.Key)
 				if stop {
 					return errStop
@@ -303,13 +303,6 @@ func (s *Store) ReadInode(obj ObjID, p []byte, off int64, at TID) (int, Inode, e
 	return s.readInto(obj, p, off, at, false)
 }
 
-// ReadInodeCached is ReadInode that does not wait for the disk (ReadView
-// with nowait): ErrWouldBlock, and nothing in p, where a block is not in
-// memory.
-func (s *Store) ReadInodeCached(obj ObjID, p []byte, off int64, at TID) (int, Inode, error) {
-	return s.readInto(obj, p, off, at, true)
-}
-
 func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (int, Inode, error) {
 	v, ino, err := s.ReadView(obj, off, len(p), at, nowait)
 	if err != nil {
@@ -321,21 +314,21 @@ func (s *Store) readInto(obj ObjID, p []byte, off int64, at TID, nowait bool) (i
 }
 
 // A View is file data as read, in place: slices of the packs' mappings
-// (packmap.go), of the engine's buffers and of zeros, which in order are
+// (internal/pack/packmap.go), of the engine's buffers and of zeros, which in order are
 // the bytes read. They stay valid until Release, and nothing may write to
 // them. A server sends them to the socket as they are: the data is not
 // copied on the way.
 type View struct {
 	Segs [][]byte
 	N    int // bytes in Segs
-	maps []*packMap
+	maps []*pack.Map
 }
 
 // Release lets go of the memory the view points into; the view is empty
 // afterwards.
 func (v *View) Release() {
 	for _, m := range v.maps {
-		m.release()
+		m.Release()
 	}
 	*v = View{}
 }
@@ -343,7 +336,7 @@ func (v *View) Release() {
 // CopyTo copies the view into p, which must hold N bytes, and returns N.
 func (v *View) CopyTo(p []byte) (int, error) {
 	n := 0
-	err := fault(func() {
+	err := pack.Fault(func() {
 		for _, b := range v.Segs {
 			n += copy(p[n:], b)
 		}
@@ -387,9 +380,9 @@ func (s *Store) ReadView(obj ObjID, off int64, n int, at TID, nowait bool) (View
 // A readPiece is one chunk of a read, as it is resolved.
 type readPiece struct {
 	buf     []byte // overlay data
-	ref     *chunkRef
+	ref     *record.ChunkRef
 	indexed bool     // no overlay decides the chunk: its record is looked up
-	loc     blockLoc // where ref's block was, when looked up
+	loc     pack.Loc // where ref's block was, when looked up
 	has     bool     // loc is set
 }
 
@@ -434,7 +427,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			if tx == nil {
 				return true, nil
 			}
-			r, ok, err := latest(tx, obj, keyInode, at)
+			r, ok, err := index.Latest(tx, obj, record.KeyInode, at)
 			if err != nil {
 				return false, err
 			}
@@ -487,14 +480,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			for j < len(pieces) && pieces[j].indexed {
 				j++
 			}
-			refs := make([]chunkRef, j-i)
-			err := chunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
-				ref, err := decodeChunk(payload)
+			refs := make([]record.ChunkRef, j-i)
+			err := index.ChunkRecords(tx, obj, first+uint64(i), j-i, at, func(k int, payload []byte) error {
+				ref, err := record.DecodeChunk(payload)
 				if err != nil {
 					return err
 				}
-				if !ref.block {
-					ref.inline = bytes.Clone(ref.inline) // the payload is the index's, for this transaction
+				if !ref.Block {
+					ref.Inline = bytes.Clone(ref.Inline) // the payload is the index's, for this transaction
 				}
 				refs[k] = ref
 				pieces[i+k].ref = &refs[k]
@@ -508,14 +501,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		s.locs.place(pieces)
 		for i := range pieces {
 			pc := &pieces[i]
-			if pc.ref != nil && pc.ref.block && !pc.has {
-				e, ok, err := getBlk(tx, pc.ref.hash)
+			if pc.ref != nil && pc.ref.Block && !pc.has {
+				e, ok, err := index.GetBlk(tx, pc.ref.Hash)
 				if err != nil {
 					return false, err
 				}
 				pc.loc, pc.has = e.Loc, ok
 				if ok {
-					s.locs.put(pc.ref.hash, e.Loc)
+					s.locs.put(pc.ref.Hash, e.Loc)
 				}
 			}
 		}
@@ -551,9 +544,9 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 	}
 	mapped := func(i int) bool {
 		pc := &pieces[i]
-		return pc.ref != nil && pc.ref.block && pc.has
+		return pc.ref != nil && pc.ref.Block && pc.has
 	}
-	var locs []blockLoc
+	var locs []pack.Loc
 	var hashes []Hash
 	for i := 0; i < len(pieces); {
 		// Blocks back to back in one pack: checked together, with one
@@ -561,14 +554,14 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 		if mapped(i) {
 			j := i + 1
 			for j < len(pieces) && j-i < 512 && mapped(j) && pieces[j].loc.Pack == pieces[j-1].loc.Pack &&
-				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+packHdrLen {
+				pieces[j].loc.Off == pieces[j-1].loc.Off+uint64(pieces[j-1].loc.Length)+pack.HdrLen {
 				j++
 			}
 			locs, hashes = locs[:0], hashes[:0]
 			for k := i; k < j; k++ {
-				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.hash)
+				locs, hashes = append(locs, pieces[k].loc), append(hashes, pieces[k].ref.Hash)
 			}
-			views, m, err := s.packs.viewRun(locs, hashes, nowait, nil)
+			views, m, err := s.packs.ViewRun(locs, hashes, nowait, nil)
 			if errors.Is(err, ErrWouldBlock) {
 				v.Release()
 				return View{}, Inode{}, err
@@ -585,7 +578,7 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 			// which looks again and reports damage (not the run again
 			// from the next block, at the same stale places).
 			for k := i; k < j; k++ {
-				s.locs.forget(pieces[k].ref.hash)
+				s.locs.forget(pieces[k].ref.Hash)
 				pieces[k].has = false
 			}
 		}
@@ -604,46 +597,46 @@ func (s *Store) readView(ls []*overlay, obj ObjID, off int64, n int, at TID, now
 }
 
 // chunkData returns the bytes of a committed chunk, checked.
-func (s *Store) chunkData(ref chunkRef) ([]byte, error) { return s.readChunk(ref, false) }
+func (s *Store) chunkData(ref record.ChunkRef) ([]byte, error) { return s.readChunk(ref, false) }
 
 // readChunk is chunkData, with nowait ErrWouldBlock where the block is
 // not in memory.
-func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
-	if !ref.block {
-		return ref.inline, nil
+func (s *Store) readChunk(ref record.ChunkRef, nowait bool) ([]byte, error) {
+	if !ref.Block {
+		return ref.Inline, nil
 	}
-	if b := s.cache.get(ref.hash); b != nil {
+	if b := s.cache.Get(ref.Hash); b != nil {
 		return b, nil
 	}
-	if loc, ok := s.locs.get(ref.hash); ok {
-		b, err := s.packs.get(loc, ref.hash, nowait)
+	if loc, ok := s.locs.get(ref.Hash); ok {
+		b, err := s.packs.Get(loc, ref.Hash, nowait)
 		if err == nil {
-			s.cache.put(ref.hash, b)
+			s.cache.Put(ref.Hash, b)
 			return b, nil
 		}
 		if errors.Is(err, ErrWouldBlock) {
 			return nil, err
 		}
-		s.locs.forget(ref.hash) // moved, or damaged: the index says
+		s.locs.forget(ref.Hash) // moved, or damaged: the index says
 	}
 	var b []byte
-	var prev blockLoc
+	var prev pack.Loc
 	for try := 0; ; try++ {
-		var e blkEntry
+		var e index.BlkEntry
 		err := s.index.View(func(tx *bolt.Tx) error {
 			var ok bool
 			var err error
-			e, ok, err = getBlk(tx, ref.hash)
+			e, ok, err = index.GetBlk(tx, ref.Hash)
 			if err == nil && !ok {
-				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.hash)
+				err = fmt.Errorf("%w: block %s is referenced but not indexed", ErrCorrupt, ref.Hash)
 			}
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		if b, err = s.packs.get(e.Loc, ref.hash, nowait); err == nil {
-			s.locs.put(ref.hash, e.Loc)
+		if b, err = s.packs.Get(e.Loc, ref.Hash, nowait); err == nil {
+			s.locs.put(ref.Hash, e.Loc)
 			break
 		}
 		if errors.Is(err, ErrWouldBlock) {
@@ -656,164 +649,6 @@ func (s *Store) readChunk(ref chunkRef, nowait bool) ([]byte, error) {
 		}
 		prev = e.Loc
 	}
-	s.cache.put(ref.hash, b)
+	s.cache.Put(ref.Hash, b)
 	return b, nil
 }
-
-// Meta lists the live bookkeeping records whose names start with prefix.
-func (s *Store) Meta(prefix string) (map[string][]byte, error) {
-	ls, _, done, err := s.readLayers(Live)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	out := map[string][]byte{}
-	err = s.scanKV(ls, RootID, prefixMeta+prefix, "", Live, func(key string, p []byte) bool {
-		out[key[len(prefixMeta):]] = append([]byte(nil), p...)
-		return true
-	})
-	return out, err
-}
-
-// Moment is the newest committed transaction at or before at: the state
-// as of at is the state as of it. ok is false before the first one. A
-// moment the cleaner collapsed is the end of its range; the cleaner's own
-// transactions change no state and are no moments.
-func (s *Store) Moment(at TID) (TID, bool, error) {
-	s.mu.RLock()
-	at = s.capRead(at)
-	s.mu.RUnlock()
-	if to := s.snap(at); to != at {
-		return to, true, nil
-	}
-	var out TID
-	var ok bool
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTxn).Cursor()
-		want := binary.BigEndian.AppendUint64(nil, uint64(at))
-		k, v := c.Seek(want)
-		if k == nil || string(k) != string(want) {
-			k, v = c.Prev()
-		}
-		for ; len(k) == 8; k, v = c.Prev() {
-			_, flags, err := decodeTxnLoc(v)
-			if err != nil {
-				return err
-			}
-			if flags&txnPruneOnly == 0 {
-				out, ok = TID(binary.BigEndian.Uint64(k)), true
-				return nil
-			}
-		}
-		return nil
-	})
-	return out, ok, err
-}
-
-// LastEntry finds the object that name in directory dir last referred to,
-// as committed, whether the entry still stands or not: ended is when the
-// entry went (0 while it stands). It is one lookup: the newest record of
-// the entry's key.
-func (s *Store) LastEntry(dir ObjID, name string) (child ObjID, ended TID, ok bool, err error) {
-	err = s.index.View(func(tx *bolt.Tx) error {
-		r, found, err := newest(tx, dir, direntKey(name), math.MaxUint64)
-		if err != nil || !found {
-			return err
-		}
-		if child, _, err = decodeDirent(r.Payload); err != nil {
-			return err
-		}
-		ended, ok = r.Delete, true
-		return nil
-	})
-	return child, ended, ok, err
-}
-
-// Versions lists every transaction that changed obj, oldest first. It
-// reads only obj's entries of the version index.
-func (s *Store) Versions(obj ObjID) ([]Version, error) {
-	var out []Version
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
-		prefix := binary.BigEndian.AppendUint64(nil, uint64(obj))
-		for k, v := c.Seek(prefix); k != nil && len(k) == 16 && string(k[:8]) == string(prefix); k, v = c.Next() {
-			if len(v) != 9 {
-				return fmt.Errorf("%w: version entry of %d bytes", ErrCorrupt, len(v))
-			}
-			out = append(out, Version{TID: TID(binary.BigEndian.Uint64(k[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])})
-		}
-		return nil
-	})
-	return out, err
-}
-
-// VersionAt returns the newest version of obj at or before at.
-func (s *Store) VersionAt(obj ObjID, at TID) (Version, bool, error) {
-	var out Version
-	var found bool
-	err := s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketVer).Cursor()
-		k := binary.BigEndian.AppendUint64(nil, uint64(obj))
-		want := binary.BigEndian.AppendUint64(k, uint64(at))
-		kk, v := c.Seek(want)
-		if kk == nil || string(kk) != string(want) {
-			kk, v = c.Prev()
-		}
-		if kk == nil || len(kk) != 16 || string(kk[:8]) != string(k) || len(v) != 9 {
-			return nil
-		}
-		found = true
-		out = Version{TID: TID(binary.BigEndian.Uint64(kk[8:])), Change: Change(v[0]), Size: binary.BigEndian.Uint64(v[1:])}
-		return nil
-	})
-	return out, found, err
-}
-
-// Changes calls fn with every committed transaction after since, in order.
-// It finds the first one through the transaction index and reads the log
-// from there: the cost is what changed, not the size of the store, and no
-// state is kept for any reader.
-func (s *Store) Changes(since TID, fn func(t *Txn) error) error {
-	var from logLoc
-	found := false
-	// The cleaner rewrites old segments and their index entries under
-	// logMu: hold it from the lookup to the end of the scan.
-	s.logMu.RLock()
-	defer s.logMu.RUnlock()
-	err := s.index.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(since)+1))
-		if k == nil {
-			return nil
-		}
-		var err error
-		from, _, err = decodeTxnLoc(v)
-		found = err == nil
-		return err
-	})
-	if err != nil || !found {
-		return err
-	}
-	// Stop at the newest transaction committed now: a frame being
-	// appended behind it may be incomplete.
-	last := s.LastTID()
-	err = scanLog(s.logDir(), from, func(t *Txn, _, _ logLoc) error {
-		if t.TID > last {
-			return errStop
-		}
-		if t.TID > since {
-			if err := fn(t); err != nil {
-				return err
-			}
-		}
-		if t.TID == last {
-			return errStop
-		}
-		return nil
-	})
-	if errors.Is(err, errStop) {
-		return nil
-	}
-	return err
-}
-
-func (s *Store) logDir() string { return filepath.Join(s.dir, "log") }

@@ -5,17 +5,18 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/asof/asof/history/internal/index"
 	bolt "go.etcd.io/bbolt"
 )
 
 // rebuildInto makes a new index at path from the packs and the log alone,
-// up to the transaction upTo.
-func (s *Store) rebuildInto(path string, upTo TID) (*bolt.DB, error) {
-	db, err := openIndex(path, true)
+// up to the transaction upTo (see replayLog for known).
+func (s *Store) rebuildInto(path string, upTo TID, known *bolt.Tx) (*bolt.DB, error) {
+	db, err := index.Open(path, true)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.replayLog(db, indexState{}, upTo); err != nil {
+	if _, err := s.replayLog(db, index.State{}, upTo, known); err != nil {
 		db.Close()
 		return nil, err
 	}

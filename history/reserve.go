@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/asof/asof/history/internal/fileio"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ func (s *Store) keepReserve() {
 	if err != nil {
 		return
 	}
-	err = preallocate(f, reserveSize)
+	err = fileio.Preallocate(f, reserveSize)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -48,7 +49,7 @@ func (s *Store) keepReserve() {
 		os.Remove(p + ".tmp")
 		return
 	}
-	syncDir(s.dir)
+	fileio.SyncDir(s.dir)
 }
 
 // catchUpIndexOrReserve is catchUpIndex, which gives up the reserve and
@@ -61,7 +62,7 @@ func (s *Store) catchUpIndexOrReserve() error {
 	if os.Remove(s.reservePath()) != nil {
 		return err
 	}
-	syncDir(s.dir)
+	fileio.SyncDir(s.dir)
 	s.log.Warn("history: the disk is full: gave up the reserve so that the index can catch up with the log; make room on the disk",
 		"bytes", reserveSize, "err", err)
 	if err := s.catchUpIndex(); err != nil {

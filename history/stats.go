@@ -1,12 +1,16 @@
 package history
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -55,10 +59,10 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 	}
 	var st Stats
 	err := s.index.View(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
 			st.Records++
-			if len(k) == 8+len(keyInode)+1+8 && string(k[8:9]) == keyInode && len(v) >= 12 && binary.BigEndian.Uint64(v) == 0 {
-				r, err := decodeRec(k, v)
+			if len(k) == 8+len(record.KeyInode)+1+8 && string(k[8:9]) == record.KeyInode && len(v) >= 12 && binary.BigEndian.Uint64(v) == 0 {
+				r, err := index.DecodeRec(k, v)
 				if err != nil {
 					return err
 				}
@@ -76,9 +80,9 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 		if err != nil {
 			return err
 		}
-		st.Versions = int64(tx.Bucket(bucketVer).Stats().KeyN)
-		err = tx.Bucket(bucketBlk).ForEach(func(k, v []byte) error {
-			e, err := decodeBlk(v)
+		st.Versions = int64(tx.Bucket(index.BucketVer).Stats().KeyN)
+		err = tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
@@ -93,15 +97,15 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 		// The oldest moment with a state of its own: the first
 		// transaction, or the end of the range the cleaner collapsed it
 		// into.
-		c := tx.Bucket(bucketTxn).Cursor()
+		c := tx.Bucket(index.BucketTxn).Cursor()
 		for k, v := c.First(); len(k) == 8; k, v = c.Next() {
-			if _, flags, err := decodeTxnLoc(v); err != nil || flags&txnPruneOnly != 0 {
+			if _, flags, err := index.DecodeTxnLoc(v); err != nil || flags&index.TxnPruneOnly != 0 {
 				continue
 			}
 			st.Oldest = s.snap(TID(binary.BigEndian.Uint64(k)))
 			break
 		}
-		if k, _ := tx.Bucket(bucketTxn).Cursor().Last(); len(k) == 8 {
+		if k, _ := tx.Bucket(index.BucketTxn).Cursor().Last(); len(k) == 8 {
 			st.Last = TID(binary.BigEndian.Uint64(k))
 		}
 		return nil
@@ -109,9 +113,10 @@ func (s *Store) Stats(maxAge time.Duration) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	if st.BlockBytes, err = s.packs.storedBytes(); err != nil {
+	if st.BlockBytes, err = s.packs.StoredBytes(); err != nil {
 		return Stats{}, err
 	}
+	st.BlockBytes += s.otherVolumeBytes()
 	st.StoredBytes = st.BlockBytes + dirSize(s.logDir()) + fileSize(filepath.Join(s.dir, "index.db"))
 	s.stats.at, s.stats.last = time.Now(), st
 	return st, nil
@@ -130,6 +135,31 @@ func dirSize(dir string) int64 {
 	var n int64
 	for _, e := range ents {
 		n += fileSize(filepath.Join(dir, e.Name()))
+	}
+	return n
+}
+
+// otherVolumeBytes is the size of the packs on directory volumes other
+// than the data directory's. S3 volumes' are not counted: stats are read
+// often (metrics), and listing a bucket is a request; asof volume list
+// shows them.
+func (s *Store) otherVolumeBytes() int64 {
+	s.vmu.Lock()
+	var vols []*vol
+	for id, v := range s.vols {
+		if id != 0 && v.v != nil {
+			vols = append(vols, v)
+		}
+	}
+	s.vmu.Unlock()
+	var n int64
+	for _, v := range vols {
+		if d, ok := v.v.(*volume.Dir); ok {
+			l, _ := d.List(context.Background())
+			for _, p := range l {
+				n += p.Size
+			}
+		}
 	}
 	return n
 }

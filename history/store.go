@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/intent"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -32,19 +39,40 @@ type Options struct {
 	// (default ChunkSize); an existing store keeps the one it was made
 	// with (see FORMAT).
 	ChunkSize int
+	// VolumeCacheBytes bounds the local cache of S3 volumes' packs,
+	// <data>/cache (default VolumeCacheBytes).
+	VolumeCacheBytes int64
 }
 
 // Store is an open history store in one data directory.
+//
+// Lock order: a goroutine that holds more than one takes them in this
+// order, and never an earlier one while it holds a later one:
+//
+//	pruneMu -> moveMu -> copyMu -> commitMu -> logMu -> mu -> vmu
+//
+// pruneMu: one cleaner pass or verify at a time (and Close waits for it).
+// copyMu: a cleaner batch excludes copies of the past until committed
+// (HoldCleaner, taken shared by fs around Update and Commit).
+// commitMu: one commit, or cleaner frame, at a time.
+// moveMu: one pack move at a time (the mover, a drain, a volume's
+// removal); the cleaner's pack rewrite and verify hold it too.
+// vmu: the volume set (volumes.go); held briefly, never across I/O.
+// logMu: readers of old log segments (Changes, Verify) against the
+// cleaner's rewrite of them.
+// mu: the pending overlay and the fields below it; held briefly, never
+// across I/O. The mechanisms' own locks (the intent log's, the pack
+// store's, the caches') are taken inside their packages, last of all.
 type Store struct {
 	dir   string
 	opts  Options
 	log   *slog.Logger
 	index *bolt.DB
-	txlog *txLog
-	packs *packStore
-	ilog  *intentLog
+	tlog  *txlog.Log
+	packs *pack.Store
+	ilog  *intent.Log
 	lock  *os.File
-	cache *blockCache
+	cache *pack.BlockCache
 	locs  *locCache
 	stats statsCache
 	chunk int // the store's chunk size, from FORMAT
@@ -63,12 +91,12 @@ type Store struct {
 	nextObj  ObjID // next object id to hand out
 	objHigh  ObjID // ids below this are reserved in a durable record
 	closed   bool
-	broken   error         // set when a commit failed after its frame was durable
-	retained []*intentFile // intent files whose changes are not yet committed
+	broken   error          // set when a commit failed after its frame was durable
+	retained []*intent.File // intent files whose changes are not yet committed
 	// unindexed is what the commit that set broken had left to do once
 	// the index has its frame (repairIndex): the intent files it covers,
 	// and the last of them.
-	unindexed       []*intentFile
+	unindexed       []*intent.File
 	unindexedIntent uint64
 
 	lastIntent uint64        // the intent file the newest transaction covers
@@ -94,6 +122,15 @@ type Store struct {
 	drops        chan []Hash    // blocks commits ended, for the dropper
 	dropsDone    chan struct{}  // the dropper has stopped
 	dropsPending sync.WaitGroup // batches sent and not yet dropped (tests wait)
+
+	lineage   string        // the store's lineage id, which volume labels name
+	vcache    *volume.Cache // S3 volumes' read cache
+	moveMu    sync.Mutex
+	vmu       sync.Mutex
+	vols      map[uint16]*vol
+	volNext   uint16
+	moverKick chan struct{}
+	moverDone chan struct{}
 }
 
 const objReserve = 1024
@@ -132,9 +169,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock, pending: newOverlay(), chunk: format.chunk,
-		cache: newBlockCache(blockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
+		cache: pack.NewBlockCache(pack.BlockCacheBytes / format.chunk), locs: newLocCache(locCacheMax),
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
-		drops: make(chan []Hash, 4), dropsDone: make(chan struct{})}
+		drops: make(chan []Hash, 4), dropsDone: make(chan struct{}),
+		moverKick: make(chan struct{}, 1), moverDone: make(chan struct{})}
 	s.endedCond = sync.NewCond(&s.mu)
 	s.packFloor.Store(math.MaxUint32)
 	id, err := loadIdentity(dir)
@@ -155,6 +193,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.keepReserve()
 	go s.dropper()
 	go s.flusher()
+	go s.mover()
 	return s, nil
 }
 
@@ -168,16 +207,26 @@ func (s *Store) recover() error {
 			os.RemoveAll(d)
 		}
 	}
-	if s.packs, err = openPackStore(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
+	if s.packs, err = pack.Open(filepath.Join(s.dir, "volumes", "0"), 0); err != nil {
 		return err
 	}
-	if s.index, err = openIndex(filepath.Join(s.dir, "index.db"), false); err != nil {
+	if err := s.openVolumes(); err != nil {
 		return err
 	}
-	var st indexState
+	if s.index, err = index.Open(filepath.Join(s.dir, "index.db"), false); err != nil {
+		return err
+	}
+	// A pack move a crash interrupted, and the numbers moved packs took.
+	if err := s.finishMove(context.Background()); err != nil {
+		s.log.Error("history: a pack move waits for its volume", "err", err)
+	}
+	if err := s.floorPacks(); err != nil {
+		return err
+	}
+	var st index.State
 	if err := s.index.View(func(tx *bolt.Tx) error {
 		var err error
-		st, _, err = readIndexState(tx)
+		st, _, err = index.ReadState(tx)
 		return err
 	}); err != nil {
 		return err
@@ -188,7 +237,7 @@ func (s *Store) recover() error {
 	}
 	// Frames the index has applied were durable: damage in them is never
 	// a torn tail to cut.
-	if s.txlog, last, err = openTxLog(filepath.Join(s.dir, "log"), st.Next); err != nil {
+	if s.tlog, last, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next); err != nil {
 		return err
 	}
 	if err := s.catchUpIndexOrReserve(); err != nil {
@@ -204,7 +253,7 @@ func (s *Store) recover() error {
 	// Replay the intent log: changes acknowledged as durable but not yet
 	// in a transaction.
 	idir := filepath.Join(s.dir, "intent")
-	seqs, err := listIntent(idir)
+	seqs, err := intent.List(idir)
 	if err != nil {
 		return err
 	}
@@ -212,18 +261,18 @@ func (s *Store) recover() error {
 	var replay []uint64
 	for _, seq := range seqs {
 		if seq <= intentSeq {
-			os.Remove(intentName(idir, seq))
+			os.Remove(intent.Name(idir, seq))
 			continue
 		}
 		replay = append(replay, seq)
 		next = max(next, seq+1)
 	}
-	if s.ilog, err = newIntentLog(idir, next); err != nil {
+	if s.ilog, err = intent.New(idir, next); err != nil {
 		return err
 	}
 	replayed, replayedFiles := 0, 0
 	for _, seq := range replay {
-		entries, err := readIntent(intentName(idir, seq))
+		entries, err := intent.Read(intent.Name(idir, seq))
 		if err != nil {
 			return err
 		}
@@ -231,7 +280,7 @@ func (s *Store) recover() error {
 			// Nothing acknowledged in it (a preallocated file never
 			// written, or a torn first entry): it can go now, so that
 			// opens that never commit do not pile files up.
-			os.Remove(intentName(idir, seq))
+			os.Remove(intent.Name(idir, seq))
 			continue
 		}
 		for _, body := range entries {
@@ -250,7 +299,7 @@ func (s *Store) recover() error {
 		}
 		replayedFiles++
 		// The commit that holds its changes retires it.
-		f, err := s.ilog.adopt(seq)
+		f, err := s.ilog.Adopt(seq)
 		if err != nil {
 			return err
 		}
@@ -296,16 +345,16 @@ func (s *Store) recover() error {
 // it by the transactions a crash (or a full disk) interrupted, or be empty
 // after Rebuild removed it.
 func (s *Store) catchUpIndex() error {
-	var st indexState
+	var st index.State
 	err := s.index.View(func(tx *bolt.Tx) error {
 		var err error
-		st, _, err = readIndexState(tx)
+		st, _, err = index.ReadState(tx)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	n, err := s.replayLog(s.index, st, math.MaxUint64)
+	n, err := s.replayLog(s.index, st, math.MaxUint64, nil)
 	if n > 0 {
 		s.log.Info("history: index caught up with the log", "transactions", n)
 	}
@@ -327,10 +376,12 @@ func (s *Store) catchUpIndex() error {
 
 // replayLog applies to db every frame of the log after st, up to the
 // transaction upTo: a frame being appended behind it may be incomplete.
-func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
-	var packMap map[Hash]blockLoc // learnt once, when a frame needs it
+// Blocks it does not know are located by reading the packs (locate), the
+// packs of remote volumes as known says when it is not nil.
+func (s *Store) replayLog(db *bolt.DB, st index.State, upTo TID, known *bolt.Tx) (int, error) {
+	var packMap map[Hash]pack.Loc // learnt once, when a frame needs it
 	n := 0
-	err := scanLog(s.logDir(), st.Next, func(t *Txn, loc, next logLoc) error {
+	err := txlog.Scan(s.logDir(), st.Next, func(t *Txn, loc, next txlog.Loc) error {
 		if t.TID > upTo {
 			return errStop
 		}
@@ -345,13 +396,17 @@ func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 			if need {
 				// Blocks the index has not seen: written by a commit a
 				// crash interrupted, or the index is being rebuilt.
-				if packMap, err = s.packs.locate(); err != nil {
+				// A store with an index lost only the blocks of
+				// commits a crash interrupted, which are in volume 0
+				// (packs move only once their commit is indexed); a
+				// rebuild reads every volume.
+				if packMap, err = s.locate(known, st != index.State{}); err != nil {
 					return err
 				}
 			}
 		}
 		n++
-		if err := db.Update(func(tx *bolt.Tx) error { return applyTxn(tx, t, loc, next, packMap, true) }); err != nil {
+		if err := db.Update(func(tx *bolt.Tx) error { return index.ApplyTxn(tx, t, loc, next, packMap, true) }); err != nil {
 			return err
 		}
 		if t.TID == upTo {
@@ -363,7 +418,7 @@ func (s *Store) replayLog(db *bolt.DB, st indexState, upTo TID) (int, error) {
 		err = nil
 	}
 	if err == nil && n > 0 {
-		err = missingBlocks(db)
+		err = index.MissingBlocks(db)
 	}
 	return n, err
 }
@@ -373,15 +428,15 @@ func unknownBlocks(db *bolt.DB, t *Txn) (bool, error) {
 	need := false
 	err := db.View(func(tx *bolt.Tx) error {
 		for _, op := range t.Ops {
-			if op.Kind != OpCreate || !strings.HasPrefix(op.Key, prefixData) {
+			if op.Kind != OpCreate || !strings.HasPrefix(op.Key, record.PrefixData) {
 				continue
 			}
-			c, err := decodeChunk(op.Payload)
+			c, err := record.DecodeChunk(op.Payload)
 			if err != nil {
 				return err
 			}
-			if c.block {
-				if _, ok, err := getBlk(tx, c.hash); err != nil || !ok {
+			if c.Block {
+				if _, ok, err := index.GetBlk(tx, c.Hash); err != nil || !ok {
 					need = !ok
 					return err
 				}
@@ -448,9 +503,9 @@ func (s *Store) Durable() error {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
-	ps := s.ilog.positions()
+	ps := s.ilog.Positions()
 	s.mu.RUnlock()
-	return s.ilog.syncAll(ps)
+	return s.ilog.SyncAll(ps)
 }
 
 // Commits counts the transactions committed since Open.
@@ -487,6 +542,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	<-s.moverDone
 	// A cleaner pass stops at its next batch (it watches s.stop); wait
 	// for it so nothing writes behind the closed files.
 	s.pruneMu.Lock()
@@ -518,13 +574,18 @@ func (s *Store) Close() error {
 func (s *Store) closeFiles() error {
 	var errs []error
 	if s.ilog != nil {
-		errs = append(errs, s.ilog.close())
+		errs = append(errs, s.ilog.Close())
 	}
-	if s.txlog != nil {
-		errs = append(errs, s.txlog.close())
+	if s.tlog != nil {
+		errs = append(errs, s.tlog.Close())
 	}
 	if s.packs != nil {
-		errs = append(errs, s.packs.close())
+		errs = append(errs, s.packs.Close())
+	}
+	for _, v := range s.vols {
+		if v.v != nil {
+			errs = append(errs, v.v.Close())
+		}
 	}
 	if s.index != nil {
 		errs = append(errs, s.index.Close())
@@ -533,6 +594,28 @@ func (s *Store) closeFiles() error {
 		errs = append(errs, s.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// stopping reports whether Close has begun: a cleaner pass stops at its
+// next batch, and the next pass after Open finishes the work.
+func (s *Store) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// checkOpen is nil while the store takes changes: open, and no commit
+// left the index behind the log.
+func (s *Store) checkOpen() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.broken
 }
 
 // Dir is the store's data directory.

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/asof/asof/history/internal/record"
 )
 
 // fakeClock is a settable clock so tests can place transactions at chosen
@@ -190,7 +189,7 @@ func TestWritersHashTheirChunks(t *testing.T) {
 			t.Errorf("chunk %d: no sum after its Update", idx)
 		case allZero(c.data) != p.zero:
 			t.Errorf("chunk %d: zero %v, data all zeros %v", idx, p.zero, allZero(c.data))
-		case !p.zero && (p.hash != HashOf(c.data) || p.crc != crc32.Checksum(c.data, castagnoli)):
+		case !p.zero && (p.hash != HashOf(c.data) || p.crc != crc32.Checksum(c.data, record.Castagnoli)):
 			t.Errorf("chunk %d: the sum is not its data's", idx)
 		}
 	}
@@ -265,95 +264,6 @@ func TestSequentialWritesHashEachChunkOnce(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify after the commit: %v %+v", err, rep)
 	}
-}
-
-// A commit whose log append fails leaves the index as it was: the index
-// takes a commit's operations while the commit builds (indexer), and must
-// roll them back. The changes stay pending and the next commit makes them
-// durable; the store then verifies clean, also after a reopen.
-func TestFailedLogAppendLeavesIndexUntouched(t *testing.T) {
-	dir := t.TempDir()
-	clk := epoch()
-	s := openTest(t, dir, clk)
-	a := newFile(t, s, RootID, "a")
-	v1, v2 := randData(21, 8*ChunkSize), randData(22, 8*ChunkSize)
-	write(t, s, a, v1, 0)
-	clk.add(time.Second)
-	t1 := commit(t, s)
-	write(t, s, a, v2, 0)
-	b := newFile(t, s, RootID, "b")
-	write(t, s, b, v2[:3*ChunkSize], 0) // the same blocks again, in another file
-
-	// The log's file, opened read-only: the append fails.
-	good := s.txlog.f
-	ro, err := os.Open(good.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.txlog.f = ro
-	clk.add(time.Second)
-	if _, err := s.Commit(); err == nil {
-		t.Fatal("a commit whose log append fails succeeded")
-	}
-	s.txlog.f = good
-	ro.Close()
-	err = s.index.View(func(tx *bolt.Tx) error {
-		st, _, err := readIndexState(tx)
-		if err != nil {
-			return err
-		}
-		if st.Applied != t1 {
-			return fmt.Errorf("the index has applied %s, want %s", st.Applied, t1)
-		}
-		if _, ok, err := getBlk(tx, HashOf(v2[:ChunkSize])); err != nil || ok {
-			return fmt.Errorf("a block of the failed commit has an entry (%v)", err)
-		}
-		return tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
-			r, err := decodeRec(k, v)
-			if err != nil {
-				return err
-			}
-			if r.Create > t1 || r.Delete != 0 && r.Delete > t1 {
-				return fmt.Errorf("record %d %q created %s ended %s: the failed commit's", r.Obj, r.Key, r.Create, r.Delete)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, s, a, Live); !bytes.Equal(got, v2) {
-		t.Fatal("after the failed commit a does not read its pending data")
-	}
-
-	clk.add(time.Second)
-	t2 := commit(t, s)
-	check := func() {
-		t.Helper()
-		if got := readAll(t, s, a, t1); !bytes.Equal(got, v1) {
-			t.Fatal("a as of the first commit differs")
-		}
-		if got := readAll(t, s, a, t2); !bytes.Equal(got, v2) {
-			t.Fatal("a as of the second commit differs")
-		}
-		if got := readAll(t, s, b, t2); !bytes.Equal(got, v2[:3*ChunkSize]) {
-			t.Fatal("b as of the second commit differs")
-		}
-		rep, err := s.Verify(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !rep.OK() {
-			t.Fatalf("verify: %v", rep.Problems)
-		}
-	}
-	check()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openTest(t, dir, clk)
-	defer s.Close()
-	check()
 }
 
 // Writers that outrun the commits wait for the commit in flight, so that

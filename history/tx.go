@@ -7,6 +7,10 @@ import (
 	"math"
 	"strings"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/intent"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -16,7 +20,7 @@ import (
 type Tx struct {
 	s        *Store
 	ov       *overlay
-	ops      entry // the intent log entry: encoded iops
+	ops      intent.Entry // the intent log entry: encoded iops
 	nops     int
 	reserved bool // object ids were reserved: sync before they are exposed
 	// written are the chunks this Tx wrote that will be stored as blocks:
@@ -48,13 +52,13 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		if tx.reserved {
 			// The ids reserved stay reserved: keep the reservation
 			// durable even though the change itself is dropped.
-			var e entry
-			e.add(iop{kind: iopReserve, n: uint64(s.objHigh)}, false)
-			_, aerr := s.ilog.append(e)
-			ps := s.ilog.positions()
+			var e intent.Entry
+			addIop(&e, iop{kind: iopReserve, n: uint64(s.objHigh)}, false)
+			_, aerr := s.ilog.Append(e)
+			ps := s.ilog.Positions()
 			s.mu.Unlock()
 			if aerr == nil {
-				aerr = s.ilog.syncAll(ps)
+				aerr = s.ilog.SyncAll(ps)
 			}
 			return errors.Join(err, aerr)
 		}
@@ -62,16 +66,16 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		return err
 	}
 	if tx.nops > 0 {
-		if _, err := s.ilog.append(tx.ops); err != nil {
+		if _, err := s.ilog.Append(tx.ops); err != nil {
 			s.mu.Unlock()
 			return err
 		}
 		tx.ov.mergeInto(s.pending)
 	}
-	held := s.pending.bytes + s.ilog.buffered()
-	var ps []intentPos
+	held := s.pending.bytes + s.ilog.Buffered()
+	var ps []intent.Pos
 	if tx.reserved {
-		ps = s.ilog.positions()
+		ps = s.ilog.Positions()
 	}
 	s.mu.Unlock()
 	// Hash the chunks written here, beside the other writers, rather than
@@ -84,7 +88,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	// nothing after an entry may survive a crash without it, so every
 	// intent file still unwritten goes with it — the frozen one of a
 	// commit in flight too — as Durable does.
-	if err := s.ilog.syncAll(ps); err != nil {
+	if err := s.ilog.SyncAll(ps); err != nil {
 		return err
 	}
 	switch {
@@ -110,9 +114,9 @@ func (tx *Tx) record(op iop) error {
 	// The entry refers to a large write's data where the write put
 	// it, in the Tx's chunks, instead of copying it.
 	held := op.kind == iopWrite && len(op.data) >= holdMin
-	tx.ops.add(op, held)
+	addIop(&tx.ops, op, held)
 	if held {
-		tx.chunkPieces(op.obj, op.n, len(op.data), tx.ops.hold)
+		tx.chunkPieces(op.obj, op.n, len(op.data), tx.ops.Hold)
 	}
 	tx.nops++
 	return nil
@@ -172,9 +176,9 @@ func (tx *Tx) apply(op iop) error {
 		st.kv[op.key] = kvChange{payload: op.data, del: op.kind == iopDel}
 		ov.bytes += int64(len(op.key)+len(op.data)) + 64
 		switch {
-		case strings.HasPrefix(op.key, prefixMeta):
+		case strings.HasPrefix(op.key, record.PrefixMeta):
 			// Bookkeeping is no change of the object.
-		case strings.HasPrefix(op.key, prefixXatt):
+		case strings.HasPrefix(op.key, record.PrefixXattr):
 			st.change |= ChangeXattr
 		default:
 			st.change |= ChangeWritten
@@ -249,38 +253,38 @@ func (tx *Tx) EndObject(obj ObjID) error { return tx.record(iop{kind: iopEndObj,
 
 // SetDirent points name in directory dir at child.
 func (tx *Tx) SetDirent(dir ObjID, name string, child ObjID, k Kind) error {
-	return tx.record(iop{kind: iopPut, obj: dir, key: direntKey(name), data: encodeDirent(child, k)})
+	return tx.record(iop{kind: iopPut, obj: dir, key: record.DirentKey(name), data: encodeDirent(child, k)})
 }
 
 // RemoveDirent removes name from directory dir.
 func (tx *Tx) RemoveDirent(dir ObjID, name string) error {
-	return tx.record(iop{kind: iopDel, obj: dir, key: direntKey(name)})
+	return tx.record(iop{kind: iopDel, obj: dir, key: record.DirentKey(name)})
 }
 
 // SetSymlink sets a symlink's target.
 func (tx *Tx) SetSymlink(obj ObjID, target string) error {
-	return tx.record(iop{kind: iopPut, obj: obj, key: keySymlink, data: []byte(target)})
+	return tx.record(iop{kind: iopPut, obj: obj, key: record.KeySymlink, data: []byte(target)})
 }
 
 // SetXattr sets an extended attribute.
 func (tx *Tx) SetXattr(obj ObjID, name string, value []byte) error {
-	return tx.record(iop{kind: iopPut, obj: obj, key: xattrKey(name), data: append([]byte(nil), value...)})
+	return tx.record(iop{kind: iopPut, obj: obj, key: record.XattrKey(name), data: append([]byte(nil), value...)})
 }
 
 // RemoveXattr removes an extended attribute.
 func (tx *Tx) RemoveXattr(obj ObjID, name string) error {
-	return tx.record(iop{kind: iopDel, obj: obj, key: xattrKey(name)})
+	return tx.record(iop{kind: iopDel, obj: obj, key: record.XattrKey(name)})
 }
 
 // PutMeta keeps a piece of the file system's own bookkeeping (such as the
 // list of open unlinked files) as a record, hidden from every listing.
 func (tx *Tx) PutMeta(name string, value []byte) error {
-	return tx.record(iop{kind: iopPut, obj: RootID, key: prefixMeta + name, data: value})
+	return tx.record(iop{kind: iopPut, obj: RootID, key: record.PrefixMeta + name, data: value})
 }
 
 // DelMeta removes a bookkeeping record.
 func (tx *Tx) DelMeta(name string) error {
-	return tx.record(iop{kind: iopDel, obj: RootID, key: prefixMeta + name})
+	return tx.record(iop{kind: iopDel, obj: RootID, key: record.PrefixMeta + name})
 }
 
 // Note adds change kinds the engine cannot see, such as a rename, to the
@@ -313,17 +317,17 @@ func (tx *Tx) copyData(dst, src ObjID, at TID) error {
 		st.chunks = map[uint64]*chunkBuf{}
 	}
 	err = tx.s.index.View(func(btx *bolt.Tx) error {
-		return visible(btx, src, prefixData, at, func(r Record) error {
-			idx, ok := chunkOfKey(r.Key)
+		return index.Visible(btx, src, record.PrefixData, at, func(r Record) error {
+			idx, ok := record.ChunkOfKey(r.Key)
 			if !ok {
 				return fmt.Errorf("%w: data key %q", ErrCorrupt, r.Key)
 			}
-			ref, err := decodeChunk(r.Payload)
+			ref, err := record.DecodeChunk(r.Payload)
 			if err != nil {
 				return err
 			}
-			if !ref.block {
-				ref.inline = append([]byte(nil), ref.inline...)
+			if !ref.Block {
+				ref.Inline = append([]byte(nil), ref.Inline...)
 			}
 			st.chunks[idx] = &chunkBuf{ref: &ref}
 			return nil
@@ -469,36 +473,36 @@ func (tx *Tx) chunk(obj ObjID, idx uint64) ([]byte, error) {
 	// The chunk's record and its block's place come from one index
 	// transaction, and the block is read without entering the caches:
 	// the write that reads it supersedes it.
-	var ref chunkRef
-	var loc blockLoc
+	var ref record.ChunkRef
+	var loc pack.Loc
 	var found, placed bool
 	err := tx.s.index.View(func(btx *bolt.Tx) error {
-		r, ok, err := latest(btx, obj, chunkKey(idx), Live)
+		r, ok, err := index.Latest(btx, obj, record.ChunkKey(idx), Live)
 		if err != nil || !ok {
 			return err
 		}
 		found = true
-		if ref, err = decodeChunk(r.Payload); err != nil || !ref.block {
+		if ref, err = record.DecodeChunk(r.Payload); err != nil || !ref.Block {
 			return err
 		}
-		if loc, placed = tx.s.locs.get(ref.hash); placed {
+		if loc, placed = tx.s.locs.get(ref.Hash); placed {
 			return nil
 		}
-		e, ok, err := getBlk(btx, ref.hash)
+		e, ok, err := index.GetBlk(btx, ref.Hash)
 		loc, placed = e.Loc, ok
 		return err
 	})
 	switch {
 	case err != nil || !found:
 		return nil, err
-	case !ref.block:
-		return ref.inline, nil
+	case !ref.Block:
+		return ref.Inline, nil
 	}
-	if b := tx.s.cache.get(ref.hash); b != nil {
+	if b := tx.s.cache.Get(ref.Hash); b != nil {
 		return b, nil
 	}
 	if placed {
-		if b, err := tx.s.packs.get(loc, ref.hash, false); err == nil {
+		if b, err := tx.s.packs.Get(loc, ref.Hash, false); err == nil {
 			return b, nil
 		}
 		// Moved by the cleaner since, or damaged: the general path looks
@@ -532,13 +536,13 @@ func (tx *Tx) ReadAt(obj ObjID, p []byte, off int64) (int, error) {
 
 // Readlink reads a symlink's live target.
 func (tx *Tx) Readlink(obj ObjID) (string, error) {
-	b, err := tx.s.kvGet(tx.layers(), obj, keySymlink, Live)
+	b, err := tx.s.kvGet(tx.layers(), obj, record.KeySymlink, Live)
 	return string(b), err
 }
 
 // Xattr reads an extended attribute.
 func (tx *Tx) Xattr(obj ObjID, name string) ([]byte, error) {
-	return tx.s.kvGet(tx.layers(), obj, xattrKey(name), Live)
+	return tx.s.kvGet(tx.layers(), obj, record.XattrKey(name), Live)
 }
 
 // Xattrs lists extended attribute names.
@@ -560,15 +564,15 @@ func (tx *Tx) ReadDirAt(dir ObjID, at TID, fn func(name string, child ObjID, k K
 
 // ReadlinkAt reads a symlink target as of at.
 func (tx *Tx) ReadlinkAt(obj ObjID, at TID) (string, error) {
-	b, err := tx.s.kvGet(nil, obj, keySymlink, tx.s.snap(at))
+	b, err := tx.s.kvGet(nil, obj, record.KeySymlink, tx.s.snap(at))
 	return string(b), err
 }
 
 // XattrsAt lists extended attributes with their values as of at.
 func (tx *Tx) XattrsAt(obj ObjID, at TID) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	err := tx.s.scanKV(nil, obj, prefixXatt, "", tx.s.snap(at), func(key string, p []byte) bool {
-		out[key[len(prefixXatt):]] = append([]byte(nil), p...)
+	err := tx.s.scanKV(nil, obj, record.PrefixXattr, "", tx.s.snap(at), func(key string, p []byte) bool {
+		out[key[len(record.PrefixXattr):]] = append([]byte(nil), p...)
 		return true
 	})
 	return out, err

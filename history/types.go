@@ -6,29 +6,27 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
 )
 
 // ObjID names an object (file, directory, symlink, ...) for its whole life
 // and beyond: ids are never reused, so handles derived from them stay
 // unambiguous across renames, restarts and deletes.
-type ObjID uint64
+type ObjID = record.ObjID
 
 // TID is a transaction id: nanoseconds since the Unix epoch of the moment the
 // transaction committed (bumped by one when the clock has not advanced or
 // went backwards). A moment therefore maps to a TID without any lookup, and
 // "as of T" means "after every transaction with id <= T".
-type TID uint64
+type TID = record.TID
 
 // Live reads the newest state, including changes not yet committed.
 const Live TID = math.MaxUint64
 
 // RootID is the object id of the root directory, created by Open.
 const RootID ObjID = 1
-
-// Time is the wall-clock moment a TID stands for.
-func (t TID) Time() time.Time { return time.Unix(0, int64(t)).UTC() }
-
-func (t TID) String() string { return fmt.Sprintf("0x%016x", uint64(t)) }
 
 // TIDAt is the TID that stands for moment m.
 func TIDAt(m time.Time) TID {
@@ -127,33 +125,29 @@ func decodeInode(b []byte) (Inode, error) {
 
 // Change says what a transaction did to one object; a version carries the
 // union of its kinds.
-type Change uint8
+type Change = record.Change
 
 const (
-	ChangeCreated Change = 1 << iota
-	ChangeWritten        // file data or directory entries or symlink target
-	ChangeAttr           // attributes only
-	ChangeRenamed        // noted by the caller: the object got a new name
-	ChangeDeleted        // the object ended
-	ChangeXattr
+	ChangeCreated = record.ChangeCreated
+	ChangeWritten = record.ChangeWritten // file data or directory entries or symlink target
+	ChangeAttr    = record.ChangeAttr    // attributes only
+	ChangeRenamed = record.ChangeRenamed // noted by the caller: the object got a new name
+	ChangeDeleted = record.ChangeDeleted // the object ended
+	ChangeXattr   = record.ChangeXattr
 )
 
-func (c Change) String() string {
-	names := []string{"created", "written", "attributes", "renamed", "deleted", "xattr"}
-	s := ""
-	for i, n := range names {
-		if c&(1<<i) != 0 {
-			if s != "" {
-				s += ","
-			}
-			s += n
-		}
-	}
-	if s == "" {
-		return "none"
-	}
-	return s
-}
+// Hash addresses a block by its content (SHA-256), which is also its
+// checksum.
+type Hash = record.Hash
+
+// HashLen is the size of a block address.
+const HashLen = record.HashLen
+
+func HashOf(p []byte) Hash { return record.HashOf(p) }
+
+// Record is the unit of truth: one piece of an object's state, valid from
+// the transaction Create up to (not including) Delete; Delete 0 means live.
+type Record = record.Record
 
 // Version is one transaction's change to one object.
 type Version struct {
@@ -166,10 +160,10 @@ var (
 	// ErrNotFound: no such object or key as of the moment asked.
 	ErrNotFound = errors.New("history: not found")
 	// ErrCorrupt: a checksum did not match; the damaged data is never served.
-	ErrCorrupt = errors.New("history: checksum mismatch")
+	ErrCorrupt = record.ErrCorrupt
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("history: store closed")
-	// ErrWouldBlock: a read asked for cached data only (ReadInodeCached)
-	// needs the disk.
-	ErrWouldBlock = errors.New("history: data not in memory")
+	// ErrWouldBlock: a read asked not to wait for the disk (ReadView with
+	// nowait) would have to.
+	ErrWouldBlock = pack.ErrWouldBlock
 )

@@ -2,6 +2,7 @@ package history
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/txlog"
+	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -38,7 +43,17 @@ type Progress func(stage string, done, total int64)
 // committed when it starts: the log up to its end then, each pack up to its
 // size then, and the index as of then (one read transaction). Commits go on
 // beside it, since they only append; the cleaner, which rewrites, waits.
-func (s *Store) Verify(progress Progress) (*Report, error) {
+//
+// Packs on other volumes are checked too: those of directory volumes
+// block by block, as the data directory's; those of S3 volumes cheaply
+// (each exists, as large as the index says), or read whole and every
+// block checked with VerifyDeep.
+func (s *Store) Verify(progress Progress) (*Report, error) { return s.verify(false, progress) }
+
+// VerifyDeep is Verify reading every pack of every volume.
+func (s *Store) VerifyDeep(progress Progress) (*Report, error) { return s.verify(true, progress) }
+
+func (s *Store) verify(deep bool, progress Progress) (*Report, error) {
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}
@@ -47,6 +62,8 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	}
 	s.pruneMu.Lock()
 	defer s.pruneMu.Unlock()
+	s.moveMu.Lock() // packs stay where the index says
+	defer s.moveMu.Unlock()
 	rep := &Report{}
 	ext, err := s.verifyExtent(rep)
 	if err != nil {
@@ -58,8 +75,11 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 	if err := checkFiles(s.logDir(), s.packs, ext, rep, progress, s.stopping); err != nil {
 		return nil, err
 	}
+	if err := s.checkVolumes(ext, deep, rep, progress); err != nil {
+		return nil, err
+	}
 	progress("index", 0, 1)
-	if err := s.verifyIndex(rep, ext); err != nil {
+	if err := s.verifyIndex(rep, ext, deep); err != nil {
 		return nil, err
 	}
 	progress("index", 1, 1)
@@ -69,14 +89,14 @@ func (s *Store) Verify(progress Progress) (*Report, error) {
 // checkFiles checks every frame of the extent's log segments and every
 // block of its packs against their checksums, each file up to where the
 // extent ends. It gives up with ErrClosed once stop says so.
-func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progress Progress, stop func() bool) error {
+func checkFiles(logDir string, packs *pack.Store, ext *extent, rep *Report, progress Progress, stop func() bool) error {
 	progress("log", 0, int64(len(ext.segs)))
 	for i, seq := range ext.segs {
 		limit := int64(math.MaxInt64)
 		if seq == ext.log.Seg {
 			limit = ext.log.Off
 		}
-		if err := verifySegment(segName(logDir, seq), limit, rep); err != nil {
+		if err := verifySegment(txlog.SegName(logDir, seq), limit, rep); err != nil {
 			return err
 		}
 		progress("log", int64(i+1), int64(len(ext.segs)))
@@ -89,9 +109,9 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 		total += n
 	}
 	for _, seq := range slices.Sorted(maps.Keys(ext.packs)) {
-		err := packs.scanPack(seq, ext.packs[seq], true, func(h Hash, loc blockLoc, err error) error {
+		err := packs.ScanPack(seq, ext.packs[seq], true, func(h Hash, loc pack.Loc, err error) error {
 			rep.Blocks++
-			done += int64(loc.Length) + packHdrLen
+			done += int64(loc.Length) + pack.HdrLen
 			progress("blocks", done, total)
 			if err != nil {
 				rep.problem("%v", err)
@@ -110,7 +130,7 @@ func checkFiles(logDir string, packs *packStore, ext *extent, rep *Report, progr
 
 // extent is what a verify checks: the store between two commits.
 type extent struct {
-	log   logLoc           // the log's end
+	log   txlog.Loc        // the log's end
 	segs  []uint32         // its segments up to the end
 	packs map[uint32]int64 // each pack's size
 	last  TID              // the newest transaction
@@ -125,11 +145,11 @@ func (s *Store) verifyExtent(rep *Report) (*extent, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.logMu.RLock()
-	e := &extent{log: logLoc{Seg: s.txlog.seg, Off: s.txlog.off}, last: s.LastTID()}
-	segs, err := listSegments(s.logDir())
+	e := &extent{log: s.tlog.End(), last: s.LastTID()}
+	segs, err := txlog.ListSegments(s.logDir())
 	if err == nil {
 		e.segs = slices.DeleteFunc(segs, func(seq uint32) bool { return seq > e.log.Seg })
-		e.packs, err = s.packs.sizes()
+		e.packs, err = s.packs.Sizes()
 	}
 	if err == nil {
 		e.index, err = s.index.Begin(false)
@@ -158,14 +178,14 @@ func verifySegment(path string, limit int64, rep *Report) error {
 	size := min(st.Size(), limit)
 	var off int64
 	for off < size {
-		t, next, err := readFrame(f, off)
+		t, next, err := txlog.ReadFrame(f, off)
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			rep.problem("log %s: damaged frame at offset %d", filepath.Base(path), off)
 			// Resynchronise on the next intact frame, if any.
-			if _, n, err := readFrameAfter(f, off, size); err == nil {
+			if _, n, err := txlog.ReadFrameAfter(f, off, size); err == nil {
 				off = n
 				continue
 			}
@@ -180,11 +200,11 @@ func verifySegment(path string, limit int64, rep *Report) error {
 
 // verifyIndex checks every index entry's checksum, bbolt's own structure,
 // and that the index says exactly what a rebuild from the log says.
-func (s *Store) verifyIndex(rep *Report, ext *extent) error {
+func (s *Store) verifyIndex(rep *Report, ext *extent, deep bool) error {
 	tx := ext.index
-	err := tx.Bucket(bucketRec).ForEach(func(k, v []byte) error {
+	err := tx.Bucket(index.BucketRec).ForEach(func(k, v []byte) error {
 		rep.Records++
-		if _, err := decodeRec(k, v); err != nil {
+		if _, err := index.DecodeRec(k, v); err != nil {
 			rep.problem("index: %v", err)
 		}
 		return nil
@@ -197,7 +217,11 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 	// (a verify is how one checks a store after its disk filled up).
 	var fresh *bolt.DB
 	for _, dir := range []string{s.dir, os.TempDir()} {
-		fresh, err = s.rebuildScratch(dir, ext.last)
+		known := tx // a cheap verify takes the index's word for where S3 volumes' blocks are
+		if deep {
+			known = nil
+		}
+		fresh, err = s.rebuildScratch(dir, ext.last, known)
 		if !noRoom(err) {
 			break
 		}
@@ -213,7 +237,7 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 		return err
 	}
 	defer fresh.Close()
-	for _, b := range [][]byte{bucketRec, bucketVer, bucketTxn, bucketBlk} {
+	for _, b := range [][]byte{index.BucketRec, index.BucketVer, index.BucketTxn, index.BucketBlk} {
 		diffs, err := compareBucket(tx, fresh, b)
 		if err != nil {
 			return err
@@ -227,12 +251,12 @@ func (s *Store) verifyIndex(rep *Report, ext *extent) error {
 
 // rebuildScratch rebuilds the index up to upTo in a new directory inside
 // dir, removed when the index is closed.
-func (s *Store) rebuildScratch(dir string, upTo TID) (*bolt.DB, error) {
+func (s *Store) rebuildScratch(dir string, upTo TID, known *bolt.Tx) (*bolt.DB, error) {
 	tmp, err := os.MkdirTemp(dir, "asof-verify-")
 	if err != nil {
 		return nil, err
 	}
-	db, err := s.rebuildInto(filepath.Join(tmp, "index.db"), upTo)
+	db, err := s.rebuildInto(filepath.Join(tmp, "index.db"), upTo, known)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
@@ -288,11 +312,11 @@ func compareKeys(a, b []byte) int {
 // sameBlockEntry: a block written twice (once by a commit a crash cut
 // short) may be found at either copy; only its reference count must agree.
 func sameBlockEntry(bucket, a, b []byte) bool {
-	if !bytes.Equal(bucket, bucketBlk) {
+	if !bytes.Equal(bucket, index.BucketBlk) {
 		return false
 	}
-	ea, err1 := decodeBlk(a)
-	eb, err2 := decodeBlk(b)
+	ea, err1 := index.DecodeBlk(a)
+	eb, err2 := index.DecodeBlk(b)
 	return err1 == nil && err2 == nil && ea.Refs == eb.Refs && ea.Loc.Length == eb.Loc.Length
 }
 
@@ -323,23 +347,107 @@ func VerifyDir(dir string, opts Options, progress Progress) (*Report, error) {
 	}
 	defer lock.Close()
 	logDir := filepath.Join(dir, "log")
-	segs, err := listSegments(logDir)
+	segs, err := txlog.ListSegments(logDir)
 	if err != nil {
 		return nil, err
 	}
-	packs, err := openPackStore(filepath.Join(dir, "volumes", "0"), 0)
+	packs, err := pack.Open(filepath.Join(dir, "volumes", "0"), 0)
 	if err != nil {
 		return nil, err
 	}
-	defer packs.close()
+	defer packs.Close()
 	// Everything there is: nothing appends to a store no process has open.
-	ext := &extent{log: logLoc{Off: math.MaxInt64}, segs: segs}
+	ext := &extent{log: txlog.Loc{Off: math.MaxInt64}, segs: segs}
 	if len(segs) > 0 {
 		ext.log.Seg = segs[len(segs)-1]
 	}
-	if ext.packs, err = packs.sizes(); err != nil {
+	if ext.packs, err = packs.Sizes(); err != nil {
 		return nil, err
 	}
 	err = checkFiles(logDir, packs, ext, rep, progress, func() bool { return false })
 	return rep, err
+}
+
+// checkVolumes checks the packs the index places on volumes other than
+// the data directory: every block of a directory volume's packs; for an
+// S3 volume, that each pack is there and as long as its furthest block,
+// or (deep) every block, read whole.
+func (s *Store) checkVolumes(ext *extent, deep bool, rep *Report, progress Progress) error {
+	ends := map[uint16]map[uint32]int64{} // per volume, per pack: where its last block ends
+	err := ext.index.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+		e, err := index.DecodeBlk(v)
+		if err != nil || e.Loc.Vol == 0 || e.Loc.Vol == volMissingID {
+			return err
+		}
+		if ends[e.Loc.Vol] == nil {
+			ends[e.Loc.Vol] = map[uint32]int64{}
+		}
+		ends[e.Loc.Vol][e.Loc.Pack] = max(ends[e.Loc.Vol][e.Loc.Pack], int64(e.Loc.Off)+int64(e.Loc.Length))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for _, id := range slices.Sorted(maps.Keys(ends)) {
+		s.vmu.Lock()
+		v := s.vols[id]
+		s.vmu.Unlock()
+		packs := ends[id]
+		if v == nil {
+			rep.problem("%d packs are on volume %d, which the store does not have", len(packs), id)
+			continue
+		}
+		if v.v == nil {
+			rep.problem("volume %s is unreachable (%v): its %d packs were not checked", v.spec.Name, v.problem, len(packs))
+			continue
+		}
+		l, err := v.v.List(ctx)
+		if err != nil {
+			rep.problem("volume %s: cannot list its packs: %v", v.spec.Name, err)
+			continue
+		}
+		sizes := map[uint32]int64{}
+		for _, p := range l {
+			sizes[p.Seq] = p.Size
+		}
+		_, dir := v.v.(*volume.Dir)
+		var done int64
+		for _, seq := range slices.Sorted(maps.Keys(packs)) {
+			size, ok := sizes[seq]
+			switch {
+			case !ok:
+				rep.problem("volume %s: pack %d is missing", v.spec.Name, seq)
+				continue
+			case size < packs[seq]:
+				rep.problem("volume %s: pack %d is %d bytes, but the index has a block ending at %d", v.spec.Name, seq, size, packs[seq])
+				continue
+			}
+			if !dir && !deep {
+				continue
+			}
+			path, cleanup, err := s.localCopyRaw(ctx, seq, v.v)
+			if err != nil {
+				rep.problem("volume %s: pack %d: %v", v.spec.Name, seq, err)
+				continue
+			}
+			err = pack.ScanFile(path, id, seq, size, true, func(h Hash, loc pack.Loc, err error) error {
+				rep.Blocks++
+				if err != nil {
+					rep.problem("volume %s: %v", v.spec.Name, err)
+				}
+				if s.stopping() {
+					return ErrClosed
+				}
+				return nil
+			})
+			cleanup()
+			if err != nil {
+				return err
+			}
+			done += size
+			progress("volume "+v.spec.Name, done, 0)
+		}
+	}
+	return nil
 }

@@ -5,29 +5,22 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
-// GETATTR, SETATTR, LOOKUP and ACCESS, answered by the interposer: go-nfs
-// reports every time as the modification time, echoes ACCESS requests
-// without checking them, and maps most SETATTR errors to NOTSUPP or IO.
-const (
-	procGetattr = 1
-	procSetattr = 2
-	procLookup  = 3
-	procAccess  = 4
+// The procedures of attributes: GETATTR, SETATTR, LOOKUP, ACCESS,
+// READLINK and FSSTAT. Each carries the object's own atime, mtime and
+// ctime, read once per call where the reply needs them more than once.
 
-	nfsErrNotSync = 10002
-)
-
-func (h *handler) getattr(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) getattr(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	if r.err != nil {
 		return r.err
 	}
 	_, a, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		return nil
 	}
 	w.u32(nfsOK)
@@ -35,8 +28,8 @@ func (h *handler) getattr(c *rpcCall, w *xdrWriter) error {
 	return nil
 }
 
-func (h *handler) setattr(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) setattr(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	attrs := r.sattr3()
 	guard := r.bool()
@@ -58,11 +51,11 @@ func (h *handler) setattr(c *rpcCall, w *xdrWriter) error {
 			w.wcc(pre, pre)
 			return nil
 		}
-		if _, err = h.f.Setattr(h.cred, n, attrs.set); err == nil {
+		if _, err = h.f.Setattr(cred, n, attrs.set); err == nil {
 			err = h.f.Sync()
 		}
 	}
-	w.u32(status(err))
+	w.u32(h.status(err))
 	var post *fs.Attr
 	if pre != nil {
 		post = h.attr(n)
@@ -74,25 +67,25 @@ func (h *handler) setattr(c *rpcCall, w *xdrWriter) error {
 // lookup reads three things: the directory's attributes (which also tell
 // that its handle is not stale, and are its post-op attributes), the entry,
 // and the attributes of what it names.
-func (h *handler) lookup(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) lookup(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
 	if r.err != nil {
 		return r.err
 	}
 	dir, da, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(nil)
 		return nil
 	}
-	n, err := h.f.LookupIn(h.cred, dir, da, name)
+	n, err := h.f.LookupIn(cred, dir, da, name)
 	var a fs.Attr
 	if err == nil {
 		a, err = h.f.Getattr(n)
 	}
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(&da)
 		return nil
 	}
@@ -113,10 +106,10 @@ const (
 	accessExecute = 0x20
 )
 
-// access answers which of the asked rights the export's identity has, by
+// access answers which of the asked rights the caller has, by
 // the rules fs applies: a client then fails early, as on a local disk.
-func (h *handler) access(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) access(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	want := r.u32()
 	if r.err != nil {
@@ -124,13 +117,13 @@ func (h *handler) access(c *rpcCall, w *xdrWriter) error {
 	}
 	n, a, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(nil)
 		return nil
 	}
-	ok, err := h.f.Access(h.cred, n, fs.AccessRead|fs.AccessWrite|fs.AccessExec)
+	ok, err := h.f.Access(cred, n, fs.AccessRead|fs.AccessWrite|fs.AccessExec)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(&a)
 		return nil
 	}
@@ -155,5 +148,63 @@ func (h *handler) access(c *rpcCall, w *xdrWriter) error {
 	w.u32(nfsOK)
 	w.postOpAttr(&a)
 	w.u32(got & want)
+	return nil
+}
+
+// readlink answers READLINK with the target and the link's attributes; a
+// handle of anything but a symlink is INVAL.
+func (h *handler) readlink(c *sunrpc.Call, _ fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
+	fh := r.handle()
+	if r.err != nil {
+		return r.err
+	}
+	n, a, err := h.targetAttr(fh)
+	if err != nil {
+		w.u32(h.status(err))
+		w.postOpAttr(nil)
+		return nil
+	}
+	target, err := h.f.Readlink(n)
+	if err != nil {
+		w.u32(h.status(err))
+		w.postOpAttr(&a)
+		return nil
+	}
+	w.u32(nfsOK)
+	w.postOpAttr(&a)
+	w.opaque([]byte(target))
+	return nil
+}
+
+// fsstat answers FSSTAT with fs's figures (the disk under the store, its
+// objects) and the object's own attributes.
+func (h *handler) fsstat(c *sunrpc.Call, _ fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
+	fh := r.handle()
+	if r.err != nil {
+		return r.err
+	}
+	_, a, err := h.targetAttr(fh)
+	if err != nil {
+		w.u32(h.status(err))
+		w.postOpAttr(nil)
+		return nil
+	}
+	st, err := h.f.Statfs()
+	if err != nil {
+		w.u32(h.status(err))
+		w.postOpAttr(&a)
+		return nil
+	}
+	w.u32(nfsOK)
+	w.postOpAttr(&a)
+	w.u64(st.Bytes)
+	w.u64(st.Free)
+	w.u64(st.Avail)
+	w.u64(st.Files)
+	w.u64(st.FreeFiles)
+	w.u64(st.FreeFiles) // afiles: no quota sets one caller apart
+	w.u32(0)            // invarsec: the figures change any time
 	return nil
 }

@@ -1,14 +1,86 @@
 package nfs
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/asof/asof/integration/serverproc"
+	"github.com/asof/asof/fs"
+	"github.com/asof/asof/history"
 )
 
-func TestMain(m *testing.M) { os.Exit(serverproc.Main(m)) }
+// TestServerChild is the server of TestUnstableWriteCommitSurvivesKill9:
+// this test binary, re-executed, serving the store in $ASOF_NFS_CHILD_DIR
+// until it is killed. Nothing commits by the clock: only COMMIT and
+// FILE_SYNC make writes durable.
+func TestServerChild(t *testing.T) {
+	dir := os.Getenv("ASOF_NFS_CHILD_DIR")
+	if dir == "" {
+		t.Skip("runs only as the child of TestUnstableWriteCommitSurvivesKill9")
+	}
+	s, err := history.Open(dir, history.Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := LoadKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("LISTEN", l.Addr())
+	srv := New(fs.New(s, fs.Options{Squash: fs.SquashNone}), Options{Key: key})
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.ServeConn(context.Background(), c)
+	}
+}
+
+// childServer is a TestServerChild process.
+type childServer struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startChild(t *testing.T, dir string) *childServer {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServerChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "ASOF_NFS_CHILD_DIR="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := &childServer{cmd: cmd}
+	t.Cleanup(func() { ch.kill9() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "LISTEN ")
+	if err != nil || !ok {
+		t.Fatalf("the server child said %q (%v)", line, err)
+	}
+	ch.addr = addr
+	return ch
+}
+
+func (ch *childServer) kill9() {
+	ch.cmd.Process.Kill() // SIGKILL
+	ch.cmd.Wait()
+}
 
 // mountRaw mounts "/" on c (MOUNT shares the NFS port) and returns the root
 // handle.
@@ -49,21 +121,14 @@ func createRaw(t *testing.T, c *rawConn, dir []byte, name string) []byte {
 	return bytes.Clone(x.handle())
 }
 
-// A real server process: data written UNSTABLE and then COMMITted is
+// A server process: data written UNSTABLE and then COMMITted is
 // intact after kill -9 and a restart, and the write verifier differs after
 // the restart (so a client resends what it had not committed); a FILE_SYNC
 // write survives too.
 func TestUnstableWriteCommitSurvivesKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the asof binary")
-	}
-	s := serverproc.Start(t, serverproc.Options{
-		NoNineP: true,
-		// Nothing commits by the clock during the test: only COMMIT and
-		// FILE_SYNC make the writes durable.
-		Env: map[string]string{"ASOF_HISTORY_FLUSH_INTERVAL": "1h"},
-	})
-	c := dialRaw(t, s.NFSAddr)
+	dir := t.TempDir()
+	s := startChild(t, dir)
+	c := dialRaw(t, s.addr)
 	rootFH := mountRaw(t, c)
 	fh := createRaw(t, c, rootFH, "unstable.dat")
 	syncFH := createRaw(t, c, rootFH, "sync.dat")
@@ -95,13 +160,9 @@ func TestUnstableWriteCommitSurvivesKill9(t *testing.T) {
 		t.Fatalf("COMMIT: status %d verifier %x, want OK and the writes' %x", st, cverf, verf)
 	}
 
-	if err := s.Kill9(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	c = dialRaw(t, s.NFSAddr) // the handles outlive the server
+	s.kill9()
+	s = startChild(t, dir)
+	c = dialRaw(t, s.addr) // the handles outlive the server
 	var got []byte
 	for {
 		r := c.read(fh, uint64(len(got)), maxIO)

@@ -4,16 +4,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"math"
+	"sync"
+	"syscall"
 
 	"github.com/asof/asof/fs"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
-// READ, WRITE, COMMIT and FSINFO, answered by the interposer. go-nfs
-// answers every WRITE as FILE_SYNC (so each one waited for an fsync), makes
-// COMMIT a no-op, copies READ data through a growing buffer and reflective
-// XDR, and advertises 1 GiB transfers (more than a call record may hold).
+// READ, WRITE, COMMIT, FSINFO and PATHCONF.
 //
-// Here a READ reads the file data straight into the reply record; a WRITE
+// A READ's file data goes out from where it lies (the engine's page-cache
+// mappings), after the reply's bytes: no copy into the reply. A WRITE
 // honours the client's stability: UNSTABLE is applied to the engine (in
 // memory and its intent log, committed to history at the flush interval)
 // and answered at once, FILE_SYNC and DATA_SYNC are made durable first, and
@@ -21,20 +22,13 @@ import (
 // server process, so a client resends its uncommitted writes after a
 // restart, as RFC 1813 intends.
 const (
-	procRead     = 6
-	procWrite    = 7
-	procFsinfo   = 19
-	procPathconf = 20
-	procCommit   = 21
-
-	// maxIO is the largest READ and WRITE payload, and the preferred one.
+	// maxIO is the largest READ and WRITE payload, and the preferred one:
+	// a call record holds one WRITE of it (sunrpc.MaxRecord).
 	maxIO = 1 << 20
 
 	stableUnstable = 0
 	stableDataSync = 1
 	stableFileSync = 2
-
-	nfsErrInval = 22
 
 	// FSINFO properties.
 	fsfLink        = 0x01
@@ -51,24 +45,21 @@ var writeVerf = func() (v [8]byte) {
 }()
 
 // fileStatus is the status of a failed operation on a file whose
-// attributes are now a (nil when it could not be read): a handle whose
-// object is gone is stale.
-func fileStatus(err error, a *fs.Attr) uint32 {
-	if errors.Is(err, errBadHandle) {
-		return nfsErrBadHandl
-	}
-	if a == nil {
+// attributes are now a (nil when they could not be read): a handle whose
+// object does not exist is stale.
+func (h *handler) fileStatus(err error, a *fs.Attr) uint32 {
+	if a == nil && !errors.Is(err, errBadHandle) && fs.Errno(err) == syscall.ENOENT {
 		return nfsErrStale
 	}
-	return status(err)
+	return h.status(err)
 }
 
 // offset is a client's offset as fs takes it: one past int64 is past the
 // end of any file.
 func offset(off uint64) int64 { return int64(min(off, math.MaxInt64)) }
 
-func (h *handler) read(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) read(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	off := r.u64()
 	count := r.u32()
@@ -77,22 +68,22 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 	}
 	n, _, err := h.decode(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(nil)
 		return nil
 	}
 	count = min(count, maxIO)
 	// A count of 0 reads nothing but makes every check.
-	v, attr, err := h.f.ReadView(h.cred, n, offset(off), int(count), c.nowait)
+	v, attr, err := h.f.ReadView(cred, n, offset(off), int(count), c.NoWait)
 	if errors.Is(err, fs.ErrWouldBlock) {
-		return errWouldBlock
+		return sunrpc.ErrWouldBlock
 	}
 	var a *fs.Attr
 	if attr.Ino != 0 {
 		a = &attr
 	}
 	if err != nil {
-		w.u32(fileStatus(err, a))
+		w.u32(h.fileStatus(err, a))
 		w.postOpAttr(a)
 		return nil
 	}
@@ -107,19 +98,17 @@ func (h *handler) read(c *rpcCall, w *xdrWriter) error {
 	w.u32(uint32(k))
 	w.bool(eof)
 	w.u32(uint32(k))
-	// The data goes out from where it lies (the engine's page-cache
-	// mappings), after these bytes: no copy into the reply.
-	c.data = v
+	c.Tail = newViewTail(v)
 	return nil
 }
 
-func (h *handler) write(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) write(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	off := r.u64()
 	count := r.u32()
 	how := r.u32()
-	data := r.opaque(maxRecord)
+	data := r.opaque(sunrpc.MaxRecord)
 	if r.err != nil {
 		return r.err
 	}
@@ -128,7 +117,7 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 	}
 	n, a, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.wcc(nil, nil)
 		return nil
 	}
@@ -138,7 +127,7 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 		w.wcc(pre, pre)
 		return nil
 	}
-	_, err = h.f.Write(h.cred, n, data, offset(off), false)
+	_, err = h.f.Write(cred, n, data, offset(off), false)
 	committed := uint32(stableUnstable)
 	if err == nil && how != stableUnstable {
 		// The reply promises the data is on stable storage: this fsync
@@ -155,8 +144,8 @@ func (h *handler) write(c *rpcCall, w *xdrWriter) error {
 
 // commit makes every change so far durable, this file's among them: one
 // fsync of the engine's intent log, shared with every caller waiting.
-func (h *handler) commit(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) commit(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	r.u64() // offset and count: everything is made durable
 	r.u32()
@@ -183,7 +172,7 @@ func (h *handler) finishFile(w *xdrWriter, n fs.Node, pre *fs.Attr, err error, r
 		post = h.attr(n)
 	}
 	if err != nil {
-		w.u32(fileStatus(err, post))
+		w.u32(h.fileStatus(err, post))
 		w.wcc(pre, post)
 		return
 	}
@@ -195,10 +184,9 @@ func (h *handler) finishFile(w *xdrWriter, n fs.Node, pre *fs.Attr, err error, r
 	w.b = append(w.b, writeVerf[:]...)
 }
 
-// fsinfo advertises 1 MiB transfers: go-nfs advertised 1 GiB, which a
-// call record cannot hold (maxRecord) and which go-nfs-client takes at its
-// word.
-func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
+// fsinfo advertises 1 MiB transfers, the most a call record holds
+// (sunrpc.MaxRecord) with room to spare.
+func (h *handler) fsinfo(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
 	n, ok, err := h.handleInfo(c, w)
 	if !ok {
 		return err
@@ -221,10 +209,9 @@ func (h *handler) fsinfo(c *rpcCall, w *xdrWriter) error {
 	return nil
 }
 
-// pathconf answers PATHCONF with fs's limits. go-nfs answered it with a
-// link maximum of 1, though hard links work, and chown as unrestricted,
-// though only root may give a file away.
-func (h *handler) pathconf(c *rpcCall, w *xdrWriter) error {
+// pathconf answers PATHCONF with fs's limits: hard links work, and only
+// root may give a file away (chown_restricted).
+func (h *handler) pathconf(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
 	if _, ok, err := h.handleInfo(c, w); !ok {
 		return err
 	}
@@ -241,15 +228,15 @@ func (h *handler) pathconf(c *rpcCall, w *xdrWriter) error {
 // whose reply opens with a status and the object's attributes (FSINFO,
 // PATHCONF). It writes both and reports whether the rest should follow;
 // err is for arguments that do not decode.
-func (h *handler) handleInfo(c *rpcCall, w *xdrWriter) (fs.Node, bool, error) {
-	r := &xdrReader{b: c.args}
+func (h *handler) handleInfo(c *sunrpc.Call, w *xdrWriter) (fs.Node, bool, error) {
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	if r.err != nil {
 		return fs.Node{}, false, r.err
 	}
 	n, a, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(nil)
 		return fs.Node{}, false, nil
 	}
@@ -260,3 +247,23 @@ func (h *handler) handleInfo(c *rpcCall, w *xdrWriter) (fs.Node, bool, error) {
 
 // maxFileSize is the largest file fs allows.
 const maxFileSize = 1 << 62
+
+// viewTail sends a READ's data from the engine's memory (sunrpc.Tail).
+// They are pooled: a READ costs no allocation for its data.
+type viewTail struct{ v fs.View }
+
+var viewTails = sync.Pool{New: func() any { return new(viewTail) }}
+
+func newViewTail(v fs.View) *viewTail {
+	t := viewTails.Get().(*viewTail)
+	t.v = v
+	return t
+}
+
+func (t *viewTail) Buffers() [][]byte { return t.v.Segs }
+func (t *viewTail) Len() int          { return t.v.N }
+
+func (t *viewTail) Release() {
+	t.v.Release()
+	viewTails.Put(t)
+}

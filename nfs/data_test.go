@@ -3,6 +3,7 @@ package nfs
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // A raw NFSv3 client for the tests: it sends calls and reads replies on its
@@ -27,16 +29,42 @@ type rawConn struct {
 	br  *bufio.Reader
 	wmu sync.Mutex
 	xid atomic.Uint32
+	// The credential of its calls.
+	flavor uint32
+	cred   []byte
 }
 
-func dialRaw(t testing.TB, addr string) *rawConn {
+// dialRaw connects as root (AUTH_SYS uid 0, gid 0).
+func dialRaw(t testing.TB, addr string) *rawConn { return dialAs(t, addr, 0, 0) }
+
+// dialAs connects as the AUTH_SYS identity uid, gid, groups.
+func dialAs(t testing.TB, addr string, uid, gid uint32, groups ...uint32) *rawConn {
+	return dialFlavor(t, addr, sunrpc.AuthSys, authSys(uid, gid, groups...))
+}
+
+// dialFlavor connects with a credential of the flavour and body given.
+func dialFlavor(t testing.TB, addr string, flavor uint32, cred []byte) *rawConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c), flavor: flavor, cred: cred}
+}
+
+// authSys is the body of an AUTH_SYS credential.
+func authSys(uid, gid uint32, groups ...uint32) []byte {
+	w := &xdrWriter{}
+	w.u32(0) // stamp
+	w.opaque([]byte("test"))
+	w.u32(uid)
+	w.u32(gid)
+	w.u32(uint32(len(groups)))
+	for _, g := range groups {
+		w.u32(g)
+	}
+	return w.b
 }
 
 // send sends one call and returns its xid.
@@ -44,7 +72,7 @@ func (r *rawConn) send(prog, proc uint32, args []byte) uint32 {
 	xid := r.xid.Add(1)
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	if _, err := r.c.Write(encodeCall(xid, prog, proc, args)); err != nil {
+	if _, err := r.c.Write(encodeCallAuth(xid, prog, 3, proc, r.flavor, r.cred, args)); err != nil {
 		r.t.Fatalf("send: %v", err)
 	}
 	return xid
@@ -69,12 +97,16 @@ func (r *rawConn) burst(buf []byte, want map[uint32]int, check func(v int, body 
 	}
 }
 
-// encodeCall is the record of one call, with its record mark.
+// encodeCall is the record of one call as root, with its record mark.
 func encodeCall(xid, prog, proc uint32, args []byte) []byte {
 	return encodeCallVers(xid, prog, 3, proc, args)
 }
 
 func encodeCallVers(xid, prog, vers, proc uint32, args []byte) []byte {
+	return encodeCallAuth(xid, prog, vers, proc, sunrpc.AuthSys, authSys(0, 0), args)
+}
+
+func encodeCallAuth(xid, prog, vers, proc, flavor uint32, cred, args []byte) []byte {
 	w := &xdrWriter{}
 	w.u32(0) // record mark, below
 	w.u32(xid)
@@ -83,14 +115,8 @@ func encodeCallVers(xid, prog, vers, proc uint32, args []byte) []byte {
 	w.u32(prog)
 	w.u32(vers)
 	w.u32(proc)
-	w.u32(1) // AUTH_UNIX
-	cred := &xdrWriter{}
-	cred.u32(0)
-	cred.opaque([]byte("test"))
-	cred.u32(0)
-	cred.u32(0)
-	cred.u32(0)
-	w.opaque(cred.b)
+	w.u32(flavor)
+	w.opaque(cred)
 	w.u32(0) // AUTH_NONE verifier
 	w.u32(0)
 	w.b = append(w.b, args...)
@@ -98,24 +124,33 @@ func encodeCallVers(xid, prog, vers, proc uint32, args []byte) []byte {
 	return w.b
 }
 
-// recv reads one reply: its xid, accept status and body.
-func (r *rawConn) recv() (uint32, uint32, []byte) {
+// recvRecord reads one reply record.
+func (r *rawConn) recvRecord() ([]byte, error) {
 	r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var rec []byte
 	for {
 		var h [4]byte
 		if _, err := io.ReadFull(r.br, h[:]); err != nil {
-			r.t.Fatalf("recv: %v", err)
+			return nil, err
 		}
 		v := binary.BigEndian.Uint32(h[:])
 		frag := make([]byte, v&^(1<<31))
 		if _, err := io.ReadFull(r.br, frag); err != nil {
-			r.t.Fatalf("recv: %v", err)
+			return nil, err
 		}
 		rec = append(rec, frag...)
 		if v&(1<<31) != 0 {
-			break
+			return rec, nil
 		}
+	}
+}
+
+// recv reads one reply, which must be accepted: its xid, accept status
+// and body.
+func (r *rawConn) recv() (uint32, uint32, []byte) {
+	rec, err := r.recvRecord()
+	if err != nil {
+		r.t.Fatalf("recv: %v", err)
 	}
 	x := &xdrReader{b: rec}
 	xid := x.u32()
@@ -171,28 +206,25 @@ func writeArgs(fh []byte, off uint64, how uint32, data []byte) []byte {
 
 func commitArgs(fh []byte) []byte { return readArgs(fh, 0, 0) }
 
-// fattr is what the tests look at in a fattr3.
+// fattr is a fattr3.
 type fattr struct {
-	kind, mode uint32
-	size       uint64
-	ino        uint64
-	mtime      time.Time
+	kind, mode, nlink, uid, gid uint32
+	size                        uint64
+	rdev                        [2]uint32
+	fsid, ino                   uint64
+	atime, mtime, ctime         time.Time
 }
 
 func (r *xdrReader) fattr() fattr {
 	var a fattr
-	a.kind, a.mode = r.u32(), r.u32()
-	r.u32() // nlink
-	r.u32()
-	r.u32()
+	a.kind, a.mode, a.nlink, a.uid, a.gid = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
 	a.size = r.u64()
 	r.u64() // used
-	r.u64() // rdev
-	r.u64() // fsid
-	a.ino = r.u64()
-	r.u64() // atime
+	a.rdev = [2]uint32{r.u32(), r.u32()}
+	a.fsid, a.ino = r.u64(), r.u64()
+	a.atime = time.Unix(int64(r.u32()), int64(r.u32()))
 	a.mtime = time.Unix(int64(r.u32()), int64(r.u32()))
-	r.u64() // ctime
+	a.ctime = time.Unix(int64(r.u32()), int64(r.u32()))
 	return a
 }
 
@@ -316,27 +348,52 @@ func newTestStore(t *testing.T) *history.Store {
 	return s
 }
 
-// serveFS serves f with the export identity cred.
-func serveFS(t *testing.T, f *fs.FS, cred fs.Cred) *testServer {
+// newFS is a file system over a new store where root is root
+// (no_root_squash): the tests act as root unless they say otherwise.
+func newFS(t *testing.T) *fs.FS {
+	return fs.New(newTestStore(t), fs.Options{Squash: fs.SquashNone})
+}
+
+// serveFS serves f.
+func serveFS(t *testing.T, f *fs.FS) *testServer {
 	t.Helper()
-	addr := listenServe(t, f, Options{Key: testKey, Cred: cred})
-	return &testServer{f: f, h: &handler{f: f, key: testKey, cred: cred}, addr: addr}
+	addr := listenServe(t, f, Options{Key: testKey})
+	return &testServer{f: f, h: &handler{f: f, key: testKey}, addr: addr}
 }
 
 // listenServe serves f on a new loopback port until the test ends, and
-// returns the address.
+// returns the address. The end of the test stops every connection, as
+// the server's shutdown does, and waits for them.
 func listenServe(t *testing.T, f *fs.FS, opts Options) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := New(f, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	var conns sync.WaitGroup
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Serve(l, f, opts)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				srv.ServeConn(ctx, c)
+			}()
+		}
 	}()
-	t.Cleanup(func() { l.Close(); <-done })
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		cancel()
+		conns.Wait()
+	})
 	return l.Addr().String()
 }
 
@@ -371,7 +428,7 @@ func randBytes(n int) []byte {
 // verifier and wcc data, READ returns what was written with its EOF, and
 // COMMIT answers the same verifier.
 func TestReadWriteCommit(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
 	fh := ts.fh(n)
 	c := dialRaw(t, ts.addr)
@@ -443,7 +500,7 @@ func TestReadWriteCommit(t *testing.T) {
 // The padding after odd-sized READ data is zero, though reply buffers are
 // reused.
 func TestReadPaddingIsZero(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	ones := mustCreate(t, ts.f, ts.f.Root(), "ones", 0o644)
 	odd := mustCreate(t, ts.f, ts.f.Root(), "odd", 0o644)
 	if _, err := ts.f.Write(root, ones, bytes.Repeat([]byte{0xff}, 64<<10), 0, false); err != nil {
@@ -469,10 +526,9 @@ func TestReadPaddingIsZero(t *testing.T) {
 // Every status the data procedures answer.
 func TestDataStatuses(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
-	user := serveFS(t, f, fs.Cred{Uid: 1000, Gid: 1000})
-	ro := serveFS(t, fs.New(s, fs.Options{ReadOnly: true}), root)
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
+	ro := serveFS(t, fs.New(s, fs.Options{Squash: fs.SquashNone, ReadOnly: true}))
 
 	file := mustCreate(t, f, f.Root(), "file", 0o644)
 	if _, err := f.Write(root, file, []byte("old"), 0, false); err != nil {
@@ -503,7 +559,7 @@ func TestDataStatuses(t *testing.T) {
 	versions := fs.Node{Obj: file.Obj, At: history.Live, Versions: true}
 	forged := bytes.Repeat([]byte{7}, handleLen)
 
-	c, cu, cro := dialRaw(t, ts.addr), dialRaw(t, user.addr), dialRaw(t, ro.addr)
+	c, cu, cro := dialRaw(t, ts.addr), dialAs(t, ts.addr, 1000, 1000), dialRaw(t, ro.addr)
 	data := []byte("x")
 	for _, tc := range []struct {
 		what      string
@@ -557,9 +613,9 @@ func TestDataStatuses(t *testing.T) {
 // be set.
 func TestFsinfo(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
-	ro := serveFS(t, fs.New(s, fs.Options{ReadOnly: true}), root)
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
+	ro := serveFS(t, fs.New(s, fs.Options{Squash: fs.SquashNone, ReadOnly: true}))
 	for _, tc := range []struct {
 		c     *rawConn
 		props uint32
@@ -592,20 +648,20 @@ func TestFsinfo(t *testing.T) {
 }
 
 // Calls of one connection are answered at once, replies in the order they
-// are ready; go-nfs's procedures pass through among them; at most
-// maxInflight calls of a connection are taken in at a time. (A quick call
+// are ready; at most
+// sunrpc.MaxInflight calls of a connection are taken in at a time. (A quick call
 // with nothing after it may be answered by the reading goroutine itself:
 // the calls held up here are COMMIT and WRITE, which never are.)
 func TestConcurrentCalls(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
 	fh := ts.fh(n)
 	c := dialRaw(t, ts.addr)
 
 	// A COMMIT held up does not hold up a GETATTR sent after it.
 	release := make(chan struct{})
-	hook := func(c *rpcCall) {
-		if c.proc == procCommit {
+	hook := func(c *sunrpc.Call) {
+		if c.Proc == procCommit {
 			select {
 			case <-release:
 			case <-time.After(20 * time.Second):
@@ -616,7 +672,7 @@ func TestConcurrentCalls(t *testing.T) {
 	t.Cleanup(func() { testHook.Store(nil) })
 	rx := c.send(progNFS, procCommit, commitArgs(fh))
 	gx := c.send(progNFS, procGetattr, func() []byte { w := &xdrWriter{}; w.opaque(fh); return w.b }())
-	fx := c.send(progNFS, 18, func() []byte { w := &xdrWriter{}; w.opaque(fh); return w.b }()) // FSSTAT: go-nfs
+	fx := c.send(progNFS, procFsstat, func() []byte { w := &xdrWriter{}; w.opaque(fh); return w.b }())
 	got := map[uint32]bool{}
 	for i := 0; i < 2; i++ {
 		xid, st, _ := c.recv()
@@ -633,11 +689,11 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Fatalf("reply to %d, want the COMMIT %d", xid, rx)
 	}
 
-	// Held-up WRITEs: no more than maxInflight are taken in at once.
+	// Held-up WRITEs: no more than sunrpc.MaxInflight are taken in at once.
 	var now, most atomic.Int32
 	hold := make(chan struct{})
-	hook2 := func(c *rpcCall) {
-		if c.proc != procWrite {
+	hook2 := func(c *sunrpc.Call) {
+		if c.Proc != procWrite {
 			return
 		}
 		k := now.Add(1)
@@ -654,18 +710,18 @@ func TestConcurrentCalls(t *testing.T) {
 		now.Add(-1)
 	}
 	testHook.Store(&hook2)
-	const calls = 3 * maxInflight
+	const calls = 3 * sunrpc.MaxInflight
 	want := map[uint32]int{}
 	for i := 0; i < calls; i++ {
 		want[c.send(progNFS, procWrite, writeArgs(fh, uint64(i)*4096, stableFileSync, bytes.Repeat([]byte{byte(i)}, 4096)))] = i
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for now.Load() < maxInflight && time.Now().Before(deadline) {
+	for now.Load() < sunrpc.MaxInflight && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if k := now.Load(); k != maxInflight {
-		t.Errorf("%d WRITEs in progress at once, want %d", k, maxInflight)
+	if k := now.Load(); k != sunrpc.MaxInflight {
+		t.Errorf("%d WRITEs in progress at once, want %d", k, sunrpc.MaxInflight)
 	}
 	close(hold)
 	for i := 0; i < calls; i++ {
@@ -678,8 +734,8 @@ func TestConcurrentCalls(t *testing.T) {
 			t.Fatalf("WRITE: %+v", w)
 		}
 	}
-	if m := most.Load(); m > maxInflight {
-		t.Errorf("%d WRITEs in progress at most, want at most %d", m, maxInflight)
+	if m := most.Load(); m > sunrpc.MaxInflight {
+		t.Errorf("%d WRITEs in progress at most, want at most %d", m, sunrpc.MaxInflight)
 	}
 	testHook.Store(nil)
 	for i := 0; i < calls; i++ {
@@ -695,7 +751,7 @@ func TestConcurrentCalls(t *testing.T) {
 // out): every call gets its reply, also when more arrive than there are
 // slots, and when the reads are slow.
 func TestBurstInOneWrite(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
 	fh := ts.fh(n)
 	c := dialRaw(t, ts.addr)
@@ -718,11 +774,11 @@ func TestBurstInOneWrite(t *testing.T) {
 			want[xid] = off
 			buf = append(buf, encodeCall(xid, progNFS, proc, args)...)
 		}
-		// Last, a call go-nfs answers: the replies held back must not wait
-		// for another call from the client.
+		// Last, an FSSTAT: the replies held back must not wait for
+		// another call from the client.
 		xid := c.xid.Add(1)
 		want[xid] = -2
-		buf = append(buf, encodeCall(xid, progNFS, 18, getattr)...) // FSSTAT
+		buf = append(buf, encodeCall(xid, progNFS, procFsstat, getattr)...)
 		c.burst(buf, want, func(off int, body []byte) {
 			if off >= 0 {
 				r := parseRead(t, &xdrReader{b: body})
@@ -735,24 +791,24 @@ func TestBurstInOneWrite(t *testing.T) {
 		})
 	}
 	burst(5)
-	burst(3 * maxInflight)
+	burst(3 * sunrpc.MaxInflight)
 	// Slow reads, answered inline one after another, hold back nothing for good.
-	hook := func(c *rpcCall) {
-		if c.proc == procRead {
+	hook := func(c *sunrpc.Call) {
+		if c.Proc == procRead {
 			time.Sleep(3 * time.Millisecond)
 		}
 	}
 	testHook.Store(&hook)
 	t.Cleanup(func() { testHook.Store(nil) })
-	burst(3 * maxInflight)
+	burst(3 * sunrpc.MaxInflight)
 	testHook.Store(nil)
-	burst(3 * maxInflight)
+	burst(3 * sunrpc.MaxInflight)
 }
 
 // Many clients pipelining reads and writes of their own files and of a
 // shared one, with -race watching.
 func TestPipelinedLoad(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	shared := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "shared", 0o644))
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
@@ -795,7 +851,7 @@ func TestPipelinedLoad(t *testing.T) {
 // Handles whose MAC was checked are remembered, never forged ones, and the
 // memory of them is bounded.
 func TestHandleMACRemembered(t *testing.T) {
-	f := fs.New(newTestStore(t), fs.Options{})
+	f := newFS(t)
 	h := &handler{f: f, key: testKey}
 	n := mustCreate(t, f, f.Root(), "f", 0o644)
 	fh := h.encode(n, false)
@@ -825,7 +881,7 @@ func TestHandleMACRemembered(t *testing.T) {
 // after another by the reader (checking their blocks is most of their
 // cost), and each gets its own data.
 func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	fh := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "f", 0o644))
 	c := dialRaw(t, ts.addr)
 	data := randBytes(4 << 20)
@@ -836,8 +892,8 @@ func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
 	}
 	var mu sync.Mutex
 	inside, most := 0, 0
-	hook := func(c *rpcCall) {
-		if c.proc != procRead {
+	hook := func(c *sunrpc.Call) {
+		if c.Proc != procRead {
 			return
 		}
 		mu.Lock()
@@ -881,7 +937,7 @@ func TestLargeReadsInABurstAnsweredSideBySide(t *testing.T) {
 // the server's goroutines for those connections end; and other clients
 // are served throughout, their committed data intact.
 func TestClientsGoneMidCall(t *testing.T) {
-	ts := serveFS(t, fs.New(newTestStore(t), fs.Options{}), root)
+	ts := serveFS(t, newFS(t))
 	f := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "f", 0o644))
 	g := ts.fh(mustCreate(t, ts.f, ts.f.Root(), "g", 0o644))
 	c := dialRaw(t, ts.addr)
@@ -944,12 +1000,12 @@ func TestClientsGoneMidCall(t *testing.T) {
 }
 
 // A procedure that panics (a bug) fails its call with SYSTEM_ERR and logs
-// why; the connection goes on. It used to leave the connection's reader
-// waiting for the call's reply for ever, and the client hung.
+// why; the connection goes on, and the client is not left waiting for a
+// reply.
 func TestPanickingCallFailsAlone(t *testing.T) {
 	f, logger, logs := mountFixture(t)
-	hook := func(c *rpcCall) {
-		if c.prog == progNFS && c.proc == procFsinfo {
+	hook := func(c *sunrpc.Call) {
+		if c.Prog == progNFS && c.Proc == procFsinfo {
 			panic("a bug")
 		}
 	}

@@ -1,6 +1,7 @@
 package nfs
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // diropArgs encodes diropargs3.
@@ -18,16 +20,20 @@ func diropArgs(fh []byte, name string) []byte {
 	return w.b
 }
 
-// benchCall answers one call in process, as the interposer does, without
+// benchCall answers one call in process, as a connection does, without
 // the network.
 func benchCall(b *testing.B, h *handler, proc uint32, args []byte) {
-	c := &rpcCall{prog: progNFS, vers: 3, proc: proc, args: args, start: time.Now(), fn: procs[procKey{progNFS, proc}]}
-	rep := h.reply(c)
-	if len(rep) < replyHdrLen+4 {
-		b.Fatalf("proc %d: short reply", proc)
+	c := &sunrpc.Call{Prog: progNFS, Vers: 3, Proc: proc, Flavor: sunrpc.AuthSys, Cred: benchCred, Args: args, Start: time.Now()}
+	rep, err := h.Answer(c, benchReply[:sunrpc.HeaderLen])
+	if err != nil || len(rep) < sunrpc.HeaderLen+4 || binary.BigEndian.Uint32(rep[sunrpc.HeaderLen-4:]) != sunrpc.Success {
+		b.Fatalf("proc %d: %v, reply %x", proc, err, rep)
 	}
-	putBuf(c.pooled)
 }
+
+var (
+	benchCred  = authSys(0, 0)
+	benchReply = make([]byte, sunrpc.HeaderLen, 8<<10)
+)
 
 // The metadata procedures of the libnfs benchmark (integration/bench/
 // nfsmeta.c), answered in process: what the server spends per call.
@@ -37,7 +43,7 @@ func BenchmarkMetaProcs(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	f := fs.New(s, fs.Options{})
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
 	h := &handler{f: f, key: testKey, log: slog.New(slog.DiscardHandler), observer: fs.NopObserver{}}
 	dir, err := f.Mkdir(root, f.Root(), "d", 0o755)
 	if err != nil {

@@ -3,8 +3,10 @@ package nfs
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/asof/asof/fs"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // lookupRes is a LOOKUP reply.
@@ -37,9 +39,8 @@ func (r *rawConn) lookup(dir []byte, name string) lookupRes {
 // reply and the pre-op ones of a change are those read to check the handle.
 func TestMetadataReplies(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
-	user := serveFS(t, f, fs.Cred{Uid: 1000, Gid: 1000})
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
 	file := mustCreate(t, f, f.Root(), "file", 0o644)
 	dir, err := f.Mkdir(root, f.Root(), "dir", 0o755)
 	if err != nil {
@@ -59,7 +60,7 @@ func TestMetadataReplies(t *testing.T) {
 	}
 	rootFH, fileFH, dirFH := ts.fh(f.Root()), ts.fh(file), ts.fh(dir)
 	rootIno := f.Root().Ino()
-	c, cu := dialRaw(t, ts.addr), dialRaw(t, user.addr)
+	c, cu := dialRaw(t, ts.addr), dialAs(t, ts.addr, 1000, 1000)
 
 	// Found: the handle, the object's attributes, the directory's.
 	res := c.lookup(rootFH, "file")
@@ -151,29 +152,87 @@ func TestMetadataReplies(t *testing.T) {
 	}
 }
 
-// go-nfs still answers READLINK and FSSTAT, through the billy adapter
-// (which no longer opens files); PATHCONF is asof's, with fs's limits.
-func TestGoNFSProcs(t *testing.T) {
-	f := fs.New(newTestStore(t), fs.Options{})
-	ts := serveFS(t, f, root)
+// NULL, READLINK, FSSTAT, UMNT and UMNTALL answer as RFC 1813 has them:
+// NULL and UMNTALL with nothing, UMNT with nothing once its path decodes,
+// READLINK with the target and the link's attributes (INVAL for a file),
+// FSSTAT with fs's figures and the object's own attributes: its mode and
+// its three times, as GETATTR has them. PATHCONF has fs's limits.
+func TestNullReadlinkFsstatUmntPathconf(t *testing.T) {
+	f := newFS(t)
+	ts := serveFS(t, f)
 	link, err := f.Symlink(root, f.Root(), "link", "some/target")
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir, err := f.Mkdir(root, f.Root(), "dir", 0o751)
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Unix(1000000000, 5)
+	if _, err := f.Setattr(root, dir, fs.SetAttr{Atime: &past}); err != nil {
+		t.Fatal(err)
+	}
+	file := mustCreate(t, f, f.Root(), "file", 0o644)
 	c := dialRaw(t, ts.addr)
-	x := c.call(5, xdrHandle(ts.fh(link))) // READLINK
+
+	for _, p := range []struct {
+		what       string
+		prog, proc uint32
+		args       []byte
+	}{
+		{"NFS NULL", progNFS, procNull, nil},
+		{"MOUNT NULL", progMount, mountProcNull, nil},
+		{"UMNT", progMount, mountProcUmnt, func() []byte { w := &xdrWriter{}; w.opaque([]byte("/dir")); return w.b }()},
+		{"UMNTALL", progMount, mountProcUmntAll, nil},
+	} {
+		if x := c.callProg(p.prog, p.proc, p.args); len(x.b) != 0 {
+			t.Errorf("%s: %d bytes of results, want none", p.what, len(x.b))
+		}
+	}
+	xid := c.send(progMount, mountProcUmnt, []byte{0, 0, 1})
+	if got, st, _ := c.recv(); got != xid || st != sunrpc.GarbageArgs {
+		t.Errorf("UMNT of a path that does not decode: accept_stat %d, want GARBAGE_ARGS", st)
+	}
+
+	x := c.call(procReadlink, xdrHandle(ts.fh(link)))
 	st := x.u32()
-	x.postOp()
-	if target := string(x.opaque(4096)); st != nfsOK || target != "some/target" || x.err != nil {
-		t.Errorf("READLINK: %d %q %v", st, target, x.err)
+	a := x.postOp()
+	if target := string(x.opaque(4096)); st != nfsOK || a == nil || a.kind != 5 || a.ino != link.Ino() || target != "some/target" || x.err != nil || len(x.b) != 0 {
+		t.Errorf("READLINK: %d %+v %q %v", st, a, target, x.err)
 	}
-	x = c.call(18, xdrHandle(ts.fh(f.Root()))) // FSSTAT
-	if st := x.u32(); st != nfsOK || x.postOp() == nil {
-		t.Errorf("FSSTAT: %d", st)
+	x = c.call(procReadlink, xdrHandle(ts.fh(file)))
+	if st, a := x.u32(), x.postOp(); st != nfsErrInval || a == nil || a.ino != file.Ino() {
+		t.Errorf("READLINK of a file: %d %+v, want INVAL with the file's attributes", st, a)
 	}
+
+	want := c.call(procGetattr, xdrHandle(ts.fh(dir)))
+	want.u32()
+	wa := want.fattr()
+	x = c.call(procFsstat, xdrHandle(ts.fh(dir)))
+	st = x.u32()
+	a = x.postOp()
+	var v [6]uint64
+	for i := range v {
+		v[i] = x.u64()
+	}
+	x.u32() // invarsec
+	if st != nfsOK || a == nil || x.err != nil || len(x.b) != 0 {
+		t.Fatalf("FSSTAT: status %d, attributes %v, %v, %d bytes more", st, a != nil, x.err, len(x.b))
+	}
+	if *a != wa || a.mode != 0o751 || a.kind != 2 || !a.atime.Equal(past) || a.atime.Equal(a.mtime) || a.fsid != f.Fsid() {
+		t.Errorf("FSSTAT attributes %+v, want GETATTR's %+v (mode 751, atime %v, fsid %x)", *a, wa, past, f.Fsid())
+	}
+	statfs, err := f.Statfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[0] != statfs.Bytes || v[0] == 0 || v[1] > v[0] || v[2] > v[1] || v[3] < v[4] || v[5] != v[4] {
+		t.Errorf("FSSTAT figures %v; statfs %+v", v, statfs)
+	}
+
 	x = c.call(procPathconf, xdrHandle(ts.fh(f.Root())))
 	st = x.u32()
-	a := x.postOp()
+	a = x.postOp()
 	linkMax, nameMax := x.u32(), x.u32()
 	noTrunc, chownRestricted, caseInsensitive, casePreserving := x.bool(), x.bool(), x.bool(), x.bool()
 	if st != nfsOK || a == nil || linkMax != fs.LinkMax || nameMax != fs.NameMax || !noTrunc || !chownRestricted ||
@@ -195,8 +254,8 @@ func xdrHandle(fh []byte) []byte {
 // (a truncation) applies. A new file takes the mode asked.
 func TestCreateUncheckedKeepsAnExistingFile(t *testing.T) {
 	s := newTestStore(t)
-	f := fs.New(s, fs.Options{})
-	ts := serveFS(t, f, root)
+	f := fs.New(s, fs.Options{Squash: fs.SquashNone})
+	ts := serveFS(t, f)
 	file := mustCreate(t, f, f.Root(), "keep", 0o600)
 	if _, err := f.Write(root, file, []byte("hello"), 0, false); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // logBuf is a log sink the server's goroutines may write to while a test reads it.
@@ -143,9 +144,7 @@ func TestMountRefusalSaysWhy(t *testing.T) {
 }
 
 // An empty export path, which libnfs sends for a file URL at the root (nfs://host/a.txt: the
-// part before the last slash), is the root: such URLs work as they read. go-nfs could not
-// decode it (GARBAGE_ARGS, shown by libnfs as a bare "mount_cb: (null)"); the interposer
-// answers MOUNT itself.
+// part before the last slash), is the root: such URLs work as they read.
 func TestMountEmptyPath(t *testing.T) {
 	f, logger, logs := mountFixture(t)
 	c := dialRPC(t, listenServe(t, f, Options{Key: make([]byte, 32), Logger: logger}))
@@ -164,8 +163,7 @@ func TestMountEmptyPath(t *testing.T) {
 	}
 }
 
-// go-nfs looks at neither a call's version nor programs it lacks. NFS of
-// another version than 3 gets PROG_MISMATCH (3 to 3), so that a client
+// NFS of another version than 3 gets PROG_MISMATCH (3 to 3), so that a client
 // asking for NFSv4 first goes on with version 3; MOUNT v1's EXPORT (what
 // showmount asks) is answered as v3's, its MNT with PROG_MISMATCH; other
 // programs (NFS_ACL, which the Linux client probes at every mount; NLM) get
@@ -200,7 +198,7 @@ func TestOtherVersionsAndPrograms(t *testing.T) {
 		{"MOUNT v4 NULL", progMount, 4, 0, nil},
 	} {
 		st, r := call(m.prog, m.vers, m.proc, m.args)
-		if lo, hi := r.u32(), r.u32(); st != acceptProgMismatch || lo != 3 || hi != 3 || r.err != nil {
+		if lo, hi := r.u32(), r.u32(); st != sunrpc.ProgMismatch || lo != 3 || hi != 3 || r.err != nil {
 			t.Errorf("%s: accept_stat %d, versions %d to %d (%v); want PROG_MISMATCH, 3 to 3", m.what, st, lo, hi, r.err)
 		}
 	}
@@ -208,7 +206,7 @@ func TestOtherVersionsAndPrograms(t *testing.T) {
 		what       string
 		prog, vers uint32
 	}{{"NFS_ACL", 100227, 3}, {"NLM", 100021, 4}} {
-		if st, _ := call(p.prog, p.vers, 0, nil); st != acceptProgUnavail {
+		if st, _ := call(p.prog, p.vers, 0, nil); st != sunrpc.ProgUnavail {
 			t.Errorf("%s NULL: accept_stat %d, want PROG_UNAVAIL", p.what, st)
 		}
 	}

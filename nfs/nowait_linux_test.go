@@ -12,6 +12,7 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // A READ that the reader goroutine would answer but whose data is on disk
@@ -24,7 +25,7 @@ func TestReadFromDiskHandedOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	ts := serveFS(t, fs.New(s, fs.Options{}), root)
+	ts := serveFS(t, fs.New(s, fs.Options{Squash: fs.SquashNone}))
 	n := mustCreate(t, ts.f, ts.f.Root(), "f", 0o644)
 	fh := ts.fh(n)
 	c := dialRaw(t, ts.addr)
@@ -46,10 +47,10 @@ func TestReadFromDiskHandedOff(t *testing.T) {
 	}
 	var mu sync.Mutex
 	tried := map[uint32][]bool{} // xid -> nowait of each attempt
-	hook := func(c *rpcCall) {
-		if c.proc == procRead {
+	hook := func(c *sunrpc.Call) {
+		if c.Proc == procRead {
 			mu.Lock()
-			tried[c.xid] = append(tried[c.xid], c.nowait)
+			tried[c.Xid] = append(tried[c.Xid], c.NoWait)
 			mu.Unlock()
 		}
 	}

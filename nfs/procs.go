@@ -1,68 +1,33 @@
 package nfs
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"syscall"
 
 	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
-// NFSv3 procedures (RFC 1813) the interposer answers itself.
+// NFS statuses (nfsstat3), go-nfs's numbers.
 const (
-	procCreate  = 8
-	procMkdir   = 9
-	procSymlink = 10
-	procMknod   = 11
-	procRemove  = 12
-	procRmdir   = 13
-	procRename  = 14
-	procLink    = 15
-
-	mountProcMnt    = 1
-	mountProcDump   = 2
-	mountProcExport = 5
+	nfsOK          = uint32(gonfs.NFSStatusOk)
+	nfsErrIO       = uint32(gonfs.NFSStatusIO)
+	nfsErrInval    = uint32(gonfs.NFSStatusInval)
+	nfsErrStale    = uint32(gonfs.NFSStatusStale)
+	nfsErrBadHandl = uint32(gonfs.NFSStatusBadHandle)
+	nfsErrNotSync  = uint32(gonfs.NFSStatusNotSync)
+	nfsErrNotSupp  = uint32(gonfs.NFSStatusNotSupp)
+	nfsErrBadType  = uint32(gonfs.NFSStatusBadType)
 )
 
-var procs = map[procKey]procFunc{
-	{progNFS, procGetattr}:       (*handler).getattr,
-	{progNFS, procSetattr}:       (*handler).setattr,
-	{progNFS, procLookup}:        (*handler).lookup,
-	{progNFS, procAccess}:        (*handler).access,
-	{progNFS, procRead}:          (*handler).read,
-	{progNFS, procWrite}:         (*handler).write,
-	{progNFS, procCreate}:        (*handler).create,
-	{progNFS, procMkdir}:         (*handler).mkdir,
-	{progNFS, procSymlink}:       (*handler).symlink,
-	{progNFS, procMknod}:         (*handler).mknod,
-	{progNFS, procRemove}:        (*handler).remove,
-	{progNFS, procRmdir}:         (*handler).remove,
-	{progNFS, procRename}:        (*handler).rename,
-	{progNFS, procLink}:          (*handler).link,
-	{progNFS, procReaddir}:       (*handler).readdir,
-	{progNFS, procReaddirPlus}:   (*handler).readdir,
-	{progNFS, procFsinfo}:        (*handler).fsinfo,
-	{progNFS, procPathconf}:      (*handler).pathconf,
-	{progNFS, procCommit}:        (*handler).commit,
-	{progMount, mountProcMnt}:    (*handler).mnt,
-	{progMount, mountProcExport}: (*handler).exports,
-	{progMount, mountProcDump}:   (*handler).dump,
-}
-
-// NFS status codes.
-const (
-	nfsOK          = 0
-	nfsErrStale    = 70
-	nfsErrBadHandl = 10001
-	nfsErrNotSupp  = 10004
-	nfsErrIO       = 5
-)
-
-// status maps an error from fs to an NFS status.
-func status(err error) uint32 {
+// status maps an error from fs to an NFS status. An I/O error (damage the
+// engine found, a disk that failed) is logged here, once for the call:
+// the client sees only EIO.
+func (h *handler) status(err error) uint32 {
 	if err == nil {
 		return nfsOK
 	}
@@ -70,27 +35,28 @@ func status(err error) uint32 {
 		return nfsErrBadHandl
 	}
 	switch e := fs.Errno(err); e {
-	case syscall.EPERM, syscall.ENOENT, syscall.EIO, syscall.ENXIO, syscall.EACCES, syscall.EEXIST,
+	case syscall.EPERM, syscall.ENOENT, syscall.ENXIO, syscall.EACCES, syscall.EEXIST,
 		syscall.EXDEV, syscall.ENODEV, syscall.ENOTDIR, syscall.EISDIR, syscall.EINVAL, syscall.EFBIG,
 		syscall.ENOSPC, syscall.EROFS, syscall.EMLINK:
 		// RFC 1813 took these from the old Unix errno values, which
 		// Linux still has.
 		return uint32(e)
 	case syscall.ENAMETOOLONG:
-		return 63
+		return uint32(gonfs.NFSStatusNameTooLong)
 	case syscall.ENOTEMPTY:
-		return 66
+		return uint32(gonfs.NFSStatusNotEmpty)
 	case syscall.EDQUOT:
-		return 69
+		return uint32(gonfs.NFSStatusDQuot)
 	case syscall.ESTALE:
 		return nfsErrStale
 	case syscall.ENOTSUP:
 		return nfsErrNotSupp
 	}
+	h.log.Error("nfs: I/O error", "err", err)
 	return nfsErrIO
 }
 
-func (r *xdrReader) handle() []byte { return r.opaque(64) }
+func (r *xdrReader) handle() []byte { return r.opaque(gonfs.FHSize) }
 
 // dirop is diropargs3: a directory handle and a name.
 func (r *xdrReader) dirop() ([]byte, string) {
@@ -99,27 +65,30 @@ func (r *xdrReader) dirop() ([]byte, string) {
 	return fh, string(name)
 }
 
-// target resolves a handle to the node it names, which must exist: a bad
-// handle is BADHANDLE, one whose object is gone STALE.
+// target resolves a handle to the node it names, which must exist.
 func (h *handler) target(fh []byte) (fs.Node, error) {
 	n, _, err := h.targetAttr(fh)
 	return n, err
 }
 
 // targetAttr is target that also returns the attributes it read: most
-// replies carry them.
+// replies carry them. A handle not issued by this store is BADHANDLE; one
+// whose object does not exist (removed, or a moment before it was made)
+// is STALE; failing to read the object (damage) is the error itself, EIO.
 func (h *handler) targetAttr(fh []byte) (fs.Node, fs.Attr, error) {
 	n, _, err := h.decode(fh)
 	if err != nil {
 		return n, fs.Attr{}, err
 	}
 	a, err := h.f.Getattr(n)
-	if err != nil {
-		return n, a, syscall.ESTALE
+	if fs.Errno(err) == syscall.ENOENT {
+		return n, a, fmt.Errorf("nfs: stale handle: %w", syscall.ESTALE)
 	}
-	return n, a, nil
+	return n, a, err
 }
 
+// attr reads the attributes a reply carries after a change: optional in
+// the reply, so a failure leaves them out.
 func (h *handler) attr(n fs.Node) *fs.Attr {
 	a, err := h.f.Getattr(n)
 	if err != nil {
@@ -141,7 +110,7 @@ func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, mo
 			err = h.f.Sync()
 		}
 	}
-	w.u32(status(err))
+	w.u32(h.status(err))
 	if err == nil && more != nil {
 		more()
 	}
@@ -153,7 +122,7 @@ func (h *handler) change(w *xdrWriter, fh []byte, do func(dir fs.Node) error, mo
 }
 
 // made writes the result of CREATE, MKDIR, SYMLINK and MKNOD.
-func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs *sattr3) {
+func (h *handler) made(cred fs.Cred, w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, error), attrs *sattr3) {
 	var n fs.Node
 	h.change(w, fh, func(dir fs.Node) error {
 		var err error
@@ -161,7 +130,7 @@ func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, e
 			return err
 		}
 		if !attrs.empty() {
-			_, err = h.f.Setattr(h.cred, n, attrs.set)
+			_, err = h.f.Setattr(cred, n, attrs.set)
 		}
 		return err
 	}, func() {
@@ -174,8 +143,8 @@ func (h *handler) made(w *xdrWriter, fh []byte, do func(dir fs.Node) (fs.Node, e
 	})
 }
 
-func (h *handler) create(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) create(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
 	how := r.u32()
 	var attrs sattr3
@@ -203,11 +172,11 @@ func (h *handler) create(c *rpcCall, w *xdrWriter) error {
 		// UNCHECKED; a new file is empty.
 		attrs.set.Size = nil
 	}
-	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
+	h.made(cred, w, fh, func(dir fs.Node) (fs.Node, error) {
 		if how == 2 {
-			return h.exclusiveCreate(dir, name, verf)
+			return h.exclusiveCreate(cred, dir, name, verf)
 		}
-		n, created, err := h.f.Create(h.cred, dir, name, mode, how == 1)
+		n, created, err := h.f.Create(cred, dir, name, mode, how == 1)
 		switch {
 		case err != nil:
 		case created:
@@ -227,10 +196,10 @@ func (h *handler) create(c *rpcCall, w *xdrWriter) error {
 // knfsd does, so a retransmitted EXCLUSIVE CREATE finds its own file and
 // succeeds while a real clash fails with EXIST. The client sets the real
 // attributes with a SETATTR right after.
-func (h *handler) exclusiveCreate(dir fs.Node, name string, verf []byte) (fs.Node, error) {
+func (h *handler) exclusiveCreate(cred fs.Cred, dir fs.Node, name string, verf []byte) (fs.Node, error) {
 	stamp := int64(uint64(verf[0])<<24|uint64(verf[1])<<16|uint64(verf[2])<<8|uint64(verf[3]))*1e9 +
 		int64(uint64(verf[4])<<24|uint64(verf[5])<<16|uint64(verf[6])<<8|uint64(verf[7]))%1e9
-	n, created, err := h.f.Create(h.cred, dir, name, 0o600, false)
+	n, created, err := h.f.Create(cred, dir, name, 0o600, false)
 	if err != nil {
 		return n, err
 	}
@@ -245,12 +214,12 @@ func (h *handler) exclusiveCreate(dir fs.Node, name string, verf []byte) (fs.Nod
 		return n, nil
 	}
 	t := timeFromNanos(stamp)
-	_, err = h.f.Setattr(h.cred, n, fs.SetAttr{Mtime: &t})
+	_, err = h.f.Setattr(cred, n, fs.SetAttr{Mtime: &t})
 	return n, err
 }
 
-func (h *handler) mkdir(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) mkdir(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
 	attrs := r.sattr3()
 	if r.err != nil {
@@ -260,14 +229,14 @@ func (h *handler) mkdir(c *rpcCall, w *xdrWriter) error {
 	if attrs.set.Mode != nil {
 		mode, attrs.set.Mode = *attrs.set.Mode, nil
 	}
-	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
-		return h.f.Mkdir(h.cred, dir, name, mode)
+	h.made(cred, w, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Mkdir(cred, dir, name, mode)
 	}, &attrs)
 	return nil
 }
 
-func (h *handler) symlink(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) symlink(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
 	attrs := r.sattr3()
 	target := string(r.opaque(fs.PathMax))
@@ -275,68 +244,69 @@ func (h *handler) symlink(c *rpcCall, w *xdrWriter) error {
 		return r.err
 	}
 	attrs.set.Mode = nil // a symlink's mode is always 0777: fs ignores one, and no Setattr is needed for it
-	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
-		return h.f.Symlink(h.cred, dir, name, target)
+	h.made(cred, w, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Symlink(cred, dir, name, target)
 	}, &attrs)
 	return nil
 }
 
-func (h *handler) mknod(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+// mknod makes a device, socket or fifo: mknod3's union carries the
+// attributes (and a device's numbers) only for those types, and the rest
+// are BADTYPE (directories, symlinks and files have procedures of their
+// own). The kind is fs's reading of the type's st_mode bits.
+func (h *handler) mknod(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
-	t := r.u32()
+	t := gonfs.FileType(r.u32())
 	var a fs.NewAttr
 	var attrs sattr3
+	special := true
 	switch t {
-	case 3, 4: // BLK, CHR
+	case gonfs.FileTypeBlock, gonfs.FileTypeCharacter:
 		attrs = r.sattr3()
 		major, minor := r.u32(), r.u32()
-		a.Rdev = uint64(major)<<32 | uint64(minor)
-		a.Kind = history.KindBlock
-		if t == 4 {
-			a.Kind = history.KindChar
-		}
-	case 6, 7: // SOCK, FIFO
+		a.Rdev = fs.Rdev(major, minor)
+	case gonfs.FileTypeSocket, gonfs.FileTypeFIFO:
 		attrs = r.sattr3()
-		a.Kind = history.KindSocket
-		if t == 7 {
-			a.Kind = history.KindFifo
-		}
+	default:
+		special = false
 	}
 	if r.err != nil {
 		return r.err
 	}
-	if a.Kind == 0 {
-		w.u32(10007) // NFS3ERR_BADTYPE
+	kind, err := fs.KindOfMode(modeOfFtype(t))
+	if !special || err != nil {
+		w.u32(nfsErrBadType)
 		w.wcc(nil, nil)
 		return nil
 	}
+	a.Kind = kind
 	a.Mode = 0o644
 	if attrs.set.Mode != nil {
 		a.Mode, attrs.set.Mode = *attrs.set.Mode, nil
 	}
-	h.made(w, fh, func(dir fs.Node) (fs.Node, error) {
-		return h.f.Mknod(h.cred, dir, name, a)
+	h.made(cred, w, fh, func(dir fs.Node) (fs.Node, error) {
+		return h.f.Mknod(cred, dir, name, a)
 	}, &attrs)
 	return nil
 }
 
-// remove answers REMOVE and RMDIR with their real statuses (NOTEMPTY,
-// ISDIR, NOTDIR), which go-nfs turns into IO.
-func (h *handler) remove(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+// remove answers REMOVE and RMDIR with fs's statuses (NOTEMPTY, ISDIR,
+// NOTDIR).
+func (h *handler) remove(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	fh, name := r.dirop()
 	if r.err != nil {
 		return r.err
 	}
 	h.change(w, fh, func(dir fs.Node) error {
-		return h.f.Remove(h.cred, dir, name, c.proc == procRmdir)
+		return h.f.Remove(cred, dir, name, c.Proc == procRmdir)
 	}, nil)
 	return nil
 }
 
-func (h *handler) rename(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) rename(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	sfh, sname := r.dirop()
 	dfh, dname := r.dirop()
 	if r.err != nil {
@@ -351,12 +321,12 @@ func (h *handler) rename(c *rpcCall, w *xdrWriter) error {
 	var spre, dpre *fs.Attr
 	if err == nil {
 		spre, dpre = &sa, &da
-		err = h.f.Rename(h.cred, sdir, sname, ddir, dname)
+		err = h.f.Rename(cred, sdir, sname, ddir, dname)
 		if err == nil {
 			err = h.f.Sync()
 		}
 	}
-	w.u32(status(err))
+	w.u32(h.status(err))
 	var spost, dpost *fs.Attr
 	if spre != nil {
 		spost, dpost = h.attr(sdir), h.attr(ddir)
@@ -366,9 +336,8 @@ func (h *handler) rename(c *rpcCall, w *xdrWriter) error {
 	return nil
 }
 
-// link answers LINK, which go-nfs decodes as if it were SYMLINK.
-func (h *handler) link(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
+func (h *handler) link(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	r := &xdrReader{b: c.Args}
 	ffh := r.handle()
 	dfh, name := r.dirop()
 	if r.err != nil {
@@ -383,12 +352,12 @@ func (h *handler) link(c *rpcCall, w *xdrWriter) error {
 	var pre *fs.Attr
 	if err == nil {
 		pre = &da
-		err = h.f.Link(h.cred, file, dir, name)
+		err = h.f.Link(cred, file, dir, name)
 		if err == nil {
 			err = h.f.Sync()
 		}
 	}
-	w.u32(status(err))
+	w.u32(h.status(err))
 	if err == nil || pre != nil {
 		w.postOpAttr(h.attr(file))
 	} else {
@@ -399,48 +368,5 @@ func (h *handler) link(c *rpcCall, w *xdrWriter) error {
 		post = h.attr(dir)
 	}
 	w.wcc(pre, post)
-	return nil
-}
-
-// exports answers MOUNTPROC3_EXPORT (showmount -e; libnfs asks it first):
-// one export, the whole tree, open to every host exports.allow admits.
-// Any path below it, @@ forms included, can be mounted.
-func (h *handler) exports(c *rpcCall, w *xdrWriter) error {
-	w.bool(true)
-	w.opaque([]byte("/"))
-	w.bool(false) // no groups: allowed by address
-	w.bool(false)
-	return nil
-}
-
-// mnt answers MOUNTPROC3_MNT through Mount. go-nfs cannot read an empty
-// path (it takes the empty opaque for the end of its input and answers
-// GARBAGE_ARGS, which libnfs shows as a bare "mount_cb: (null)"), and
-// libnfs asks for one for every file URL at the root, nfs://host/a.txt
-// (then refuses it itself unless auto-traverse-mounts=0).
-func (h *handler) mnt(c *rpcCall, w *xdrWriter) error {
-	r := &xdrReader{b: c.args}
-	path := r.opaque(mountPathMax)
-	if r.err != nil {
-		return r.err
-	}
-	st, b, flavors := h.Mount(context.Background(), c.conn, gonfs.MountRequest{Dirpath: path})
-	w.u32(uint32(st))
-	if st == gonfs.MountStatusOk {
-		w.opaque(h.ToHandle(b, nil))
-		w.u32(uint32(len(flavors)))
-		for _, f := range flavors {
-			w.u32(uint32(f))
-		}
-	}
-	return nil
-}
-
-// mountPathMax is MNTPATHLEN (RFC 1813).
-const mountPathMax = 1024
-
-// dump answers MOUNTPROC3_DUMP with an empty list: mounts are not tracked.
-func (h *handler) dump(c *rpcCall, w *xdrWriter) error {
-	w.bool(false)
 	return nil
 }

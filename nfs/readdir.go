@@ -6,15 +6,16 @@ import (
 	"sync"
 	"syscall"
 
+	gonfs "github.com/willscott/go-nfs"
+
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
-// READDIR and READDIRPLUS, answered by the interposer: go-nfs numbers
-// entries by their position in a listing it caches, so a listing that
-// changes between pages, or outlives its cache, repeats or skips entries.
+// READDIR and READDIRPLUS.
 //
-// Here a cookie is a hash of the entry's name, and a listing resumes after
+// A cookie is a hash of the entry's name, and a listing resumes after
 // that name: fs lists in name order, so entries present throughout are
 // listed exactly once however the directory changes, and a cookie stays
 // valid across server restarts. The name a cookie stands for is remembered
@@ -22,13 +23,10 @@ import (
 // forgotten; only a cookie whose entry was since removed and forgotten
 // answers BAD_COOKIE, and the client starts the listing again.
 const (
-	procReaddir     = 16
-	procReaddirPlus = 17
-
 	cookieDot       = 1
 	cookieDotDot    = 2
-	nfsErrBadCookie = 10003
-	nfsErrTooSmall  = 10005
+	nfsErrBadCookie = uint32(gonfs.NFSStatusBadCookie)
+	nfsErrTooSmall  = uint32(gonfs.NFSStatusTooSmall)
 )
 
 func nameCookie(name string) uint64 {
@@ -85,13 +83,13 @@ func (c *cookieCache) get(dir fs.Node, cookie uint64) (string, bool) {
 }
 
 // resumeAfter finds the name a cookie stands for.
-func (h *handler) resumeAfter(dir fs.Node, cookie uint64) (string, bool, error) {
+func (h *handler) resumeAfter(cred fs.Cred, dir fs.Node, cookie uint64) (string, bool, error) {
 	if name, ok := h.cookies.get(dir, cookie); ok {
 		return name, true, nil
 	}
 	var found string
 	ok := false
-	err := h.f.ReadDir(h.cred, dir, "", func(e fs.Dirent) bool {
+	err := h.f.ReadDir(cred, dir, "", func(e fs.Dirent) bool {
 		if nameCookie(e.Name) == cookie {
 			found, ok = e.Name, true
 			return false
@@ -109,9 +107,9 @@ const (
 	postFhLen   = 4 + 4 + handleLen
 )
 
-func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
-	plus := c.proc == procReaddirPlus
-	r := &xdrReader{b: c.args}
+func (h *handler) readdir(c *sunrpc.Call, cred fs.Cred, w *xdrWriter) error {
+	plus := c.Proc == procReaddirPlus
+	r := &xdrReader{b: c.Args}
 	fh := r.handle()
 	cookie := r.u64()
 	r.fixed(8) // cookie verifier: cookies here need none
@@ -125,7 +123,7 @@ func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 	}
 	dir, dattr, err := h.targetAttr(fh)
 	if err != nil {
-		w.u32(status(err))
+		w.u32(h.status(err))
 		w.postOpAttr(nil)
 		return nil
 	}
@@ -138,7 +136,7 @@ func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 		return nil
 	}
 	if da.Kind != history.KindDir {
-		return fail(status(syscall.ENOTDIR))
+		return fail(h.status(syscall.ENOTDIR))
 	}
 	if maxcount < 512 {
 		return fail(nfsErrTooSmall)
@@ -152,9 +150,9 @@ func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 	case cookieDotDot:
 		dots = 2
 	default:
-		name, ok, err := h.resumeAfter(dir, cookie)
+		name, ok, err := h.resumeAfter(cred, dir, cookie)
 		if err != nil {
-			return fail(status(err))
+			return fail(h.status(err))
 		}
 		if !ok {
 			return fail(nfsErrBadCookie)
@@ -196,23 +194,23 @@ func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 		}
 	}
 	if dots < 2 {
-		parent, err := h.f.Lookup(h.cred, dir, "..")
-		if dir.Versions || err != nil {
-			parent = dir
+		parent, pa, err := h.f.DotDot(cred, dir)
+		if err != nil {
+			return fail(h.status(err))
 		}
-		pa := h.attr(parent)
-		if pa == nil {
-			pa = da
-		}
-		if !emit("..", parent, pa, cookieDotDot) {
+		if !emit("..", parent, &pa, cookieDotDot) {
 			return w.finish(false)
 		}
 	}
 	var ferr error
-	err = h.f.ReadDir(h.cred, dir, after, func(e fs.Dirent) bool {
+	err = h.f.ReadDir(cred, dir, after, func(e fs.Dirent) bool {
 		a, err := h.f.Getattr(e.Node)
-		if err != nil {
+		if fs.Errno(err) == syscall.ENOENT {
 			return true // removed meanwhile
+		}
+		if err != nil {
+			ferr = err
+			return false
 		}
 		ck := nameCookie(e.Name)
 		if !emit(e.Name, e.Node, &a, ck) {
@@ -225,7 +223,7 @@ func (h *handler) readdir(c *rpcCall, w *xdrWriter) error {
 		err = ferr
 	}
 	if err != nil {
-		return fail(status(err))
+		return fail(h.status(err))
 	}
 	return w.finish(!full)
 }

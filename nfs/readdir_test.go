@@ -109,12 +109,12 @@ func TestReaddirCookieOutlivesTheCache(t *testing.T) {
 	for i := 0; i < 300; i++ {
 		f.Create(root, dir, fmt.Sprintf("e%03d", i), 0o644, true)
 	}
-	h := &handler{f: f, cred: root}
-	name, ok, err := h.resumeAfter(dir, nameCookie("e150"))
+	h := &handler{f: f}
+	name, ok, err := h.resumeAfter(root, dir, nameCookie("e150"))
 	if err != nil || !ok || name != "e150" {
 		t.Fatalf("resume after a forgotten cookie: %q %v %v", name, ok, err)
 	}
-	if _, ok, _ := h.resumeAfter(dir, nameCookie("gone")); ok {
+	if _, ok, _ := h.resumeAfter(root, dir, nameCookie("gone")); ok {
 		t.Fatal("a cookie for a name that is not there resumed")
 	}
 	// Through the protocol too: a second listing after the first.

@@ -1,60 +1,50 @@
+// Package nfs serves the file system over NFSv3 and MOUNTv3 (RFC 1813) on
+// one port. It translates: handles to nodes, AUTH_SYS credentials to
+// callers, XDR arguments to fs calls, errnos to NFS statuses. Every rule
+// lives in package fs; RPC itself is package sunrpc's.
 package nfs
 
 import (
-	"errors"
+	"context"
 	"log/slog"
 	"net"
-	"sync"
-
-	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/asof/asof/fs"
+	"github.com/asof/asof/nfs/sunrpc"
 )
 
 // Options configure the NFS server.
 type Options struct {
-	// Cred is the identity every caller acts as: go-nfs passes no
-	// per-request credentials, so the export is all-squash.
-	Cred   fs.Cred
 	Logger *slog.Logger
 	// Key is the store's handle secret (LoadKey).
 	Key []byte
-	// Observer is told of every request (metrics); nil for none.
+	// Observer is told of every call (metrics); nil for none.
 	Observer fs.Observer
 }
 
-var setLogger sync.Once
+// A Server answers NFS and MOUNT calls for one file system. Whose identity
+// a call acts as comes from its credential (fs.Caller applies the
+// export's squash rule).
+type Server struct {
+	h *handler
+}
 
-// Serve answers NFSv3 and MOUNT on l until l is closed.
-func Serve(l net.Listener, f *fs.FS, opts Options) error {
+// New returns a server of f.
+func New(f *fs.FS, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.Observer == nil {
 		opts.Observer = fs.NopObserver{}
 	}
-	h := &handler{f: f, cred: opts.Cred, key: opts.Key, log: opts.Logger, observer: opts.Observer}
-	h.live = &billyFS{f: f, cred: opts.Cred, live: true, root: f.Root()}
-	h.past = &billyFS{f: f, cred: opts.Cred, live: false, root: f.Root()}
-	// go-nfs has one logger for the whole process: set it once.
-	setLogger.Do(func() { gonfs.SetLogger(quietLogger{opts.Logger}) })
-	err := gonfs.Serve(&listener{Listener: l, h: h}, h)
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+	return &Server{h: &handler{f: f, key: opts.Key, log: opts.Logger, observer: opts.Observer}}
 }
 
-// listener puts the interposer between each connection and go-nfs.
-type listener struct {
-	net.Listener
-	h *handler
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newInterposed(c, l.h), nil
+// ServeConn answers the calls on c until the client closes it or ctx is
+// done; then it reads no more calls, lets those in flight finish and send
+// their replies, closes c and returns. No goroutine of the connection
+// outlives it. It returns the I/O error that broke the connection, if one
+// did, for the caller to log.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
+	return sunrpc.ServeConn(ctx, c, s.h, s.h.log)
 }

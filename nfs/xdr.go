@@ -3,14 +3,19 @@ package nfs
 import (
 	"encoding/binary"
 	"errors"
+	"syscall"
 	"time"
+
+	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
 )
 
-// A small XDR reader and writer (RFC 4506) for the procedures the
-// interposer answers itself.
+// A small XDR reader and writer (RFC 4506) for NFS's arguments and
+// results. go-nfs's reflective encoders cost an allocation per field and
+// its fattr3 has no room for atime and ctime of their own, so replies are
+// built here, straight into the pooled reply buffer.
 
 var errXDR = errors.New("nfs: malformed XDR arguments")
 
@@ -60,7 +65,11 @@ func (r *xdrReader) fixed(n int) []byte {
 	return v
 }
 
-type xdrWriter struct{ b []byte }
+// xdrWriter appends to b. fsid is the file system id its attributes carry.
+type xdrWriter struct {
+	b    []byte
+	fsid uint64
+}
 
 func (w *xdrWriter) u32(v uint32) { w.b = binary.BigEndian.AppendUint32(w.b, v) }
 func (w *xdrWriter) u64(v uint64) { w.b = binary.BigEndian.AppendUint64(w.b, v) }
@@ -79,10 +88,41 @@ func (w *xdrWriter) opaque(p []byte) {
 	}
 }
 
-// NFSv3 file types.
-var ftype = map[history.Kind]uint32{
-	history.KindFile: 1, history.KindDir: 2, history.KindBlock: 3, history.KindChar: 4,
-	history.KindSymlink: 5, history.KindSocket: 6, history.KindFifo: 7,
+// ftypes pairs NFS's file types (ftype3, go-nfs's numbers) with the
+// st_mode type bits fs gives a kind (fs.TypeBits) and reads one from
+// (fs.KindOfMode).
+var ftypes = [...]struct {
+	t    gonfs.FileType
+	mode uint32
+}{
+	{gonfs.FileTypeRegular, syscall.S_IFREG},
+	{gonfs.FileTypeDirectory, syscall.S_IFDIR},
+	{gonfs.FileTypeBlock, syscall.S_IFBLK},
+	{gonfs.FileTypeCharacter, syscall.S_IFCHR},
+	{gonfs.FileTypeLink, syscall.S_IFLNK},
+	{gonfs.FileTypeSocket, syscall.S_IFSOCK},
+	{gonfs.FileTypeFIFO, syscall.S_IFIFO},
+}
+
+// ftype is the ftype3 of a kind.
+func ftype(k history.Kind) uint32 {
+	mode := fs.TypeBits(k)
+	for _, f := range ftypes {
+		if f.mode == mode {
+			return uint32(f.t)
+		}
+	}
+	return 0
+}
+
+// modeOfFtype is the st_mode type bits of an ftype3; 0 for none.
+func modeOfFtype(t gonfs.FileType) uint32 {
+	for _, f := range ftypes {
+		if f.t == t {
+			return f.mode
+		}
+	}
+	return 0
 }
 
 func (w *xdrWriter) time(t time.Time) {
@@ -92,16 +132,17 @@ func (w *xdrWriter) time(t time.Time) {
 
 // fattr3 writes attributes with their own atime, mtime and ctime.
 func (w *xdrWriter) fattr3(a fs.Attr) {
-	w.u32(ftype[a.Kind])
+	w.u32(ftype(a.Kind))
 	w.u32(a.Mode & 0o7777)
 	w.u32(a.Nlink)
 	w.u32(a.Uid)
 	w.u32(a.Gid)
 	w.u64(a.Size)
 	w.u64((a.Size + 511) &^ 511)
-	w.u32(uint32(a.Rdev >> 32))
-	w.u32(uint32(a.Rdev))
-	w.u64(0) // fsid
+	major, minor := fs.RdevParts(a.Rdev)
+	w.u32(major)
+	w.u32(minor)
+	w.u64(w.fsid)
 	w.u64(a.Ino)
 	w.time(a.Atime)
 	w.time(a.Mtime)

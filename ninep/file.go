@@ -1,7 +1,6 @@
 package ninep
 
 import (
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,16 +22,6 @@ const (
 
 	atRemoveDir = 0x200 // AT_REMOVEDIR
 
-	// Directory entry types (DT_*): 9P2000.L's readdir carries d_type,
-	// which Linux's v9fs hands to readdir(3) as it is.
-	dtFifo = 1
-	dtChr  = 2
-	dtDir  = 4
-	dtBlk  = 6
-	dtReg  = 8
-	dtLnk  = 10
-	dtSock = 12
-
 	// Readdir offsets: 0 starts, 1 resumes after ".", 2 after "..", and
 	// cookieBase+i after entry i of the fid's listing.
 	cookieBase = 3
@@ -42,12 +31,17 @@ const (
 	maxXattrList = 4 << 20
 )
 
-// file is a p9.File: a node (an object as of a moment), and for an open
-// fid its open flags and directory listing. It holds no path: renames
-// elsewhere never change what it is.
+// file is a p9.File: a node (an object as of a moment), the identity of
+// the attach it descends from, and for an open fid its open flags and
+// directory listing. It holds no path: renames elsewhere never change what
+// it is.
 type file struct {
-	s *session
-	n fs.Node
+	s    *session
+	n    fs.Node
+	cred fs.Cred
+	// unattached marks the root p9 walks each attach from, which acts as
+	// no one (see session.Attach).
+	unattached bool
 
 	mu     sync.Mutex
 	parent fs.Node // where it was walked to from, for Rename
@@ -62,17 +56,19 @@ type file struct {
 	dir     *listing
 }
 
-func (s *session) newFile(n fs.Node) *file { return &file{s: s, n: n, holders: 1} }
+func (s *session) newFile(n fs.Node, cred fs.Cred) *file {
+	return &file{s: s, n: n, cred: cred, holders: 1}
+}
 
 var _ p9.File = (*file)(nil)
 
-func (f *file) cred() fs.Cred { return f.s.cred }
-
+// qidType is what diod puts in a qid: the directory and symlink type bits,
+// and nothing for every other kind.
 func qidType(k history.Kind) p9.QIDType {
-	switch k {
-	case history.KindDir:
+	switch fs.TypeBits(k) {
+	case syscall.S_IFDIR:
 		return p9.TypeDir
-	case history.KindSymlink:
+	case syscall.S_IFLNK:
 		return p9.TypeSymlink
 	}
 	return p9.TypeRegular
@@ -82,37 +78,11 @@ func qidOf(a fs.Attr) p9.QID {
 	return p9.QID{Type: qidType(a.Kind), Version: uint32(a.Version ^ a.Version>>32), Path: a.Ino}
 }
 
-func dtype(k history.Kind) p9.QIDType {
-	switch k {
-	case history.KindDir:
-		return dtDir
-	case history.KindSymlink:
-		return dtLnk
-	case history.KindChar:
-		return dtChr
-	case history.KindBlock:
-		return dtBlk
-	case history.KindFifo:
-		return dtFifo
-	case history.KindSocket:
-		return dtSock
-	}
-	return dtReg
-}
-
-// mkdev encodes a device number as Linux's dev_t (glibc's makedev), which
-// is what v9fs decodes; fs keeps major<<32|minor, as the NFS adapter
-// stores it.
-func mkdev(rdev uint64) uint64 {
-	major, minor := uint64(rdev>>32), uint64(uint32(rdev))
-	return (major&0xfffff000)<<32 | (major&0xfff)<<8 | (minor&0xffffff00)<<12 | minor&0xff
-}
-
 func attrOf(a fs.Attr) p9.Attr {
 	ts := func(t time.Time) (uint64, uint64) { return uint64(t.Unix()), uint64(t.Nanosecond()) }
 	out := p9.Attr{
 		Mode: p9.FileMode(a.UnixMode()), UID: p9.UID(a.Uid), GID: p9.GID(a.Gid), NLink: p9.NLink(a.Nlink),
-		RDev: p9.Dev(mkdev(a.Rdev)), Size: a.Size, BlockSize: 4096, Blocks: (a.Size + 511) / 512,
+		RDev: p9.Dev(fs.LinuxDev(a.Rdev)), Size: a.Size, BlockSize: 4096, Blocks: (a.Size + 511) / 512,
 		DataVersion: a.Version,
 	}
 	out.ATimeSeconds, out.ATimeNanoSeconds = ts(a.Atime)
@@ -128,8 +98,17 @@ func (f *file) getattr() (fs.Attr, error) {
 }
 
 // walk looks each name up in turn through fs.Lookup, where "..", @@WHEN,
-// name@@WHEN and name@@ mean what SPEC section 3 says.
+// name@@WHEN and name@@ mean what docs/SPEC.md section 3 says. From the
+// unattached root, it attaches instead.
 func (f *file) walk(names []string, wantAttr bool) ([]p9.QID, *file, fs.Attr, error) {
+	if f.unattached {
+		if len(names) == 1 {
+			if tag, ok := unmark(attachMark, names[0]); ok {
+				return f.s.attach(tag)
+			}
+		}
+		return nil, nil, fs.Attr{}, linux.EINVAL
+	}
 	f.mu.Lock()
 	n, parent, name, named := f.n, f.parent, f.name, f.named
 	f.mu.Unlock()
@@ -142,7 +121,7 @@ func (f *file) walk(names []string, wantAttr bool) ([]p9.QID, *file, fs.Attr, er
 		case dot:
 			comp = "."
 		}
-		next, err := f.s.f.Lookup(f.cred(), n, comp)
+		next, err := f.s.f.Lookup(f.cred, n, comp)
 		if err != nil {
 			return nil, nil, a, f.s.errno("walk", err)
 		}
@@ -151,7 +130,7 @@ func (f *file) walk(names []string, wantAttr bool) ([]p9.QID, *file, fs.Attr, er
 		}
 		qids = append(qids, qidOf(a))
 		if comp != "." {
-			parent, name, named = n, comp, comp != ".." && !strings.Contains(comp, "@@")
+			parent, name, named = n, comp, comp != ".." && !fs.Reserved(comp)
 		}
 		n = next
 	}
@@ -161,7 +140,7 @@ func (f *file) walk(names []string, wantAttr bool) ([]p9.QID, *file, fs.Attr, er
 			return nil, nil, a, f.s.errno("walk", err)
 		}
 	}
-	nf := f.s.newFile(n)
+	nf := f.s.newFile(n, f.cred)
 	nf.parent, nf.name, nf.named = parent, name, named
 	return qids, nf, a, nil
 }
@@ -255,7 +234,7 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 			s.MtimeNow = true
 		}
 	}
-	_, err := f.s.f.Setattr(f.cred(), f.n, s)
+	_, err := f.s.f.Setattr(f.cred, f.n, s)
 	return f.s.errno("setattr", err)
 }
 
@@ -295,12 +274,12 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 	if err != nil {
 		return p9.QID{}, 0, err
 	}
-	if err := f.s.f.Open(f.cred(), f.n, want); err != nil {
+	if err := f.s.f.Open(f.cred, f.n, want); err != nil {
 		return p9.QID{}, 0, f.s.errno("open", err)
 	}
 	if flags&dotlTrunc != 0 && want&fs.AccessWrite != 0 {
 		zero := uint64(0)
-		if _, err := f.s.f.Setattr(f.cred(), f.n, fs.SetAttr{Size: &zero}); err != nil {
+		if _, err := f.s.f.Setattr(f.cred, f.n, fs.SetAttr{Size: &zero}); err != nil {
 			f.s.f.Release(f.n)
 			return p9.QID{}, 0, f.s.errno("open", err)
 		}
@@ -325,14 +304,14 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, _ p9.UI
 	if _, err := accessFor(flags); err != nil {
 		return nil, p9.QID{}, 0, err
 	}
-	n, _, err := f.s.f.Create(f.cred(), f.n, name, uint32(perm)&0o1777|extra, true)
+	n, _, err := f.s.f.Create(f.cred, f.n, name, uint32(perm)&0o1777|extra, true)
 	if err != nil {
 		return nil, p9.QID{}, 0, f.s.errno("create", err)
 	}
-	if err := f.s.f.Open(f.cred(), n, 0); err != nil {
+	if err := f.s.f.Open(f.cred, n, 0); err != nil {
 		return nil, p9.QID{}, 0, f.s.errno("create", err)
 	}
-	nf := f.s.newFile(n)
+	nf := f.s.newFile(n, f.cred)
 	nf.parent, nf.name, nf.named = f.n, name, true
 	nf.opened, nf.flags = true, flags
 	a, err := nf.getattr()
@@ -356,13 +335,13 @@ func (f *file) made(op string, n fs.Node, err error) (p9.QID, error) {
 
 // Mkdir implements p9.File.
 func (f *file) Mkdir(name string, perm p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
-	n, err := f.s.f.Mkdir(f.cred(), f.n, name, uint32(perm)&0o7777)
+	n, err := f.s.f.Mkdir(f.cred, f.n, name, uint32(perm)&0o7777)
 	return f.made("mkdir", n, err)
 }
 
 // Symlink implements p9.File: newName in this directory pointing at oldName.
 func (f *file) Symlink(oldName, newName string, _ p9.UID, _ p9.GID) (p9.QID, error) {
-	n, err := f.s.f.Symlink(f.cred(), f.n, newName, oldName)
+	n, err := f.s.f.Symlink(f.cred, f.n, newName, oldName)
 	return f.made("symlink", n, err)
 }
 
@@ -372,31 +351,20 @@ func (f *file) Link(target p9.File, newName string) error {
 	if !ok {
 		return linux.EINVAL
 	}
-	return f.s.errno("link", f.s.f.Link(f.cred(), t.n, f.n, newName))
+	return f.s.errno("link", f.s.f.Link(f.cred, t.n, f.n, newName))
 }
 
 // Mknod implements p9.File: devices, fifos and sockets (as objects).
 func (f *file) Mknod(name string, mode p9.FileMode, major, minor uint32, _ p9.UID, _ p9.GID) (p9.QID, error) {
-	var k history.Kind
-	switch uint32(mode) & syscall.S_IFMT {
-	case syscall.S_IFCHR:
-		k = history.KindChar
-	case syscall.S_IFBLK:
-		k = history.KindBlock
-	case syscall.S_IFIFO:
-		k = history.KindFifo
-	case syscall.S_IFSOCK:
-		k = history.KindSocket
-	case syscall.S_IFREG, 0:
-		k = history.KindFile
-	default:
-		return p9.QID{}, linux.EINVAL
+	k, err := fs.KindOfMode(uint32(mode))
+	if err != nil {
+		return p9.QID{}, f.s.errno("mknod", err)
 	}
 	a := fs.NewAttr{Kind: k, Mode: uint32(mode) & 0o7777}
 	if k == history.KindChar || k == history.KindBlock {
-		a.Rdev = uint64(major)<<32 | uint64(minor)
+		a.Rdev = fs.Rdev(major, minor)
 	}
-	n, err := f.s.f.Mknod(f.cred(), f.n, name, a)
+	n, err := f.s.f.Mknod(f.cred, f.n, name, a)
 	return f.made("mknod", n, err)
 }
 
@@ -413,7 +381,7 @@ func (f *file) Rename(newDir p9.File, newName string) error {
 	if !named {
 		return linux.EINVAL
 	}
-	if err := f.s.f.Rename(f.cred(), parent, name, d.n, newName); err != nil {
+	if err := f.s.f.Rename(f.cred, parent, name, d.n, newName); err != nil {
 		return f.s.errno("rename", err)
 	}
 	f.Renamed(newDir, newName)
@@ -426,7 +394,7 @@ func (f *file) RenameAt(oldName string, newDir p9.File, newName string) error {
 	if !ok {
 		return linux.EINVAL
 	}
-	return f.s.errno("rename", f.s.f.Rename(f.cred(), f.n, oldName, d.n, newName))
+	return f.s.errno("rename", f.s.f.Rename(f.cred, f.n, oldName, d.n, newName))
 }
 
 // Renamed implements p9.File: only the name it was reached by changes.
@@ -442,7 +410,7 @@ func (f *file) Renamed(newDir p9.File, newName string) {
 
 // UnlinkAt implements p9.File: AT_REMOVEDIR is rmdir.
 func (f *file) UnlinkAt(name string, flags uint32) error {
-	return f.s.errno("unlink", f.s.f.Remove(f.cred(), f.n, name, flags&atRemoveDir != 0))
+	return f.s.errno("unlink", f.s.f.Remove(f.cred, f.n, name, flags&atRemoveDir != 0))
 }
 
 // direntSize is an entry's size in Rreaddir: qid[13] offset[8] type[1]
@@ -503,19 +471,18 @@ func (f *file) snapshot() error {
 	if err != nil {
 		return f.s.errno("readdir", err)
 	}
-	l := &listing{dot: p9.Dirent{QID: qidOf(a), Offset: 1, Type: dtDir, Name: "."}}
-	pa := a
-	if parent, err := f.s.f.Lookup(f.cred(), f.n, ".."); err == nil {
-		if x, err := f.s.f.Getattr(parent); err == nil {
-			pa = x
-		}
+	dt := p9.QIDType(fs.DirentType(history.KindDir))
+	l := &listing{dot: p9.Dirent{QID: qidOf(a), Offset: 1, Type: dt, Name: "."}}
+	_, pa, err := f.s.f.DotDot(f.cred, f.n)
+	if err != nil {
+		return f.s.errno("readdir", err)
 	}
-	l.dotdot = p9.Dirent{QID: qidOf(pa), Offset: 2, Type: dtDir, Name: ".."}
-	err = f.s.f.ReadDir(f.cred(), f.n, "", func(e fs.Dirent) bool {
+	l.dotdot = p9.Dirent{QID: qidOf(pa), Offset: 2, Type: dt, Name: ".."}
+	err = f.s.f.ReadDir(f.cred, f.n, "", func(e fs.Dirent) bool {
 		l.ents = append(l.ents, p9.Dirent{
 			QID:    p9.QID{Type: qidType(e.Kind), Path: e.Node.Ino()},
 			Offset: uint64(cookieBase + len(l.ents)),
-			Type:   dtype(e.Kind),
+			Type:   p9.QIDType(fs.DirentType(e.Kind)),
 			Name:   e.Name,
 		})
 		return true
@@ -529,7 +496,7 @@ func (f *file) snapshot() error {
 
 // ReadAt implements p9.File.
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
-	n, err := f.s.f.Read(f.cred(), f.n, p, off)
+	n, err := f.s.f.Read(f.cred, f.n, p, off)
 	f.s.obs.Bytes("9p", n, 0)
 	return n, f.s.errno("read", err)
 }
@@ -540,7 +507,7 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	flags := f.flags
 	f.mu.Unlock()
-	n, err := f.s.f.Write(f.cred(), f.n, p, off, flags&dotlAppend != 0)
+	n, err := f.s.f.Write(f.cred, f.n, p, off, flags&dotlAppend != 0)
 	if err == nil && flags&(dotlSync|dotlDsync) != 0 {
 		err = f.s.f.Sync()
 	}
@@ -565,7 +532,7 @@ func (f *file) StatFS() (p9.FSStat, error) {
 	return p9.FSStat{
 		Type:      0x01021997, // V9FS_MAGIC
 		BlockSize: uint32(bs), Blocks: st.Bytes / bs, BlocksFree: st.Free / bs, BlocksAvailable: st.Avail / bs,
-		Files: st.Files, FilesFree: st.FreeFiles, FSID: f.s.fsid, NameLength: st.NameMax,
+		Files: st.Files, FilesFree: st.FreeFiles, FSID: f.s.f.Fsid(), NameLength: st.NameMax,
 	}, nil
 }
 
@@ -583,13 +550,29 @@ func (f *file) hold() {
 	f.mu.Unlock()
 }
 
-// GetXattr implements p9.File (Txattrwalk with a name). p9 answers any
-// error EINVAL; the errno is noted for the wire to put back.
+// GetXattr implements p9.File (Txattrwalk). The wire gives p9 a name
+// marking the walk's call (see wire.go), which holds the attribute's name,
+// "" for the list of names, and takes fs's errno for the reply: p9 answers
+// any error EINVAL.
 func (f *file) GetXattr(name string) ([]byte, error) {
-	v, err := f.s.f.GetXattr(f.cred(), f.n, name)
+	tag, marked := unmark(xattrMark, name)
+	if marked {
+		c, ok := f.s.w.call(tag)
+		if !ok || c.typ != msgTxattrwalk {
+			return nil, linux.EINVAL
+		}
+		name = c.xname
+	}
+	var v []byte
+	var err error
+	if name == "" {
+		v, err = f.listXattrs()
+	} else {
+		v, err = f.s.f.GetXattr(f.cred, f.n, name)
+	}
 	if err != nil {
-		if len(name) <= fs.XattrNameMax { // the wire only notes walks of such names
-			f.s.noteXattrErr(name, linux.Errno(fs.Errno(err)))
+		if marked {
+			f.s.w.xattrFailed(tag, linux.Errno(fs.Errno(err)))
 		}
 		return nil, f.s.errno("getxattr", err)
 	}
@@ -597,20 +580,28 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 	return v, nil
 }
 
-// ListXattrs implements p9.File (Txattrwalk without a name).
-func (f *file) ListXattrs() ([]string, error) {
-	names, err := f.s.f.ListXattr(f.cred(), f.n)
-	if err == nil {
-		size := 0
-		for _, n := range names {
-			size += len(n) + 1
-		}
-		if size > maxXattrList {
-			err = syscall.E2BIG
-		}
-	}
+// listXattrs is the value of an xattr walk without a name: the names,
+// each ended by a NUL, as listxattr(2) gives them; nothing for no name.
+func (f *file) listXattrs() ([]byte, error) {
+	names, err := f.s.f.ListXattr(f.cred, f.n)
 	if err != nil {
-		f.s.noteXattrErr("", linux.Errno(fs.Errno(err)))
+		return nil, err
+	}
+	var b []byte
+	for _, n := range names {
+		b = append(append(b, n...), 0)
+	}
+	if len(b) > maxXattrList {
+		return nil, syscall.E2BIG
+	}
+	return b, nil
+}
+
+// ListXattrs implements p9.File, for p9's xattr walk without a name,
+// which the wire never lets through (it lists through GetXattr).
+func (f *file) ListXattrs() ([]string, error) {
+	names, err := f.s.f.ListXattr(f.cred, f.n)
+	if err != nil {
 		return nil, f.s.errno("listxattr", err)
 	}
 	f.hold()
@@ -619,13 +610,13 @@ func (f *file) ListXattrs() ([]string, error) {
 
 // SetXattr implements p9.File (Txattrcreate, acted on at Tclunk).
 func (f *file) SetXattr(name string, data []byte, flags p9.XattrFlags) error {
-	return f.s.errno("setxattr", f.s.f.SetXattr(f.cred(), f.n, name, data, int(flags)))
+	return f.s.errno("setxattr", f.s.f.SetXattr(f.cred, f.n, name, data, int(flags)))
 }
 
 // RemoveXattr implements p9.File (Txattrcreate of size 0 with
 // XATTR_REPLACE).
 func (f *file) RemoveXattr(name string) error {
-	return f.s.errno("removexattr", f.s.f.RemoveXattr(f.cred(), f.n, name))
+	return f.s.errno("removexattr", f.s.f.RemoveXattr(f.cred, f.n, name))
 }
 
 // Lock implements p9.File: locks are accepted and not enforced (the

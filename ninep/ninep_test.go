@@ -23,14 +23,18 @@ import (
 	"github.com/asof/asof/history"
 )
 
+// env is a store, an fs on it and a 9P server. Its clients attach as the
+// test process's user, and the fs squashes no one, so that e.cred, what fs
+// calls in the tests act as, is what the clients act as.
 type env struct {
 	store *history.Store
 	f     *fs.FS
+	uid   uint32
 	cred  fs.Cred
 	addr  string
 }
 
-func processCred() fs.Cred { return fs.Cred{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())} }
+func processUID() uint32 { return uint32(os.Getuid()) }
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -43,16 +47,27 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// newEnv starts a store, an fs on it and a 9P server on 127.0.0.1:0.
+// newEnv starts a store, an fs on it that squashes no one and a 9P server
+// on 127.0.0.1:0.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, fs.Options{Squash: fs.SquashNone}, Options{})
+}
+
+// newEnvWith is newEnv with the given fs and server options.
+func newEnvWith(t *testing.T, fo fs.Options, o Options) *env {
 	t.Helper()
 	s, err := history.Open(t.TempDir(), history.Options{FlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	e := &env{store: s, f: fs.New(s, fs.Options{Logger: testLogger(t)}), cred: processCred()}
-	e.addr = e.serve(t, e.f, Options{Cred: e.cred})
+	if fo.Logger == nil {
+		fo.Logger = testLogger(t)
+	}
+	e := &env{store: s, f: fs.New(s, fo), uid: processUID()}
+	e.cred = e.f.LocalUser(e.uid)
+	e.addr = e.serve(t, e.f, o)
 	return e
 }
 
@@ -85,22 +100,50 @@ func (e *env) serve(t *testing.T, f *fs.FS, opts Options) string {
 
 func (e *env) client(t *testing.T) *p9.Client {
 	t.Helper()
-	return dialClient(t, e.addr)
+	return dialClient(t, e.addr, e.uid)
 }
 
-func dialClient(t *testing.T, addr string) *p9.Client {
+// dialClient connects p9's client, whose attaches then act as uid.
+func dialClient(t *testing.T, addr string, uid uint32) *p9.Client {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := p9.NewClient(c)
+	cl, err := p9.NewClient(&attachAs{Conn: c, uid: uid})
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// attachAs gives the Tattachs p9's client sends (uname "", n_uname unset)
+// a uid: p9's client has no way to name one.
+type attachAs struct {
+	net.Conn
+	uid uint32
+	buf []byte // a frame being written, until it is whole
+}
+
+func (a *attachAs) Write(p []byte) (int, error) {
+	a.buf = append(a.buf, p...)
+	for len(a.buf) >= hdrLen {
+		size := int(binary.LittleEndian.Uint32(a.buf))
+		if len(a.buf) < size {
+			break
+		}
+		frame := a.buf[:size]
+		if frame[4] == msgTattach {
+			binary.LittleEndian.PutUint32(frame[size-4:], a.uid)
+		}
+		if _, err := a.Conn.Write(frame); err != nil {
+			return 0, err
+		}
+		a.buf = a.buf[size:]
+	}
+	return len(p), nil
 }
 
 func (e *env) attach(t *testing.T, aname string) p9.File {
@@ -429,10 +472,10 @@ func TestReaddirPagedWhileChanging(t *testing.T) {
 				last = de.Name
 			}
 			if de.Name == "." || de.Name == ".." {
-				if de.Type != dtDir {
+				if de.Type != syscall.DT_DIR {
 					t.Errorf("%s has d_type %d", de.Name, de.Type)
 				}
-			} else if de.Type != dtReg {
+			} else if de.Type != syscall.DT_REG {
 				t.Errorf("%s has d_type %d", de.Name, de.Type)
 			}
 		}
@@ -502,7 +545,7 @@ func TestSymlinkLinkMknodStatfsFsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, a, _ = walk(t, root, "tty").GetAttr(p9.AttrMaskAll)
-	if !a.Mode.IsCharacterDevice() || a.RDev != p9.Dev(mkdev(4<<32|300)) || mkdev(4<<32|300) != 4<<8|300&0xff|(300&^0xff)<<12 {
+	if !a.Mode.IsCharacterDevice() || a.RDev != p9.Dev(4<<8|300&0xff|(300&^0xff)<<12) {
 		t.Fatalf("char device %v rdev %#x", a.Mode, a.RDev)
 	}
 	st, err := root.StatFS()
@@ -600,24 +643,27 @@ func TestPermissionsAndReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.f.Create(e.cred, priv, "secret", 0o600, true)
-	other := fs.Cred{Uid: e.cred.Uid + 4242, Gid: e.cred.Gid + 4242}
-	addr := e.serve(t, e.f, Options{Cred: other})
-	root, err := dialClient(t, addr).Attach("")
+	if _, err := e.f.Mkdir(e.cred, e.f.Root(), "public", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := e.uid + 4242
+	addr := e.addr
+	root, err := dialClient(t, addr, other).Attach("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = root.Walk([]string{"private", "secret"})
 	wantErrno(t, "walk into 0700 dir of another user", err, linux.EACCES)
-	_, err = walk(t, root).Mkdir("mine", 0o755, p9.NoUID, p9.NoGID)
+	_, err = walk(t, root, "public").Mkdir("mine", 0o755, p9.NoUID, p9.NoGID)
 	wantErrno(t, "mkdir in a 0755 dir of another user", err, linux.EACCES)
-	_, err = dialClient(t, addr).Attach("/private")
+	_, err = dialClient(t, addr, other).Attach("/private")
 	if err != nil {
 		t.Fatalf("attach to a dir one may not search is allowed (as lookup is): %v", err)
 	}
 
-	ro := fs.New(e.store, fs.Options{ReadOnly: true})
-	roAddr := e.serve(t, ro, Options{Cred: e.cred})
-	rr, err := dialClient(t, roAddr).Attach("")
+	ro := fs.New(e.store, fs.Options{ReadOnly: true, Squash: fs.SquashNone})
+	roAddr := e.serve(t, ro, Options{})
+	rr, err := dialClient(t, roAddr, e.uid).Attach("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +687,7 @@ func TestManyClients(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				cl, err := p9.NewClient(conn)
+				cl, err := p9.NewClient(&attachAs{Conn: conn, uid: e.uid})
 				if err != nil {
 					return err
 				}
@@ -710,15 +756,11 @@ type raw struct {
 }
 
 const (
-	msgTversion     = 100
-	msgTgetattr     = 24
-	msgTlopen       = 12
-	msgTread        = 116
-	msgTwrite       = 118
-	msgTclunk       = 120
-	msgTxattrcreate = 32
-	msgTlock        = 52
-	noFID           = ^uint32(0)
+	msgTgetattr = 24
+	msgTreaddir = 40
+	msgTread    = 116
+	msgTlock    = 52
+	noFID       = ^uint32(0)
 )
 
 func dialRaw(t *testing.T, addr string) *raw {
@@ -781,7 +823,7 @@ func (r *raw) errno(typ byte, body func(*encoder)) linux.Errno {
 
 func (r *raw) attach(fid uint32, aname string) p9.QID {
 	r.t.Helper()
-	d := r.must(msgTattach, func(e *encoder) { e.u32(fid); e.u32(noFID); e.str("u"); e.str(aname); e.u32(0) })
+	d := r.must(msgTattach, func(e *encoder) { e.u32(fid); e.u32(noFID); e.str(""); e.str(aname); e.u32(processUID()) })
 	return p9.QID{Type: p9.QIDType(d.u8()), Version: d.u32(), Path: d.u64()}
 }
 

@@ -1,8 +1,13 @@
 #!/bin/bash
-# Installs the Debian packages that asof's end-to-end tests need (integration/).
+# Installs what asof's tests need beyond Go modules: Debian packages for the
+# end-to-end tests (integration/), and versitygw, the S3 server the volume tests
+# run (history/internal/volume/s3test).
 # Idempotent: when every program below is already present apt-get is not run at all;
 # otherwise `apt-get update` runs once and only the missing packages are installed.
-# Needs root (CI runs as root) only when something is missing.
+# versitygw is built with `go install` (from the Go module proxy, about 75 s and
+# 83 MB the first time) into $(go env GOBIN) or $(go env GOPATH)/bin, and skipped
+# when it is already there or on PATH.
+# Needs root (CI runs as root) only when a Debian package is missing.
 #
 # package            programs the tests use
 #   libnfs-utils     nfs-ls nfs-cat nfs-cp        userspace NFSv3 client (libnfs)
@@ -45,17 +50,28 @@ for entry in "${wanted[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "test-deps: all present"
-  exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
+  echo "test-deps: Debian packages all present"
+elif [ "$(id -u)" -ne 0 ]; then
   echo "test-deps: missing ${missing[*]}; run this script as root to install them" >&2
   exit 1
+else
+  echo "test-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "test-deps: installed ${missing[*]}"
 fi
 
-echo "test-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "test-deps: installed ${missing[*]}"
+# versitygw: an S3 server (Apache-2.0) for the volume tests. Keep the version in
+# step with history/internal/volume/s3test.
+versitygw=github.com/versity/versitygw/cmd/versitygw@v1.8.0
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin="$(go env GOPATH | cut -d: -f1)/bin"
+if [ -x "$gobin/versitygw" ] || command -v versitygw >/dev/null 2>&1; then
+  echo "test-deps: versitygw present"
+else
+  echo "test-deps: building $versitygw into $gobin"
+  # Outside any module, so that this repository's go.mod plays no part.
+  (cd / && GOFLAGS=-mod=mod go install "$versitygw")
+  echo "test-deps: installed $gobin/versitygw"
+fi

@@ -7,7 +7,7 @@ import (
 	"github.com/asof/asof/history"
 )
 
-// The cleaner thins history by the configured retention policy (SPEC
+// The cleaner thins history by the configured retention policy (docs/SPEC.md
 // section 5): one pass at start-up, then one every cleanEvery. A pass only
 // scans the store when time has moved a grain boundary past some history,
 // and applies its work a few thousand records at a time, so the live

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"syscall"
 	"time"
 
@@ -14,74 +13,22 @@ import (
 	"github.com/asof/asof/history"
 )
 
-// The control API is JSON over HTTP on a unix socket (mode 0600: whoever
-// can reach it administers the store). The asof admin commands are its
-// clients; curl --unix-socket works too.
-//
-//	GET  /v1/stats
-//	GET  /v1/history?path=/docs/a.txt
-//	POST /v1/clone    {"src": "/docs@@2007-08-06", "dst": "/docs-restored"}
-//	POST /v1/restore  {"path": "/docs@@2007-08-06"}
-//	POST /v1/verify   -> one JSON object per line: progress, then the report
-//	POST /v1/prune    {"dry_run": false} -> the same kind of stream; the report is a PruneReport
-//
-// Errors answer 4xx/5xx with {"error": "...", "errno": "ENOENT"}.
-
-// APIError is the body of a failed request.
-type APIError struct {
-	Error string `json:"error"`
-	Errno string `json:"errno,omitempty"`
-}
-
-// StreamLine is one line of a long operation's answer (verify, prune):
-// progress lines, then one line with the report or the error.
-type StreamLine struct {
-	Stage  string          `json:"stage,omitempty"`
-	Done   int64           `json:"done,omitempty"`
-	Total  int64           `json:"total,omitempty"`
-	Report json.RawMessage `json:"report,omitempty"`
-	Error  string          `json:"error,omitempty"`
-}
-
-// StatsReply is the answer to GET /v1/stats: the store's figures, the
-// retention policy, and what the last cleaner pass did.
-type StatsReply struct {
-	fs.Stats
-	Retention string     `json:"retention"`
-	LastPrune *LastPrune `json:"last_prune,omitempty"`
-}
-
-// LastPrune sums up the newest cleaner pass that changed something.
-type LastPrune struct {
-	At           time.Time `json:"at"`
-	Records      int64     `json:"records"`
-	StoredBefore int64     `json:"stored_before"`
-	StoredAfter  int64     `json:"stored_after"`
-}
-
-// PruneRequest is the body of POST /v1/prune.
-type PruneRequest struct {
-	DryRun bool `json:"dry_run"`
-}
-
 // startControl serves the admin API on the control socket.
 func (s *Server) startControl() error {
 	p := s.cfg.Control.Socket
 	if p == "" {
 		return nil
 	}
-	// A socket left by a crashed server is in the way; a live server would
-	// hold the store lock, which Start already took.
-	os.Remove(p)
-	// Create the socket with mode 0600 from the start: no moment in which
-	// others could connect.
-	old := syscall.Umask(0o177)
-	l, err := s.listen("unix", p, "control")
-	syscall.Umask(old)
+	// A socket left by a crashed server is in the way, and replaced: a
+	// live server would hold the store lock, which Start already took.
+	l, err := listenPrivate(p)
 	if err != nil {
-		return err
+		return fmt.Errorf("control: listen on %s: %w", p, err)
 	}
+	s.listeners = append(s.listeners, l)
+	s.Addrs["control"] = p
 	srv := &http.Server{Handler: s.controlMux(), ReadHeaderTimeout: 10 * time.Second}
+	s.https = append(s.https, srv)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -95,7 +42,7 @@ func (s *Server) startControl() error {
 func (s *Server) controlMux() *http.ServeMux {
 	m := http.NewServeMux()
 	admin := fs.Cred{} // the control socket is root's door: 0600, owner only
-	m.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("GET "+PathStats, func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.fs.Stats()
 		out := StatsReply{Stats: st, Retention: "keep everything"}
 		if len(s.cfg.Retention) > 0 {
@@ -106,12 +53,12 @@ func (s *Server) controlMux() *http.ServeMux {
 		s.pmu.Unlock()
 		reply(w, out, err)
 	})
-	m.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("GET "+PathHistory, func(w http.ResponseWriter, r *http.Request) {
 		vs, err := s.fs.History(admin, r.URL.Query().Get("path"))
 		reply(w, vs, err)
 	})
-	m.HandleFunc("POST /v1/clone", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Src, Dst string }
+	m.HandleFunc("POST "+PathClone, func(w http.ResponseWriter, r *http.Request) {
+		var req CloneRequest
 		if !decode(w, r, &req) {
 			return
 		}
@@ -120,10 +67,10 @@ func (s *Server) controlMux() *http.ServeMux {
 			err = s.fs.Sync()
 		}
 		s.log.Info("clone", "src", req.Src, "dst", req.Dst, "err", err)
-		reply(w, map[string]string{"src": req.Src, "dst": req.Dst}, err)
+		reply(w, CloneReply(req), err)
 	})
-	m.HandleFunc("POST /v1/restore", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Path string }
+	m.HandleFunc("POST "+PathRestore, func(w http.ResponseWriter, r *http.Request) {
+		var req RestoreRequest
 		if !decode(w, r, &req) {
 			return
 		}
@@ -132,18 +79,26 @@ func (s *Server) controlMux() *http.ServeMux {
 			err = s.fs.Sync()
 		}
 		s.log.Info("restore", "path", req.Path, "err", err)
-		reply(w, map[string]string{"path": req.Path, "restored": fs.LivePath(req.Path)}, err)
+		reply(w, RestoreReply{Path: req.Path, Restored: fs.LivePath(req.Path)}, err)
 	})
-	m.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+PathVerify, func(w http.ResponseWriter, r *http.Request) {
+		var req VerifyRequest
+		if r.ContentLength != 0 && !decode(w, r, &req) {
+			return
+		}
 		stream(w, func(progress history.Progress) (any, error) {
-			rep, err := s.store.Verify(progress)
+			verify := s.store.Verify
+			if req.Deep {
+				verify = s.store.VerifyDeep
+			}
+			rep, err := verify(progress)
 			if err == nil {
 				s.log.Info("verify", "frames", rep.Frames, "records", rep.Records, "blocks", rep.Blocks, "problems", len(rep.Problems))
 			}
 			return rep, err
 		})
 	})
-	m.HandleFunc("POST /v1/prune", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+PathPrune, func(w http.ResponseWriter, r *http.Request) {
 		var req PruneRequest
 		if !decode(w, r, &req) {
 			return
@@ -152,6 +107,7 @@ func (s *Server) controlMux() *http.ServeMux {
 			return s.prune(req.DryRun, false, progress)
 		})
 	})
+	s.volumeRoutes(m)
 	s.mirrorRoutes(m)
 	return m
 }
@@ -184,7 +140,9 @@ func stream(w http.ResponseWriter, run func(history.Progress) (any, error)) {
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields() // a field this server does not know is a client it does not match
+	if err := dec.Decode(v); err != nil {
 		writeJSON(w, http.StatusBadRequest, APIError{Error: "bad request: " + err.Error()})
 		return false
 	}

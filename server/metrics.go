@@ -91,6 +91,7 @@ func (s *Server) startMetrics(reg *prometheus.Registry) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.https = append(s.https, srv)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,9 +27,11 @@ type Server struct {
 	store *history.Store
 	fs    *fs.FS
 
-	listeners []net.Listener
-	wg        sync.WaitGroup
-	stopClean chan struct{} // closed to stop the cleaner
+	conns     *conns         // NFS and 9P clients
+	listeners []net.Listener // control and metrics
+	https     []*http.Server // control and metrics
+	wg        sync.WaitGroup // control and metrics servers
+	stopClean chan struct{}  // closed to stop the cleaner
 	pmu       sync.Mutex
 	lastPrune *LastPrune
 	observer  fs.Observer
@@ -55,34 +57,54 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", cfg.Data, err)
 	}
+	if err := addConfigVolumes(store, cfg.Volumes); err != nil {
+		store.Close()
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: log, store: store, Addrs: map[string]string{}}
-	s.warnUnbuilt()
-	s.fs = fs.New(store, fs.Options{Location: cfg.History.Timezone, ReadOnly: cfg.Exports.ReadOnly, Logger: log})
+	s.conns = newConns(log, cfg.Exports.Allows)
+	s.fs = fs.New(store, fs.Options{
+		Location: cfg.History.Timezone,
+		ReadOnly: cfg.Exports.ReadOnly,
+		Logger:   log,
+		Squash:   cfg.Exports.Squash,
+		Anon:     &fs.Cred{Uid: cfg.Exports.AnonUID, Gid: cfg.Exports.AnonGID},
+	})
 	if err := s.startServices(); err != nil {
-		s.closeListeners()
-		s.wg.Wait()
+		s.stop(context.Background())
 		store.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// warnUnbuilt says which configured features this build does not have
-// yet, rather than ignoring them in silence. None of them loses data.
-func (s *Server) warnUnbuilt() {
-	if len(s.cfg.Volumes) > 0 {
-		s.log.Warn("volumes are configured but this build keeps every block in the data directory", "data", s.cfg.Data)
-	}
-}
-
 // FS is the file system being served.
 func (s *Server) FS() *fs.FS { return s.fs }
 
-func (s *Server) cred() fs.Cred {
-	return fs.Cred{Uid: s.cfg.Exports.UID, Gid: s.cfg.Exports.GID}
+// nfsServer is the NFSv3 and MOUNT server.
+func (s *Server) nfsServer() (ConnServer, error) {
+	key, err := nfs.LoadKey(s.cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	return nfs.New(s.fs, nfs.Options{Logger: s.log, Key: key, Observer: s.observer}), nil
 }
 
-func (s *Server) allow(a netip.Addr) bool { return s.cfg.Exports.Allows(a) }
+// ninepServer is the 9P2000.L server.
+func (s *Server) ninepServer() ConnServer {
+	return ninep.New(s.fs, ninep.Options{Logger: s.log, Observer: s.observer})
+}
+
+// listenProtocol listens for a protocol's clients; conns owns the
+// listener from here on.
+func (s *Server) listenProtocol(addr, name string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	s.Addrs[name] = l.Addr().String()
+	return l, nil
+}
 
 func (s *Server) listen(network, addr, name string) (net.Listener, error) {
 	l, err := net.Listen(network, addr)
@@ -105,38 +127,22 @@ func (s *Server) startServices() error {
 		}
 	}
 	if s.cfg.NFS.Listen != "" {
-		key, err := nfs.LoadKey(s.cfg.Data)
+		h, err := s.nfsServer()
 		if err != nil {
 			return err
 		}
-		l, err := s.listen("tcp", s.cfg.NFS.Listen, "nfs")
+		l, err := s.listenProtocol(s.cfg.NFS.Listen, "nfs")
 		if err != nil {
 			return err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			l := &allowListener{Listener: l, proto: "nfs", allow: s.allow, log: s.log}
-			err := nfs.Serve(l, s.fs, nfs.Options{Cred: s.cred(), Logger: s.log, Key: key, Observer: s.observer})
-			if err != nil {
-				s.log.Error("nfs server stopped", "err", err)
-			}
-		}()
+		s.conns.serve("nfs", l, h)
 	}
 	if s.cfg.NineP.Listen != "" {
-		l, err := s.listen("tcp", s.cfg.NineP.Listen, "9p")
+		l, err := s.listenProtocol(s.cfg.NineP.Listen, "9p")
 		if err != nil {
 			return err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			l := &allowListener{Listener: l, proto: "9p", allow: s.allow, log: s.log}
-			err := ninep.Serve(l, s.fs, ninep.Options{Cred: s.cred(), Logger: s.log, Observer: s.observer})
-			if err != nil {
-				s.log.Error("9P server stopped", "err", err)
-			}
-		}()
+		s.conns.serve("9p", l, s.ninepServer())
 	}
 	if err := s.startControl(); err != nil {
 		return err
@@ -184,7 +190,28 @@ func absPath(p string) string {
 	return p
 }
 
-func (s *Server) closeListeners() {
+// stop ends every service: no new client, the calls in flight finished
+// (until ctx is done, then their connections are closed), the control
+// API, metrics and cleaner stopped. The store stays open.
+func (s *Server) stop(ctx context.Context) {
+	var drain sync.WaitGroup
+	drain.Add(1)
+	go func() {
+		defer drain.Done()
+		s.conns.shutdown(ctx)
+	}()
+	// Admin requests in flight (a clone, a verify) finish too, within the
+	// same deadline.
+	for _, srv := range s.https {
+		drain.Add(1)
+		go func() {
+			defer drain.Done()
+			if srv.Shutdown(ctx) != nil {
+				srv.Close()
+			}
+		}()
+	}
+	drain.Wait()
 	for _, l := range s.listeners {
 		l.Close()
 	}
@@ -193,18 +220,18 @@ func (s *Server) closeListeners() {
 		close(s.stopClean)
 		s.stopClean = nil
 	}
-}
-
-// Shutdown stops accepting clients, commits what is buffered and closes
-// the store.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeListeners()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 	}
+}
+
+// Shutdown stops accepting clients, lets the calls in flight finish until
+// ctx is done, commits what is buffered and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop(ctx)
 	err := s.store.Close()
 	if err == nil {
 		s.log.Info("store closed; every change is committed")

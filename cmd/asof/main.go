@@ -33,7 +33,6 @@ name@@WHEN opens any file or directory as it stood at that moment.`,
 	}
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "config file (YAML, TOML or JSON)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(serveCmd(g), historyCmd(g), cloneCmd(g), restoreCmd(g), statsCmd(g), pruneCmd(g), verifyCmd(g))
-	root.AddCommand(mirrorCmd(g))
+	root.AddCommand(serveCmd(g), historyCmd(g), cloneCmd(g), restoreCmd(g), statsCmd(g), pruneCmd(g), verifyCmd(g), volumeCmd(g), mirrorCmd(g))
 	return root
 }

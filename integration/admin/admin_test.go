@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -333,36 +332,6 @@ func TestMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(text)
-	}
-}
-
-// asof serve starts itself again with GODEBUG set to keep the runtime's
-// monitor thread awake (cmd/asof/sysmon_unix.go), keeping what the user set
-// in GODEBUG; a user's own schedtrace is left as it is.
-func TestServeKeepsSysmonAwake(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads /proc")
-	}
-	godebug := func(s *serverproc.Server) string {
-		t.Helper()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.Pid()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, kv := range strings.Split(string(b), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-				return v
-			}
-		}
-		return ""
-	}
-	s, _ := start(t, map[string]string{"GODEBUG": "madvdontneed=1"})
-	if got, want := godebug(s), "madvdontneed=1,schedtrace=2147483647"; got != want {
-		t.Errorf("server's GODEBUG %q, want %q", got, want)
-	}
-	s2, _ := start(t, map[string]string{"GODEBUG": "schedtrace=600000"})
-	if got := godebug(s2); got != "schedtrace=600000" {
-		t.Errorf("server's GODEBUG %q, want the user's schedtrace=600000 alone", got)
 	}
 }
 

@@ -146,10 +146,24 @@ type NFS struct {
 	Addr     string        // host:port serving both MOUNT and NFS
 	Traverse bool          // leave libnfs's auto-traverse-mounts on (see NFSURL)
 	Timeout  time.Duration // per command; DefaultTimeout when zero
+
+	// As, when set, is the identity libnfs puts in each call's AUTH_SYS credential (the
+	// URL's uid= and gid=; libnfs sends no supplementary groups). Otherwise libnfs sends
+	// this process's uid and gid: root's, in tests that run as root.
+	As *ID
 }
 
-// URL is NFSURL for this server with p used as is.
-func (c NFS) URL(p string) string { return NFSURL(c.Addr, p, c.Traverse) }
+// ID is an AUTH_SYS identity.
+type ID struct{ UID, GID int }
+
+// URL is NFSURL for this server with p used as is, and the identity of As.
+func (c NFS) URL(p string) string {
+	u := NFSURL(c.Addr, p, c.Traverse)
+	if c.As != nil {
+		u += fmt.Sprintf("&uid=%d&gid=%d", c.As.UID, c.As.GID)
+	}
+	return u
+}
 
 // DirURL is the URL nfs-ls needs to list directory dir ("/" for the root).
 func (c NFS) DirURL(dir string) string { return c.URL(path.Clean("/" + dir)) }
@@ -269,6 +283,10 @@ type NineP struct {
 	Aname   string        // attach name; always passed (diod's own default is "ctl")
 	MSize   int           // 0: the clients' default (65536)
 	Timeout time.Duration // per command; DefaultTimeout when zero
+
+	// As, when set, is the uid the clients attach as (-u); otherwise they attach as this
+	// process's euid. The attach names it in n_uname, with an empty uname.
+	As *int
 }
 
 func (c NineP) timeout() time.Duration {
@@ -288,6 +306,9 @@ func (c NineP) run(ctx context.Context, prog string, extra ...string) ([]byte, e
 	a := []string{"-s", c.Addr, "-a", c.Aname, "-t", strconv.Itoa(int((t + time.Second - 1) / time.Second))}
 	if c.MSize > 0 {
 		a = append(a, "-m", strconv.Itoa(c.MSize))
+	}
+	if c.As != nil {
+		a = append(a, "-u", strconv.Itoa(*c.As))
 	}
 	out, _, err := Run(ctx, t+2*time.Second, prog, append(a, extra...)...)
 	return out, err

@@ -15,6 +15,7 @@ func TestNFSURL(t *testing.T) {
 		{c.FileURL("a.txt"), "nfs://127.0.0.1//a.txt?version=3&nfsport=2049&mountport=2049&auto-traverse-mounts=0"},
 		{c.FileURL("/sub/b.txt"), "nfs://127.0.0.1/sub/b.txt?version=3&nfsport=2049&mountport=2049&auto-traverse-mounts=0"},
 		{NFSURL("[::1]:3049", "//x", true), "nfs://[::1]//x?version=3&nfsport=3049&mountport=3049"},
+		{NFS{Addr: "h:1", As: &ID{1000, 100}}.FileURL("/f"), "nfs://h//f?version=3&nfsport=1&mountport=1&auto-traverse-mounts=0&uid=1000&gid=100"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got  %s\nwant %s", tc.got, tc.want)

@@ -7,9 +7,11 @@ package nfs_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -467,4 +469,111 @@ func (p *proto) readdir(dir []byte) (uint32, []string) {
 			return nfsOK, names
 		}
 	}
+}
+
+// as is p with another credential on the same connection: every call it makes carries
+// auth (see authSys; rpc.AuthNull is AUTH_NONE).
+func (p *proto) as(auth rpc.Auth) *proto {
+	q := *p
+	q.auth = auth
+	return &q
+}
+
+// authSys is an AUTH_SYS credential (RFC 5531 authsys_parms) for uid, gid and the
+// supplementary groups. go-nfs-client's NewAuthUnix always sends the one group 0.
+func authSys(uid, gid uint32, groups ...uint32) rpc.Auth {
+	var b bytes.Buffer
+	u32 := func(v uint32) { binary.Write(&b, binary.BigEndian, v) }
+	u32(0) // stamp
+	name := "asof-test"
+	u32(uint32(len(name)))
+	b.WriteString(name)
+	b.Write(make([]byte, (4-len(name)%4)%4))
+	u32(uid)
+	u32(gid)
+	u32(uint32(len(groups)))
+	for _, g := range groups {
+		u32(g)
+	}
+	return rpc.Auth{Flavor: 1, Body: b.Bytes()}
+}
+
+// setattrOwner changes the owner and/or group (nil leaves it), as chown(2) does.
+func (p *proto) setattrOwner(fh []byte, uid, gid *uint32) uint32 {
+	p.t.Helper()
+	var a nfsc.Sattr3
+	if uid != nil {
+		a.UID = nfsc.SetUID{SetIt: true, UID: *uid}
+	}
+	if gid != nil {
+		a.GID = nfsc.SetUID{SetIt: true, UID: *gid}
+	}
+	st, _ := p.call(&struct {
+		rpc.Header
+		FH    []byte
+		Attr  nfsc.Sattr3
+		Guard uint32
+	}{p.hdr(procSetattr), fh, a, 0})
+	return st
+}
+
+// rpcDenied sends one NFSv3 GETATTR of fh with credential cred on a connection of its own,
+// with hand-written framing (go-nfs-client turns a denied call into an error string), and
+// returns the reply's reject_stat and, for AUTH_ERROR, its auth_stat; ok is false when
+// the call was accepted.
+func rpcDenied(t *testing.T, addr string, cred rpc.Auth, fh []byte) (rejectStat, authStat uint32, ok bool) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	var b bytes.Buffer
+	u32 := func(v uint32) { binary.Write(&b, binary.BigEndian, v) }
+	opaque := func(o []byte) {
+		u32(uint32(len(o)))
+		b.Write(o)
+		b.Write(make([]byte, (4-len(o)%4)%4))
+	}
+	u32(0x61736f66) // xid
+	u32(0)          // CALL
+	u32(2)          // RPC version
+	u32(nfsc.Nfs3Prog)
+	u32(nfsc.Nfs3Vers)
+	u32(procGetattr)
+	u32(cred.Flavor)
+	opaque(cred.Body)
+	u32(0) // verifier: AUTH_NONE
+	opaque(nil)
+	opaque(fh)
+	msg := b.Bytes()
+	rec := binary.BigEndian.AppendUint32(nil, 1<<31|uint32(len(msg)))
+	if _, err := conn.Write(append(rec, msg...)); err != nil {
+		t.Fatal(err)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		t.Fatalf("reading the reply: %v", err)
+	}
+	reply := make([]byte, binary.BigEndian.Uint32(hdr[:])&^(1<<31))
+	if _, err := io.ReadFull(conn, reply); err != nil {
+		t.Fatalf("reading the reply: %v", err)
+	}
+	word := func(i int) uint32 {
+		if len(reply) < 4*(i+1) {
+			t.Fatalf("reply too short: %x", reply)
+		}
+		return binary.BigEndian.Uint32(reply[4*i:])
+	}
+	if word(0) != 0x61736f66 || word(1) != 1 {
+		t.Fatalf("not a reply to the call: %x", reply)
+	}
+	if word(2) == 0 { // MSG_ACCEPTED
+		return 0, 0, false
+	}
+	if word(3) == 1 { // AUTH_ERROR
+		return 1, word(4), true
+	}
+	return word(3), 0, true
 }

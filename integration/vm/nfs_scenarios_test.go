@@ -21,6 +21,9 @@ import (
 // at a 100ms grain, or at $ASOF_VM_FLUSH_INTERVAL: the time-travel scenario must pass at
 // any grain (1ms puts a file's creation and its first write in different transactions,
 // 2s puts many changes in one); it returns the command and its control socket.
+// exports.squash is none: the scenarios run as the guest's root and mean root acting as
+// root (cp -a keeps owners; git refuses a repository its user does not own), as against
+// knfsd with no_root_squash. Identity has its own test (identity_test.go).
 func nfsScenarioServer(t *testing.T, proto string) (vm.Command, string) {
 	bin := serverproc.Binary(t)
 	flush := "100ms"
@@ -42,6 +45,7 @@ func nfsScenarioServer(t *testing.T, proto string) (vm.Command, string) {
 			"ASOF_CONTROL_SOCKET=" + sock,
 			"ASOF_EXPORTS_ALLOW=@GUESTNET@",
 			"ASOF_HISTORY_FLUSH_INTERVAL=" + flush,
+			"ASOF_EXPORTS_SQUASH=none",
 		},
 	}, sock
 }

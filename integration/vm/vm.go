@@ -296,7 +296,7 @@ func Build(ctx context.Context) (Guest, error) {
 var hostPrograms = []string{"ip", "qemu-system-x86_64", "/bin/busybox", "depmod", "cpio", "gzip",
 	"ldd", "dpkg", "apt-get", "apt-cache", "flock", "bash",
 	// copied into the guest
-	"git", "diff", "cmp", "tar", "cp", "mv", "find", "stat", "rsync", "sha256sum", "xargs"}
+	"git", "diff", "cmp", "tar", "cp", "mv", "find", "stat", "rsync", "sha256sum", "xargs", "setpriv"}
 
 // Available says why this machine cannot boot the guest, or nil when it can: it needs
 // Linux on amd64, root (for network namespaces and tap devices), /dev/net/tun, and the

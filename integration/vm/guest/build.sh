@@ -2,7 +2,8 @@
 # Builds the Linux guest of asof's VM harness (integration/vm): Debian's stock kernel
 # (the package is downloaded with apt-get download and unpacked, never installed), busybox,
 # the NFSv3 and 9P client modules with their dependencies, and a few GNU tools with the
-# libraries they load, so workloads can run git, diff, rsync... against a real kernel mount.
+# libraries they load, so workloads can run git, diff, rsync... against a real kernel mount,
+# and util-linux's setpriv, to act as another user (busybox's setpriv cannot change ids).
 #
 # usage: build.sh [OUT]        OUT defaults to ${ASOF_VM_DIR:-$HOME/.cache/asof-linux-vm}
 # result: OUT/vmlinuz and OUT/initrd.gz (plus OUT/kernel-deb/, the kernel package).
@@ -15,7 +16,7 @@ set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 SRC=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-${ASOF_VM_DIR:-$HOME/.cache/asof-linux-vm}}
-TOOLS=${ASOF_VM_TOOLS:-git diff cmp tar cp mv find stat rsync sha256sum xargs}
+TOOLS=${ASOF_VM_TOOLS:-git diff cmp tar cp mv find stat rsync sha256sum xargs setpriv}
 BUSYBOX=/bin/busybox
 # client modules the guest loads; their dependencies are found in modules.dep
 MODULES="virtio_pci virtio_net nfsv3 9p 9pnet_fd"

@@ -1,6 +1,0 @@
-//go:build !unix
-
-package main
-
-// keepSysmonAwake does nothing here (no exec).
-func keepSysmonAwake() {}

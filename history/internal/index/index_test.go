@@ -1,0 +1,75 @@
+package index
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// A record created by one transaction and ended by a later one is visible
+// as of the moments between them, and the index's state names the last
+// transaction applied and where the next frame starts.
+func TestApplyTxnThenReadAsOf(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "index.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	apply := func(tx *txlog.Txn, at, next txlog.Loc) {
+		t.Helper()
+		if err := db.Update(func(btx *bolt.Tx) error { return ApplyTxn(btx, tx, at, next, nil, false) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chunk := record.EncodeChunk(record.ChunkRef{Inline: []byte("data")})
+	apply(&txlog.Txn{TID: 10, ObjHigh: 5, Ops: []txlog.Op{
+		{Kind: txlog.OpCreate, Obj: 2, Key: record.DirentKey("a"), Payload: []byte("child a")},
+		{Kind: txlog.OpCreate, Obj: 2, Key: record.ChunkKey(0), Payload: chunk},
+		{Kind: txlog.OpCreate, Obj: 2, Key: record.ChunkKey(2), Payload: chunk},
+	}}, txlog.Loc{Seg: 1}, txlog.Loc{Seg: 1, Off: 100})
+	apply(&txlog.Txn{TID: 20, ObjHigh: 5, Ops: []txlog.Op{
+		{Kind: txlog.OpEnd, Obj: 2, Key: record.DirentKey("a"), Create: 10},
+	}}, txlog.Loc{Seg: 1, Off: 100}, txlog.Loc{Seg: 1, Off: 150})
+	err = db.View(func(tx *bolt.Tx) error {
+		for at, want := range map[record.TID]bool{9: false, 10: true, 19: true, 20: false} {
+			r, ok, err := Latest(tx, 2, record.DirentKey("a"), at)
+			if err != nil || ok != want || ok && string(r.Payload) != "child a" {
+				t.Errorf("as of %d: %q, %v, %v; want visible %v", at, r.Payload, ok, err, want)
+			}
+		}
+		var chunks []int
+		if err := ChunkRecords(tx, 2, 0, 4, 15, func(i int, payload []byte) error {
+			chunks = append(chunks, i)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(chunks) != 2 || chunks[0] != 0 || chunks[1] != 2 {
+			t.Errorf("chunk records 0..3: %v, want 0 and 2 (1 and 3 are holes)", chunks)
+		}
+		st, ok, err := ReadState(tx)
+		if err != nil || !ok || st.Applied != 20 || st.Next != (txlog.Loc{Seg: 1, Off: 150}) || st.ObjHigh != 5 {
+			t.Errorf("state %+v, %v, %v", st, ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A record whose key's checksum does not match is damage, not data.
+func TestDamagedRecordIsCorrupt(t *testing.T) {
+	r := record.Record{Obj: 3, Key: record.KeyInode, Create: 7, Payload: []byte("inode")}
+	k, v := RecKey(r.Obj, r.Key, r.Create), RecValue(&r)
+	if got, err := DecodeRec(k, v); err != nil || string(got.Payload) != "inode" {
+		t.Fatalf("decode: %+v, %v", got, err)
+	}
+	v[len(v)-1] ^= 1
+	if _, err := DecodeRec(k, v); err == nil {
+		t.Fatal("a damaged record decoded")
+	}
+}

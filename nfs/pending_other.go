@@ -1,9 +1,0 @@
-//go:build !linux
-
-package nfs
-
-import "syscall"
-
-// unread reports whether the client has sent bytes that are not read yet:
-// here it cannot be told.
-func unread(syscall.RawConn) bool { return true }
