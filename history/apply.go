@@ -8,6 +8,10 @@ import (
 	"math"
 	"sort"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -53,13 +57,13 @@ func (s *Store) openMirror() error {
 		return nil
 	}
 	return s.index.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTxn).Cursor()
+		c := tx.Bucket(index.BucketTxn).Cursor()
 		for k, v := c.Last(); len(k) == 8; k, v = c.Prev() {
-			_, flags, err := decodeTxnLoc(v)
+			_, flags, err := index.DecodeTxnLoc(v)
 			if err != nil {
 				return err
 			}
-			if flags&txnPruneOnly == 0 {
+			if flags&index.TxnPruneOnly == 0 {
 				s.mirrorBase.Store(binary.BigEndian.Uint64(k))
 				return nil
 			}
@@ -116,7 +120,7 @@ func (s *Store) capRead(at TID) TID {
 type Applier struct {
 	s       *Store
 	release func()
-	stored  map[Hash]blockLoc // blocks put, which the index does not know yet
+	stored  map[Hash]pack.Loc // blocks put, which the index does not know yet
 	mark    uint64
 	closed  bool
 }
@@ -132,10 +136,10 @@ func (s *Store) NewApplier() (*Applier, error) {
 	if !s.applying.CompareAndSwap(false, true) {
 		return nil, errors.New("history: a mirror batch is already being applied")
 	}
-	a := &Applier{s: s, release: s.HoldCleaner(), stored: map[Hash]blockLoc{}, mark: s.packs.mark()}
+	a := &Applier{s: s, release: s.HoldCleaner(), stored: map[Hash]pack.Loc{}, mark: s.packs.Mark()}
 	// Until the index knows the blocks put, the cleaner must not rewrite
 	// the packs they go to.
-	s.packFloor.Store(s.packs.sealedBelow())
+	s.packFloor.Store(s.packs.SealedBelow())
 	return a, nil
 }
 
@@ -168,7 +172,7 @@ func (a *Applier) Missing(frames []*Txn) ([]Hash, error) {
 					return
 				}
 				var have bool
-				_, have, err = getBlk(tx, h)
+				_, have, err = index.GetBlk(tx, h)
 				if !have {
 					out = append(out, h)
 				}
@@ -194,7 +198,7 @@ func (a *Applier) PutBlock(h Hash, data []byte) error {
 	if _, ok := a.stored[h]; ok {
 		return nil
 	}
-	loc, err := a.s.packs.put(h, crc32.Checksum(data, castagnoli), data)
+	loc, err := a.s.packs.Put(h, crc32.Checksum(data, record.Castagnoli), data)
 	if err != nil {
 		return err
 	}
@@ -247,9 +251,9 @@ func (a *Applier) Candidates(b *MirrorBatch) ([]Reconcile, error) {
 			return nil, err
 		}
 		if err := a.s.index.View(func(tx *bolt.Tx) error {
-			rec := tx.Bucket(bucketRec)
+			rec := tx.Bucket(index.BucketRec)
 			for _, k := range order {
-				v := rec.Get(recKey(k.Obj, k.Key, k.Create))
+				v := rec.Get(index.RecKey(k.Obj, k.Key, k.Create))
 				if len(v) < 8 || binary.BigEndian.Uint64(v) != 0 {
 					live[k] = false
 				}
@@ -295,22 +299,22 @@ func (a *Applier) Candidates(b *MirrorBatch) ([]Reconcile, error) {
 func (s *Store) scanFrames(lo, hi TID, fn func(t *Txn)) error {
 	s.logMu.RLock()
 	defer s.logMu.RUnlock()
-	var from logLoc
+	var from txlog.Loc
 	found := false
 	err := s.index.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(lo)))
+		k, v := tx.Bucket(index.BucketTxn).Cursor().Seek(binary.BigEndian.AppendUint64(nil, uint64(lo)))
 		if k == nil {
 			return nil
 		}
 		var err error
-		from, _, err = decodeTxnLoc(v)
+		from, _, err = index.DecodeTxnLoc(v)
 		found = err == nil
 		return err
 	})
 	if err != nil || !found {
 		return err
 	}
-	err = scanLog(s.logDir(), from, func(t *Txn, _, _ logLoc) error {
+	err = txlog.Scan(s.logDir(), from, func(t *Txn, _, _ txlog.Loc) error {
 		if t.TID > hi {
 			return errStop
 		}
@@ -370,18 +374,18 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 		}
 		frames[i].Ops = append(frames[i].Ops, Op{Kind: OpEnd, Obj: g.Obj, Key: g.Key, Create: g.Create})
 	}
-	if err := s.packs.sync(); err != nil {
+	if err := s.packs.Sync(); err != nil {
 		return x, err
 	}
-	if err := s.packs.lostSince(a.mark); err != nil {
+	if err := s.packs.LostSince(a.mark); err != nil {
 		return x, err
 	}
 	// Each frame durable on its own: a crash keeps a prefix of the batch,
 	// which the next pull goes on from.
-	var locs, nexts []logLoc
+	var locs, nexts []txlog.Loc
 	var appendErr error
 	for _, t := range frames {
-		loc, next, err := s.txlog.append(t)
+		loc, next, err := s.tlog.Append(t)
 		if err != nil {
 			appendErr = fmt.Errorf("history: mirror: %w", err)
 			break
@@ -396,7 +400,7 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 	var cs collapses
 	err := s.index.Update(func(tx *bolt.Tx) error {
 		for i, t := range frames {
-			if err := applyTxn(tx, t, locs[i], nexts[i], a.stored, false); err != nil {
+			if err := index.ApplyTxn(tx, t, locs[i], nexts[i], a.stored, false); err != nil {
 				return fmt.Errorf("transaction %s: %w", t.TID, err)
 			}
 		}

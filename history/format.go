@@ -122,28 +122,5 @@ func readFormat(path string) (storeFormat, error) {
 // is written: a crash leaves either no file (a store with no log yet, or
 // a legacy one) or the whole file.
 func writeFormat(path string, f storeFormat) error {
-	tmp := path + ".new"
-	body := fmt.Sprintf("asof store\nversion %d\nchunk %d\n", f.version, f.chunk)
-	file, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("history: write %s: %w", tmp, err)
-	}
-	_, err = file.WriteString(body)
-	if err == nil {
-		err = file.Sync()
-	}
-	if cerr := file.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = fileio.SyncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("history: write %s: %w", path, err)
-	}
-	return nil
+	return fileio.WriteAtomic(path, fmt.Appendf(nil, "asof store\nversion %d\nchunk %d\n", f.version, f.chunk))
 }

@@ -1,6 +1,8 @@
 package history
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asof/asof/history/internal/volume"
 )
 
 // The engine's side of mirrors, with the source and the target in one
@@ -256,13 +260,16 @@ func TestMirrorLineage(t *testing.T) {
 	clk := epoch()
 	src := openTest(t, t.TempDir(), clk)
 	defer src.Close()
-	if !validLineage(src.Lineage()) {
+	if !validUUID(src.Lineage()) {
 		t.Fatalf("a new store's lineage %q", src.Lineage())
+	}
+	if !validUUID(src.StoreID()) || src.StoreID() == src.Lineage() {
+		t.Fatalf("a new store's id %q (lineage %q)", src.StoreID(), src.Lineage())
 	}
 	other := openTest(t, t.TempDir(), clk)
 	defer other.Close()
-	if other.Lineage() == src.Lineage() {
-		t.Fatal("two stores share a lineage")
+	if other.Lineage() == src.Lineage() || other.StoreID() == src.StoreID() {
+		t.Fatal("two stores share a lineage or a store id")
 	}
 	// A store made before LINEAGE existed gets one at its first open and
 	// keeps it.
@@ -274,7 +281,7 @@ func TestMirrorLineage(t *testing.T) {
 	lin := s.Lineage()
 	s.Close()
 	s = openTest(t, dir, clk)
-	if s.Lineage() != lin || !validLineage(lin) {
+	if s.Lineage() != lin || !validUUID(lin) {
 		t.Fatalf("lineage %q after a reopen, was %q", s.Lineage(), lin)
 	}
 	s.Close()
@@ -282,10 +289,28 @@ func TestMirrorLineage(t *testing.T) {
 		t.Fatal("a store became a mirror")
 	}
 
+	// A store whose LINEAGE has no store line (made before it existed)
+	// takes its lineage as its store id: its volume labels name that.
+	if err := os.WriteFile(filepath.Join(dir, lineageFile), []byte("asof lineage\nid "+lin+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, clk)
+	if s.StoreID() != lin || s.Lineage() != lin {
+		t.Fatalf("an older LINEAGE: store id %q, lineage %q, want both %q", s.StoreID(), s.Lineage(), lin)
+	}
+	s.Close()
+	if b, err := os.ReadFile(filepath.Join(dir, lineageFile)); err != nil || string(b) != "asof lineage\nid "+lin+"\nstore "+lin+"\n" {
+		t.Fatalf("LINEAGE after the upgrade: %q, %v", b, err)
+	}
+
 	dstDir := t.TempDir()
 	dst := openMirror(t, dstDir, clk, "")
 	if dst.Lineage() != "" || !dst.Mirror() {
 		t.Fatalf("a new mirror: lineage %q, mirror %v", dst.Lineage(), dst.Mirror())
+	}
+	dstID := dst.StoreID()
+	if !validUUID(dstID) || dstID == src.StoreID() {
+		t.Fatalf("a new mirror's store id %q (its source's %q)", dstID, src.StoreID())
 	}
 	if err := dst.Promote(); err == nil {
 		t.Fatal("an empty mirror was promoted")
@@ -308,8 +333,8 @@ func TestMirrorLineage(t *testing.T) {
 	if err := dst.Promote(); err != nil {
 		t.Fatal(err)
 	}
-	if dst.Mirror() || dst.Lineage() == src.Lineage() {
-		t.Fatalf("promoted: mirror %v, lineage %q (source %q)", dst.Mirror(), dst.Lineage(), src.Lineage())
+	if dst.Mirror() || dst.Lineage() == src.Lineage() || dst.StoreID() != dstID {
+		t.Fatalf("promoted: mirror %v, lineage %q (source %q), store id %q (was %q)", dst.Mirror(), dst.Lineage(), src.Lineage(), dst.StoreID(), dstID)
 	}
 	// Promoted: writable, and its transactions go on after its source's.
 	g := newFile(t, dst, RootID, "g")
@@ -325,6 +350,81 @@ func TestMirrorLineage(t *testing.T) {
 	}
 	if string(readAll(t, dst, g, Live)) != "mine" || string(readAll(t, dst, id, Live)) != "one" {
 		t.Fatal("promoted store lost data")
+	}
+}
+
+// A mirror's volumes are its own: its source's volume is another store's
+// though the two share a lineage; blocks it receives are placed on its
+// volumes as a commit's are; and a promote, which changes its lineage,
+// keeps them.
+func TestMirrorVolumesAreItsOwn(t *testing.T) {
+	smallPacks(t)
+	ctx := context.Background()
+	clk := epoch()
+	src := openTest(t, t.TempDir(), clk)
+	defer src.Close()
+	srcVol := mkdir(t)
+	if err := src.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: srcVol}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []ObjID
+	for i := range 4 {
+		id := newFile(t, src, RootID, fmt.Sprintf("f%d", i))
+		write(t, src, id, randData(uint64(i), 200<<10), 0)
+		clk.add(time.Second)
+		commit(t, src)
+		ids = append(ids, id)
+	}
+	if err := pass(t, src, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(usage(t, src)[1]) == 0 {
+		t.Fatal("no pack moved to the source's volume")
+	}
+
+	dstDir := t.TempDir()
+	dst := openMirror(t, dstDir, clk, src.Lineage())
+	if err := dst.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: srcVol}); !errors.Is(err, volume.ErrForeign) {
+		t.Fatalf("a mirror added its source's volume: %v", err)
+	}
+	dstVol := mkdir(t)
+	if err := dst.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: dstVol}); err != nil {
+		t.Fatal(err)
+	}
+	if pull(t, src, dst, 2) == 0 {
+		t.Fatal("no block crossed")
+	}
+	if err := pass(t, dst, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(usage(t, dst)[1]) == 0 {
+		t.Fatal("no pack the mirror received moved to its volume")
+	}
+	noStrays(t, dst)
+	if err := sameAt(src, dst, Live); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	dst = openTest(t, dstDir, clk)
+	defer dst.Close()
+	infos, err := dst.Volumes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 2 || infos[1].State != "active" {
+		t.Fatalf("the promoted store's volumes: %+v", infos)
+	}
+	for i, id := range ids {
+		if !bytes.Equal(readAll(t, dst, id, Live), randData(uint64(i), 200<<10)) {
+			t.Fatalf("file %d differs on the promoted store", i)
+		}
+	}
+	rep, err := dst.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify of the promoted store: %v %v", err, rep)
 	}
 }
 

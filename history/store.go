@@ -77,9 +77,10 @@ type Store struct {
 	stats statsCache
 	chunk int // the store's chunk size, from FORMAT
 
-	// A mirror's identity and where its own frames may go (lineage.go,
-	// apply.go): lineage is guarded by mu.
+	// The store's identity (lineage.go) and where a mirror's own frames
+	// may go (apply.go): lineage is guarded by mu; storeID never changes.
 	lineage    string
+	storeID    string
 	mirror     atomic.Bool
 	mirrorBase atomic.Uint64 // the newest of the source's transactions it holds, or less
 	applying   atomic.Bool   // an Applier is open
@@ -123,7 +124,6 @@ type Store struct {
 	dropsDone    chan struct{}  // the dropper has stopped
 	dropsPending sync.WaitGroup // batches sent and not yet dropped (tests wait)
 
-	lineage   string        // the store's lineage id, which volume labels name
 	vcache    *volume.Cache // S3 volumes' read cache
 	moveMu    sync.Mutex
 	vmu       sync.Mutex
@@ -180,7 +180,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s.lineage = id.lineage
+	s.lineage, s.storeID = id.lineage, id.store
 	s.mirror.Store(id.mirror)
 	if err := s.recover(); err != nil {
 		s.closeFiles()

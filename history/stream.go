@@ -4,10 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"sort"
 	"strings"
 
+	"github.com/asof/asof/history/internal/index"
+	"github.com/asof/asof/history/internal/pack"
+	"github.com/asof/asof/history/internal/record"
+	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -66,7 +69,7 @@ func (s *Store) MirrorRead(since TID, maxFrames, maxBytes int) (*MirrorBatch, er
 	s.logMu.RLock()
 	defer s.logMu.RUnlock()
 	err := s.index.View(func(tx *bolt.Tx) error {
-		txns := tx.Bucket(bucketTxn)
+		txns := tx.Bucket(index.BucketTxn)
 		want := binary.BigEndian.AppendUint64(nil, uint64(since)+1)
 		c := txns.Cursor()
 		bk, _ := c.Seek(want)
@@ -85,7 +88,7 @@ func (s *Store) MirrorRead(since TID, maxFrames, maxBytes int) (*MirrorBatch, er
 		if k == nil {
 			return nil
 		}
-		from, _, err := decodeTxnLoc(v)
+		from, _, err := index.DecodeTxnLoc(v)
 		if err != nil {
 			return err
 		}
@@ -93,9 +96,9 @@ func (s *Store) MirrorRead(since TID, maxFrames, maxBytes int) (*MirrorBatch, er
 		if err != nil {
 			return err
 		}
-		rec := tx.Bucket(bucketRec)
+		rec := tx.Bucket(index.BucketRec)
 		size := 0
-		err = scanLog(s.logDir(), from, func(t *Txn, _, _ logLoc) error {
+		err = txlog.Scan(s.logDir(), from, func(t *Txn, _, _ txlog.Loc) error {
 			// A frame being appended behind the newest committed one may
 			// be incomplete.
 			if t.TID > b.Last {
@@ -144,7 +147,7 @@ func mirrorFrame(t *Txn) *Txn {
 			f.Ops = append(f.Ops, op)
 		}
 	}
-	if len(f.Ops) == 0 && pruneOnly(t) {
+	if len(f.Ops) == 0 && t.PruneOnly() {
 		f.Ops = []Op{{Kind: OpNop}}
 	}
 	return f
@@ -157,11 +160,11 @@ func keptOps(rec *bolt.Bucket, f *Txn) []Op {
 	for _, op := range f.Ops {
 		switch op.Kind {
 		case OpCreate:
-			if rec.Get(recKey(op.Obj, op.Key, f.TID)) == nil {
+			if rec.Get(index.RecKey(op.Obj, op.Key, f.TID)) == nil {
 				continue
 			}
 		case OpEnd:
-			if rec.Get(recKey(op.Obj, op.Key, op.Create)) == nil {
+			if rec.Get(index.RecKey(op.Obj, op.Key, op.Create)) == nil {
 				continue
 			}
 		}
@@ -199,22 +202,22 @@ func frameSize(t *Txn) int {
 // receiver checks the SHA-256). ErrNotFound: the store holds no such block
 // (the cleaner may have freed it since the frame naming it was read).
 func (s *Store) ReadBlock(h Hash) ([]byte, error) {
-	var prev blockLoc
+	var prev pack.Loc
 	for try := 0; ; try++ {
-		var e blkEntry
+		var e index.BlkEntry
 		var ok bool
 		err := s.index.View(func(tx *bolt.Tx) error {
 			var err error
-			e, ok, err = getBlk(tx, h)
+			e, ok, err = index.GetBlk(tx, h)
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		if !ok || e.Loc.Vol == volMissing {
+		if !ok || e.Loc.Vol == volMissingID {
 			return nil, fmt.Errorf("%w: block %s", ErrNotFound, h)
 		}
-		data, err := s.packs.get(e.Loc, h, false)
+		data, err := s.packs.Get(e.Loc, h, false)
 		if err == nil {
 			return data, nil
 		}
@@ -231,9 +234,9 @@ func (s *Store) ReadBlock(h Hash) ([]byte, error) {
 func (s *Store) HasRecords(keys []RecordKey) ([]bool, error) {
 	out := make([]bool, len(keys))
 	err := s.index.View(func(tx *bolt.Tx) error {
-		rec := tx.Bucket(bucketRec)
+		rec := tx.Bucket(index.BucketRec)
 		for i, k := range keys {
-			out[i] = rec.Get(recKey(k.Obj, k.Key, k.Create)) != nil
+			out[i] = rec.Get(index.RecKey(k.Obj, k.Key, k.Create)) != nil
 		}
 		return nil
 	})
@@ -242,36 +245,23 @@ func (s *Store) HasRecords(keys []RecordKey) ([]bool, error) {
 
 // EncodeFrame is the frame of t as the log holds it: checksummed, so a
 // copy sent over a network is checked as the log's own are.
-func EncodeFrame(t *Txn) []byte { return t.encode() }
+func EncodeFrame(t *Txn) []byte { return t.Encode() }
 
 // DecodeFrame checks and decodes one frame that EncodeFrame made.
-func DecodeFrame(b []byte) (*Txn, error) {
-	if len(b) < txHdrLen || string(b[:4]) != txMagic ||
-		crc32.Checksum(b[:12], castagnoli) != binary.BigEndian.Uint32(b[12:]) {
-		return nil, fmt.Errorf("%w: bad frame header", ErrCorrupt)
-	}
-	body := b[txHdrLen:]
-	if int(binary.BigEndian.Uint32(b[4:])) != len(body) {
-		return nil, fmt.Errorf("%w: frame of %d bytes says %d", ErrCorrupt, len(body), binary.BigEndian.Uint32(b[4:]))
-	}
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(b[8:]) {
-		return nil, fmt.Errorf("%w: frame body", ErrCorrupt)
-	}
-	return decodeTxn(body)
-}
+func DecodeFrame(b []byte) (*Txn, error) { return txlog.Decode(b) }
 
 // blockRefs lists the blocks a frame's new records name.
 func blockRefs(t *Txn, fn func(h Hash)) error {
 	for _, op := range t.Ops {
-		if op.Kind != OpCreate || !strings.HasPrefix(op.Key, prefixData) {
+		if op.Kind != OpCreate || !strings.HasPrefix(op.Key, record.PrefixData) {
 			continue
 		}
-		c, err := decodeChunk(op.Payload)
+		c, err := record.DecodeChunk(op.Payload)
 		if err != nil {
 			return err
 		}
-		if c.block {
-			fn(c.hash)
+		if c.Block {
+			fn(c.Hash)
 		}
 	}
 	return nil

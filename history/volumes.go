@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/asof/asof/history/internal/fileio"
 	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/volume"
 	bolt "go.etcd.io/bbolt"
@@ -128,10 +129,6 @@ func (v *vol) state() string {
 // openVolumes opens volume 0 and those VOLUMES lists. Called by recover,
 // after the pack store is open.
 func (s *Store) openVolumes() error {
-	var err error
-	if s.lineage, err = volumeLineage(s.dir); err != nil {
-		return err
-	}
 	d0, err := volume.OpenDir(filepath.Join(s.dir, "volumes", "0"))
 	if err != nil {
 		return err
@@ -176,7 +173,7 @@ func (s *Store) reopen(v *vol) {
 		vv, err = s.openSpec(v.spec)
 	}
 	if err == nil {
-		err = volume.Check(ctx, vv, volume.Label{Store: s.lineage, Volume: v.id})
+		err = volume.Check(ctx, vv, volume.Label{Store: s.storeID, Volume: v.id})
 		if errors.Is(err, volume.ErrUnavailable) {
 			// An object store that is down: read what it can serve, and
 			// check the label once it answers.
@@ -271,7 +268,7 @@ func (s *Store) saveVolumesLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeSynced(filepath.Join(s.dir, volumesFile), append(b, '\n'))
+	return fileio.WriteAtomic(filepath.Join(s.dir, volumesFile), append(b, '\n'))
 }
 
 func (s *Store) volIDsLocked() []uint16 {
@@ -337,7 +334,7 @@ func (s *Store) AddVolume(ctx context.Context, spec VolumeSpec) error {
 			return err
 		}
 	}
-	if err := volume.Claim(ctx, vv, volume.Label{Store: s.lineage, Volume: id}); err != nil {
+	if err := volume.Claim(ctx, vv, volume.Label{Store: s.storeID, Volume: id}); err != nil {
 		vv.Close()
 		return err
 	}

@@ -1,12 +1,14 @@
 // Package fileio holds the file operations the store's mechanisms share:
-// gathered writes, directory syncs, preallocation and data-only syncs, and
-// the listing of files named by sequence numbers.
+// gathered writes, directory syncs, atomic replacement of small files,
+// preallocation and data-only syncs, and the listing of files named by
+// sequence numbers.
 package fileio
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +26,34 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("history: sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteAtomic replaces path with b so that a crash leaves the old file or
+// the new one, whole: written beside it, fsynced, renamed over it, and the
+// directory fsynced.
+func WriteAtomic(path string, b []byte) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("history: write %s: %w", path, err)
+	}
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = SyncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("history: write %s: %w", path, err)
 	}
 	return nil
 }

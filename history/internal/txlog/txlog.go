@@ -126,6 +126,23 @@ func (t *Txn) Encode() []byte {
 	return b
 }
 
+// Decode checks and decodes one whole frame, as Encode made it: a copy
+// sent over a network is checked as the log's own frames are.
+func Decode(b []byte) (*Txn, error) {
+	if len(b) < txHdrLen || string(b[:4]) != txMagic ||
+		crc32.Checksum(b[:12], record.Castagnoli) != binary.BigEndian.Uint32(b[12:]) {
+		return nil, fmt.Errorf("%w: bad frame header", record.ErrCorrupt)
+	}
+	body := b[txHdrLen:]
+	if n := binary.BigEndian.Uint32(b[4:]); int64(n) != int64(len(body)) {
+		return nil, fmt.Errorf("%w: frame of %d bytes says %d", record.ErrCorrupt, len(body), n)
+	}
+	if crc32.Checksum(body, record.Castagnoli) != binary.BigEndian.Uint32(b[8:]) {
+		return nil, fmt.Errorf("%w: frame body", record.ErrCorrupt)
+	}
+	return decodeTxn(body)
+}
+
 func decodeTxn(body []byte) (*Txn, error) {
 	r := record.Reader{B: body}
 	t := &Txn{TID: record.TID(r.U64()), IntentSeq: r.U64(), ObjHigh: record.ObjID(r.U64())}

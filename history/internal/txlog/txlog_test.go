@@ -97,3 +97,26 @@ func TestTornTailAndCommittedDamage(t *testing.T) {
 		t.Fatalf("open with a damaged committed frame: %v, want ErrCorrupt", err)
 	}
 }
+
+// Decode reads back what Encode made and refuses any frame with a byte
+// changed, cut short or lengthened.
+func TestDecodeChecksWholeFrame(t *testing.T) {
+	want := frame(12)
+	b := want.Encode()
+	got, err := Decode(b)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("decode: %+v, %v", got, err)
+	}
+	for i := range b {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x40
+		if _, err := Decode(c); !errors.Is(err, record.ErrCorrupt) {
+			t.Fatalf("byte %d changed: %v", i, err)
+		}
+	}
+	for _, c := range [][]byte{nil, b[:txHdrLen-1], b[:len(b)-1], append(append([]byte(nil), b...), 0)} {
+		if _, err := Decode(c); !errors.Is(err, record.ErrCorrupt) {
+			t.Fatalf("a frame of %d bytes (of %d): %v", len(c), len(b), err)
+		}
+	}
+}

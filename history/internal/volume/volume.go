@@ -117,7 +117,7 @@ const LabelName = "LABEL"
 // Label says which store a volume belongs to and which of its volumes it
 // is.
 type Label struct {
-	Store  string // the store's lineage id
+	Store  string // the store's id (the store line of its LINEAGE file)
 	Volume uint16 // the volume's id in the store: the number pack locations name
 }
 
