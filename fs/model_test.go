@@ -767,9 +767,7 @@ func (r *modelRun) step() {
 		}
 		_, err := f.Setattr(c, ns[0], SetAttr{Mode: &mode})
 		if r.check(op, err, want) {
-			// fs keeps a directory's setgid here; Linux's setattr_copy clears
-			// it on directories too.
-			if c.Uid != 0 && n.kind != history.KindDir && !mInGroup(c, n.gid) {
+			if c.Uid != 0 && !mInGroup(c, n.gid) {
 				mode &^= syscall.S_ISGID
 			}
 			n.mode = mode

@@ -280,6 +280,20 @@ func TestPosixIdentityChownChmod(t *testing.T) {
 			}
 			wantAttr(t, e, "/d/f", mode, c.Uid, 2000)
 		}},
+		{name: "chmod g+s of own dir in group 2000", want: byIdent{}, setup: func(e *tEnv, c Cred) func() error {
+			d, err := e.f.Mkdir(c, e.mkdir(pRoot, "/d", 0o777), "sub", 0o755)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			e.chown(d, c.Uid, 2000)
+			return func() error { _, err := e.f.Setattr(c, d, SetAttr{Mode: u32(0o2775)}); return err }
+		}, check: func(t *testing.T, e *tEnv, c Cred) {
+			mode := uint32(0o775)
+			if c.Uid == 0 || c.inGroup(2000) {
+				mode = 0o2775
+			}
+			wantAttr(t, e, "/d/sub", mode, c.Uid, 2000)
+		}},
 		{name: "write to 6777 file", want: byIdent{}, setup: func(e *tEnv, c Cred) func() error {
 			n := e.owned("/f", 0o6777)
 			return func() error { _, err := e.f.Write(c, n, []byte("x"), 0, false); return err }
