@@ -26,11 +26,7 @@ const (
 func xattrAccess(c Cred, ino history.Inode, name string, want uint32) error {
 	if strings.HasPrefix(name, "user.") {
 		if ino.Kind != history.KindFile && ino.Kind != history.KindDir {
-			// None can exist there: setting is refused, reading finds none.
-			if want&AccessWrite != 0 {
-				return syscall.EPERM
-			}
-			return syscall.ENODATA
+			return syscall.EPERM
 		}
 		if ino.Kind == history.KindDir && ino.Mode&syscall.S_ISVTX != 0 && want&AccessWrite != 0 &&
 			c.Uid != 0 && c.Uid != ino.Uid {
