@@ -17,9 +17,9 @@ import (
 func TestModelPruned(t *testing.T) {
 	d := 24 * time.Hour
 	policy := history.Policy{{Keep: time.Hour, For: d}, {Keep: d, For: 30 * d}, {Keep: 7 * d, Forever: true}}
-	seeds, ops := []uint64{5, 6}, 1200
+	seeds, ops := []uint64{5, 6}, 800
 	if testing.Short() {
-		seeds, ops = seeds[:1], 600
+		seeds, ops = seeds[:1], 400
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
