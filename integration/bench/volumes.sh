@@ -103,11 +103,12 @@ pack_bytes() { find "$1" -maxdepth 1 -name '*.pack' -printf '%s\n' | awk '{ s +=
 mib_s() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
 
 # fio_job NAME FIO-ARGS...: one job on the asof export; prints its MiB/s (read + write).
+# FIO_SIZE_MIB (default BENCH_FIO_MIB) sets how long it may take: 30 s + 1 s per 20 MiB.
 # The nfs engine's quirks (nfs.sh): a job that does not exit is stopped and run again; the
 # requests it cancels at its end are not errors, anything else it prints is.
 fio_job() {
   local name=$1; shift
-  local out=$WORK/fio-$name limit=$(( 60 + BENCH_MIB / 10 )) attempt rc
+  local out=$WORK/fio-$name limit=$(( 30 + ${FIO_SIZE_MIB:-$BENCH_FIO_MIB} / 20 )) attempt rc
   for attempt in 1 2 3; do
     rc=0
     timeout -k 5 "$limit" "$FIO_NFS" --name="$name" --ioengine=nfs --nfs_url="$URL" \
@@ -141,7 +142,10 @@ drain_under_load() {
   sleep "$BENCH_RUNTIME"
   local d0 d1 rc=0
   d0=$(now)
-  asof volume drain "$vol" > "$out.drain" 2>&1 || rc=$?
+  # in the background, so that a signal to this script is handled at once (its trap
+  # stops the servers; the drain command ends with them)
+  asof volume drain "$vol" > "$out.drain" 2>&1 &
+  wait $! || rc=$?
   d1=$(now)
   [ $rc -eq 0 ] || { cat "$out.drain" >&2; die "asof volume drain $vol failed"; }
   sleep 2
@@ -185,7 +189,7 @@ start_asof
 mkdir -p "$WORK/vol-a" "$WORK/vol-b" "$WORK/vol-c"
 asof volume add a "$WORK/vol-a" > /dev/null
 log "writing fill.dat ($BENCH_MIB MiB), load.dat and read.dat ($BENCH_FIO_MIB MiB each)"
-v=$(fio_job fill --filename=fill.dat --size="${BENCH_MIB}M" --rw=write --bs=1M --iodepth=1)
+v=$(FIO_SIZE_MIB=$BENCH_MIB fio_job fill --filename=fill.dat --size="${BENCH_MIB}M" --rw=write --bs=1M --iodepth=1)
 log "  fill.dat: $v MiB/s"
 fio_job load-layout --filename=load.dat --size="${BENCH_FIO_MIB}M" --rw=write --bs=1M --iodepth=1 > /dev/null
 fio_job read-layout --filename=read.dat --size="${BENCH_FIO_MIB}M" --rw=write --bs=1M --iodepth=1 > /dev/null
