@@ -3,6 +3,7 @@ package volume_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -400,4 +401,72 @@ func strip(j []byte) string {
 	}
 	out, _ := json.Marshal(r)
 	return string(out)
+}
+
+// kill -9 in the middle of drains to S3: a directory volume drained into a bucket, then
+// that bucket's prefix drained into another prefix (a pack downloaded, checked and put),
+// round after round; after each restart the drain finishes, nothing is lost, the drained
+// volume ends empty and the bucket holds exactly what the index places there.
+func TestVolumeKillMidDrainToS3(t *testing.T) {
+	const rounds = 3
+	s3 := startS3(t)
+	w := startWorld(t, s3.env())
+	prev, prevDir, prevPrefix := "v0", newDir(t, "v0"), ""
+	w.admin("volume", "add", prev, prevDir)
+	for i := 0; i < 4; i++ {
+		w.generation("g", 3, 2<<20)
+		w.seal()
+	}
+	w.drain("data drained to v0", "data")
+	mid := 0
+	for r := 1; r <= rounds; r++ {
+		step := fmt.Sprintf("round %d", r)
+		name, prefix := fmt.Sprintf("s%d", r), fmt.Sprintf("r%d/", r)
+		w.admin("volume", "add", name, "s3://"+s3.Bucket+"/"+prefix, "--endpoint", s3.Endpoint)
+		stop := w.churn("kill", 128<<10)
+		drained := make(chan error, 1)
+		go func() {
+			_, _, err := w.s.Admin(context.Background(), "volume", "drain", prev)
+			drained <- err
+		}()
+		deadline := time.Now().Add(60 * time.Second)
+		for len(s3.packs(t, prefix)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(r-1) * 100 * time.Millisecond)
+		res := stop()
+		if err := w.s.Kill9(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-drained; err == nil {
+			t.Logf("%s: the drain of %s finished before the kill", step, prev)
+		} else {
+			mid++
+			t.Logf("%s: killed mid-drain of %s: %v", step, prev, err)
+		}
+		if len(res.errs) > 0 {
+			t.Fatalf("%s: %d client errors before the kill, the first: %v", step, len(res.errs), res.errs[0])
+		}
+		if err := w.s.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		w.check(step + " restarted")
+		w.drain(step+" drain again", prev)
+		w.empty(step+" drained", prev, prevDir)
+		if prevDir == "" {
+			if left := s3.packs(t, prevPrefix); len(left) > 0 {
+				t.Fatalf("%s: drained %s still has %v", step, prev, left)
+			}
+		}
+		w.admin("volume", "remove", prev)
+		w.check(step + " removed")
+		w.verify(step, true)
+		if v, _ := w.volume(name); len(s3.packs(t, prefix)) != v.Packs {
+			t.Fatalf("%s: %s holds %v, the index places %d packs there", step, prefix, s3.packs(t, prefix), v.Packs)
+		}
+		prev, prevDir, prevPrefix = name, "", prefix
+	}
+	if mid < 2 {
+		t.Fatalf("only %d of %d rounds killed the server mid-drain", mid, rounds)
+	}
 }
