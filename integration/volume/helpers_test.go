@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -364,7 +366,7 @@ func (w *world) churn(prefix string, size int) (stop func() churnResult) {
 // COMMIT on close): libnfs's nfs-cp only creates (GUARDED). content is longer than what
 // it replaces, so the file is content.
 func (w *world) overwrite(path string, content []byte) error {
-	c, err := rpc.DialTCP("tcp", w.s.NFSAddr, false)
+	c, err := dialRPC(w.s.NFSAddr)
 	if err != nil {
 		return err
 	}
@@ -395,7 +397,7 @@ func (w *world) overwrite(path string, content []byte) error {
 // readStatus reads path whole with go-nfs-client and returns the NFS status of a failed
 // READ (libnfs's nfs-cat says only "Failed to read from file").
 func (w *world) readStatus(path string) ([]byte, error) {
-	c, err := rpc.DialTCP("tcp", w.s.NFSAddr, false)
+	c, err := dialRPC(w.s.NFSAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -411,4 +413,15 @@ func (w *world) readStatus(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// dialRPC connects go-nfs-client to addr. It binds a random local port of its own
+// choosing, which another socket may hold: that is tried again.
+func dialRPC(addr string) (*rpc.Client, error) {
+	for try := 0; ; try++ {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil || try == 20 || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
 }

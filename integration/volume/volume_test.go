@@ -136,7 +136,7 @@ func TestVolumeKillMidDrain(t *testing.T) {
 	prev, prevDir := "v0", newDir(t, "v0")
 	w.admin("volume", "add", prev, prevDir)
 	// Many packs, so that a drain takes a while: each restart seals one.
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 4; i++ {
 		w.generation("g", 3, 2<<20)
 		w.seal()
 	}
@@ -207,7 +207,7 @@ func TestVolumeS3Outage(t *testing.T) {
 	w := startWorld(t, s3.env())
 	a := newDir(t, "a")
 	w.admin("volume", "add", "a", a)
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 3; i++ {
 		w.generation("g", 3, 2<<20)
 		w.seal()
 	}
@@ -413,7 +413,7 @@ func TestVolumeKillMidDrainToS3(t *testing.T) {
 	w := startWorld(t, s3.env())
 	prev, prevDir, prevPrefix := "v0", newDir(t, "v0"), ""
 	w.admin("volume", "add", prev, prevDir)
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 3; i++ {
 		w.generation("g", 3, 2<<20)
 		w.seal()
 	}
