@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -20,12 +21,22 @@ import (
 // reopening the store) every remembered moment, read back through @@ by
 // transaction id, by time and through name@@ listings, must equal the model
 // byte for byte.
+//
+// The changes are made by several callers (root and users with and without
+// supplementary groups), and the model predicts every permission outcome
+// by its own statement of the POSIX rules (mMay and its kin): owner, group
+// and other bits, sticky directories (the root is one, like /tmp), setgid
+// directories, who may chmod, chown and set times, and the setuid and
+// setgid bits a change clears. Owners and groups are part of every moment
+// read back.
 
 // mNode is one object of the model. Hard links are several directory
 // entries naming one mNode, so they share content.
 type mNode struct {
 	kind   history.Kind
 	mode   uint32
+	uid    uint32
+	gid    uint32
 	data   []byte
 	target string
 	mtime  int64          // files: the last data change
@@ -39,8 +50,8 @@ type mTree struct {
 	next  int
 }
 
-func newMTree(rootMode uint32) *mTree {
-	return &mTree{nodes: map[int]*mNode{0: {kind: history.KindDir, mode: rootMode, ents: map[string]int{}}}, next: 1}
+func newMTree(root Attr) *mTree {
+	return &mTree{nodes: map[int]*mNode{0: {kind: history.KindDir, mode: root.Mode, uid: root.Uid, gid: root.Gid, ents: map[string]int{}}}, next: 1}
 }
 
 func (m *mTree) clone() *mTree {
@@ -171,6 +182,7 @@ type modelRun struct {
 	log     []string // the ops so far, for failure messages
 	stats   map[string]int
 	thinned bool // moments holds only the kept moments of a pruned history
+	seed    uint64
 }
 
 var modelNames = []string{"a", "b", "c", "d", "e", "f", "g", "h"}
@@ -183,7 +195,7 @@ const (
 func (r *modelRun) fail(format string, args ...any) {
 	r.t.Helper()
 	from := max(0, len(r.log)-25)
-	r.t.Fatalf("%s\nlast ops:\n  %s", fmt.Sprintf(format, args...), strings.Join(r.log[from:], "\n  "))
+	r.t.Fatalf("seed %d: %s\nlast ops:\n  %s", r.seed, fmt.Sprintf(format, args...), strings.Join(r.log[from:], "\n  "))
 }
 
 func (r *modelRun) node(p string) Node {
@@ -260,24 +272,196 @@ func dirPath(p string) string    { return "/" + strings.TrimPrefix(p, "/") }
 func (r *modelRun) now() int64   { return r.e.clk.Now().UnixNano() }
 func (r *modelRun) name() string { return modelNames[r.rng.IntN(len(modelNames))] }
 
-// step runs one random operation on both.
+// modelCaller is an identity the model's operations run as.
+type modelCaller struct {
+	name string
+	c    Cred
+}
+
+// modelCallers: root, two users sharing group 1000 (one of them also in
+// the supplementary group 2000), and a user alone in its own group.
+var modelCallers = []modelCaller{
+	{"root", Cred{}},
+	{"u1000", Cred{Uid: 1000, Gid: 1000}},
+	{"u1001", Cred{Uid: 1001, Gid: 1000, Groups: []uint32{2000}}},
+	{"u1002", Cred{Uid: 1002, Gid: 1002}},
+}
+
+// The owners and groups chown hands out: the callers' and one of no caller.
+var (
+	modelUids = []uint32{0, 1000, 1001, 1002, 4242}
+	modelGids = []uint32{0, 1000, 1002, 2000, 4242}
+)
+
+// caller picks who runs the next operation: root two times in five (so
+// that the tree keeps growing where users may not write), else a user.
+func (r *modelRun) caller() modelCaller {
+	if r.rng.IntN(5) < 2 {
+		return modelCallers[0]
+	}
+	return modelCallers[1+r.rng.IntN(len(modelCallers)-1)]
+}
+
+// The model's own statement of the POSIX permission rules, written apart
+// from fs's so that each checks the other.
+
+func mInGroup(c Cred, g uint32) bool { return c.Gid == g || slices.Contains(c.Groups, g) }
+
+// mMay: the bits of c's class on n (owner, else group, else other) hold
+// all of want. Root may do anything but execute what no one may execute.
+func mMay(c Cred, n *mNode, want uint32) bool {
+	if c.Uid == 0 {
+		return want&AccessExec == 0 || n.kind == history.KindDir || n.mode&0o111 != 0
+	}
+	bits := n.mode & 7
+	switch {
+	case c.Uid == n.uid:
+		bits = n.mode >> 6 & 7
+	case mInGroup(c, n.gid):
+		bits = n.mode >> 3 & 7
+	}
+	return bits&want == want
+}
+
+// mMayData: reading or writing a file's data. fs lets a (non-root) owner
+// always, whatever the bits: knfsd's owner override, since NFS has no open.
+func mMayData(c Cred, n *mNode, want uint32) bool {
+	return c.Uid != 0 && c.Uid == n.uid || mMay(c, n, want)
+}
+
+// mMayRemove: from a sticky directory only root, the directory's owner and
+// the victim's owner may remove or rename the victim.
+func mMayRemove(c Cred, dir, victim *mNode) bool {
+	return dir.mode&syscall.S_ISVTX == 0 || c.Uid == 0 || c.Uid == dir.uid || c.Uid == victim.uid
+}
+
+// mNew is a new object made by c in dir: the caller's owner and group, but
+// the directory's group in a setgid directory, where a new directory is
+// setgid too (mkdir itself never sets setgid). A non-root caller outside
+// the new file's group cannot make it setgid.
+func mNew(c Cred, dir *mNode, kind history.Kind, mode uint32) *mNode {
+	n := &mNode{kind: kind, mode: mode & 0o7777, uid: c.Uid, gid: c.Gid, links: 1}
+	if kind == history.KindDir {
+		n.mode &= 0o1777
+		n.ents = map[string]int{}
+	}
+	if dir.mode&syscall.S_ISGID != 0 {
+		n.gid = dir.gid
+		if kind == history.KindDir {
+			n.mode |= syscall.S_ISGID
+		}
+	}
+	if kind != history.KindDir && n.mode&syscall.S_ISGID != 0 && c.Uid != 0 && !mInGroup(c, n.gid) {
+		n.mode &^= syscall.S_ISGID
+	}
+	return n
+}
+
+// mKillSetID: a file's data changed by anyone but root loses setuid, and
+// setgid where group execute makes it mean "run as the group".
+func mKillSetID(c Cred, n *mNode) {
+	if c.Uid != 0 {
+		mChownMode(n)
+	}
+}
+
+// mChownMode: what a chown does to a non-directory's mode, whoever does it.
+func mChownMode(n *mNode) {
+	if n.kind == history.KindDir {
+		return
+	}
+	n.mode &^= syscall.S_ISUID
+	if n.mode&0o010 != 0 {
+		n.mode &^= syscall.S_ISGID
+	}
+}
+
+// searchable reports whether c may search directory id and every one
+// above it: what resolving a name in id needs.
+func (m *mTree) searchable(c Cred, id int) bool {
+	for {
+		if !mMay(c, m.nodes[id], AccessExec) {
+			return false
+		}
+		if id == 0 {
+			return true
+		}
+		id = m.nodes[id].parent
+	}
+}
+
+// mPath is a path an operation resolves: in is the directory its last
+// component is in, -1 for the root itself.
+type mPath struct {
+	p  string
+	in int
+}
+
+func (r *modelRun) dirAt(d mDir) mPath {
+	if d.id == 0 {
+		return mPath{"/", -1}
+	}
+	return mPath{dirPath(d.path), r.m.nodes[d.id].parent}
+}
+
+func entAt(e mEnt) mPath { return mPath{e.path(), e.dir} }
+
+// reach resolves an operation's paths as its caller does, which needs
+// search permission on every directory on the way; or, half the time, as
+// a client that holds the handles from before (resolved as root). ok is
+// false where the walk was refused, as the model said it would be.
+func (r *modelRun) reach(who modelCaller, op string, ps ...mPath) (ns []Node, ok bool) {
+	r.t.Helper()
+	asRoot := who.c.Uid == 0 || r.rng.IntN(2) == 0
+	for _, p := range ps {
+		if asRoot {
+			ns = append(ns, r.node(p.p))
+			continue
+		}
+		want := syscall.Errno(0)
+		if p.in >= 0 && !r.m.searchable(who.c, p.in) {
+			want = syscall.EACCES
+		}
+		n, err := r.e.f.Resolve(who.c, p.p)
+		if want != 0 || err != nil {
+			r.check(fmt.Sprintf("walk %s for %s", p.p, op), err, want)
+			return nil, false
+		}
+		ns = append(ns, n)
+	}
+	return ns, true
+}
+
+// step runs one random operation on both, as a random caller.
 func (r *modelRun) step() {
 	m, f := r.m, r.e.f
+	who := r.caller()
+	c, as := who.c, " as "+who.name
 	r.e.clk.Add(time.Duration(1+r.rng.IntN(1000)) * time.Microsecond)
+	// mayChange: what making or removing a name in directory id needs.
+	mayChange := func(id int) bool { return mMay(c, m.nodes[id], AccessWrite|AccessExec) }
 	switch k := r.rng.IntN(100); {
-	case k < 14: // create
+	case k < 12: // create
 		d, name := r.pickDir(), r.name()
-		mode := []uint32{0o644, 0o600, 0o755, 0o444, 0o4755}[r.rng.IntN(5)]
-		op := fmt.Sprintf("create %s/%s %o", d.path, name, mode)
+		mode := []uint32{0o644, 0o600, 0o755, 0o444, 0o4755, 0o2755, 0o2745, 0o666}[r.rng.IntN(8)]
+		op := fmt.Sprintf("create %s/%s %o%s", d.path, name, mode, as)
+		ns, ok := r.reach(who, op, r.dirAt(d))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if _, ok := m.nodes[d.id].ents[name]; ok {
+		if !mayChange(d.id) {
+			want = syscall.EACCES
+		} else if _, ok := m.nodes[d.id].ents[name]; ok {
 			want = syscall.EEXIST
 		}
-		_, _, err := f.Create(pRoot, r.node(dirPath(d.path)), name, mode, true)
+		_, _, err := f.Create(c, ns[0], name, mode, true)
 		if r.check(op, err, want) {
-			m.nodes[d.id].ents[name] = m.add(&mNode{kind: history.KindFile, mode: mode, mtime: r.now(), links: 1})
+			n := mNew(c, m.nodes[d.id], history.KindFile, mode)
+			n.mtime = r.now()
+			m.nodes[d.id].ents[name] = m.add(n)
 		}
-	case k < 34: // write
+	case k < 30: // write
 		e, ok := r.pickEnt(isFile)
 		if !ok {
 			return
@@ -302,13 +486,21 @@ func (r *modelRun) step() {
 		if off+len(p) > modelMaxFile {
 			return
 		}
-		op := fmt.Sprintf("write %s off %d len %d append %v", e.path(), off, len(p), appendMode)
+		op := fmt.Sprintf("write %s off %d len %d append %v%s", e.path(), off, len(p), appendMode, as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		want := syscall.Errno(0)
+		if !mMayData(c, n, AccessWrite) {
+			want = syscall.EACCES
+		}
 		fileOff := off
 		if appendMode {
 			fileOff = r.rng.IntN(10) // ignored
 		}
-		k, err := f.Write(pRoot, r.node(e.path()), p, int64(fileOff), appendMode)
-		if r.check(op, err, 0) {
+		k, err := f.Write(c, ns[0], p, int64(fileOff), appendMode)
+		if r.check(op, err, want) {
 			if k != len(p) {
 				r.fail("%s: wrote %d", op, k)
 			}
@@ -320,8 +512,9 @@ func (r *modelRun) step() {
 			}
 			copy(n.data[off:], p)
 			n.mtime = r.now()
+			mKillSetID(c, n)
 		}
-	case k < 42: // truncate
+	case k < 37: // truncate
 		e, ok := r.pickEnt(isFile)
 		if !ok {
 			return
@@ -341,11 +534,21 @@ func (r *modelRun) step() {
 		if size > modelMaxFile {
 			return
 		}
-		op := fmt.Sprintf("truncate %s %d (from %d)", e.path(), size, len(n.data))
-		_, err := f.Setattr(pRoot, r.node(e.path()), SetAttr{Size: u64(uint64(size))})
-		if r.check(op, err, 0) {
+		op := fmt.Sprintf("truncate %s %d (from %d)%s", e.path(), size, len(n.data), as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		want := syscall.Errno(0)
+		if !mMayData(c, n, AccessWrite) {
+			want = syscall.EACCES
+		}
+		_, err := f.Setattr(c, ns[0], SetAttr{Size: u64(uint64(size))})
+		if r.check(op, err, want) {
 			if size != len(n.data) {
+				// Only a change of size is a change of data.
 				n.mtime = r.now()
+				mKillSetID(c, n)
 			}
 			if size < len(n.data) {
 				n.data = n.data[:size]
@@ -353,26 +556,30 @@ func (r *modelRun) step() {
 				n.data = append(n.data, make([]byte, size-len(n.data))...)
 			}
 		}
-	case k < 51: // mkdir
+	case k < 46: // mkdir
 		d, name := r.pickDir(), r.name()
 		if d.depth >= modelMaxDepth {
 			return
 		}
-		mode := []uint32{0o755, 0o700, 0o2755, 0o1777}[r.rng.IntN(4)]
-		op := fmt.Sprintf("mkdir %s/%s %o", d.path, name, mode)
+		mode := []uint32{0o755, 0o700, 0o2755, 0o1777, 0o777, 0o2775, 0o3777}[r.rng.IntN(7)]
+		op := fmt.Sprintf("mkdir %s/%s %o%s", d.path, name, mode, as)
+		ns, ok := r.reach(who, op, r.dirAt(d))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if _, ok := m.nodes[d.id].ents[name]; ok {
+		if !mayChange(d.id) {
+			want = syscall.EACCES
+		} else if _, ok := m.nodes[d.id].ents[name]; ok {
 			want = syscall.EEXIST
 		}
-		_, err := f.Mkdir(pRoot, r.node(dirPath(d.path)), name, mode)
+		_, err := f.Mkdir(c, ns[0], name, mode)
 		if r.check(op, err, want) {
-			mode &= 0o1777 // mkdir: setgid only from the parent, as Linux's
-			if m.nodes[d.id].mode&syscall.S_ISGID != 0 {
-				mode |= syscall.S_ISGID
-			}
-			m.nodes[d.id].ents[name] = m.add(&mNode{kind: history.KindDir, mode: mode, ents: map[string]int{}, parent: d.id})
+			n := mNew(c, m.nodes[d.id], history.KindDir, mode)
+			n.parent = d.id
+			m.nodes[d.id].ents[name] = m.add(n)
 		}
-	case k < 65: // rename
+	case k < 59: // rename
 		e, ok := r.pickEnt(anyNode)
 		if !ok {
 			return
@@ -382,11 +589,22 @@ func (r *modelRun) step() {
 			d = mDir{id: e.dir, path: e.dirPath} // within one directory
 		}
 		src := m.nodes[e.id]
-		op := fmt.Sprintf("rename %s -> %s/%s", e.path(), d.path, name)
+		op := fmt.Sprintf("rename %s -> %s/%s%s", e.path(), d.path, name, as)
 		want := syscall.Errno(0)
 		dst, exists := m.nodes[d.id].ents[name]
+		moved := e.dir != d.id
+		// In the order fs checks. Linux differs where two errors apply: it
+		// refuses a move into the moved directory's own subtree (EINVAL)
+		// before checking permissions, and a sticky target (EPERM) before
+		// a target of the wrong type.
 		switch {
-		case src.kind == history.KindDir && e.dir != d.id && m.under(d.id, e.id):
+		case !mayChange(e.dir) || !mayChange(d.id):
+			want = syscall.EACCES
+		case !mMayRemove(c, m.nodes[e.dir], src):
+			want = syscall.EPERM
+		case src.kind == history.KindDir && moved && !mMay(c, src, AccessWrite):
+			want = syscall.EACCES // its ".." changes
+		case src.kind == history.KindDir && moved && m.under(d.id, e.id):
 			want = syscall.EINVAL
 		case !exists:
 		case dst == e.id:
@@ -394,13 +612,19 @@ func (r *modelRun) step() {
 			want = syscall.ENOTDIR
 		case src.kind != history.KindDir && m.nodes[dst].kind == history.KindDir:
 			want = syscall.EISDIR
+		case !mMayRemove(c, m.nodes[d.id], m.nodes[dst]):
+			want = syscall.EPERM
 		case m.nodes[dst].kind == history.KindDir && len(m.nodes[dst].ents) > 0:
 			want = syscall.ENOTEMPTY
 		}
 		if want == 0 && src.kind == history.KindDir && depthBelow(m, e.id)+dirDepth(m, d.id)+1 > modelMaxDepth+1 {
 			return // keep the tree shallow
 		}
-		err := f.Rename(pRoot, r.node(dirPath(e.dirPath)), e.name, r.node(dirPath(d.path)), name)
+		ns, ok := r.reach(who, op, r.dirAt(mDir{id: e.dir, path: e.dirPath}), r.dirAt(d))
+		if !ok {
+			return
+		}
+		err := f.Rename(c, ns[0], e.name, ns[1], name)
 		if r.check(op, err, want) && dst != e.id {
 			if exists {
 				m.drop(d.id, name)
@@ -411,36 +635,51 @@ func (r *modelRun) step() {
 				src.parent = d.id
 			}
 		}
-	case k < 71: // link
+	case k < 65: // link
 		e, ok := r.pickEnt(notDir)
 		if !ok {
 			return
 		}
 		d, name := r.pickDir(), r.name()
-		op := fmt.Sprintf("link %s -> %s/%s", e.path(), d.path, name)
+		op := fmt.Sprintf("link %s -> %s/%s%s", e.path(), d.path, name, as)
+		ns, ok := r.reach(who, op, entAt(e), r.dirAt(d))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if _, ok := m.nodes[d.id].ents[name]; ok {
+		if !mayChange(d.id) {
+			want = syscall.EACCES
+		} else if _, ok := m.nodes[d.id].ents[name]; ok {
 			want = syscall.EEXIST
 		}
-		err := f.Link(pRoot, r.node(e.path()), r.node(dirPath(d.path)), name)
+		err := f.Link(c, ns[0], ns[1], name)
 		if r.check(op, err, want) {
 			m.nodes[d.id].ents[name] = e.id
 			m.nodes[e.id].links++
 		}
-	case k < 79: // unlink
+	case k < 73: // unlink
 		e, ok := r.pickEnt(anyNode)
 		if !ok {
 			return
 		}
-		op := fmt.Sprintf("unlink %s", e.path())
-		want := syscall.Errno(0)
-		if m.nodes[e.id].kind == history.KindDir {
-			want = syscall.EISDIR
+		op := fmt.Sprintf("unlink %s%s", e.path(), as)
+		ns, ok := r.reach(who, op, r.dirAt(mDir{id: e.dir, path: e.dirPath}))
+		if !ok {
+			return
 		}
-		if r.check(op, f.Remove(pRoot, r.node(dirPath(e.dirPath)), e.name, false), want) {
+		want := syscall.Errno(0)
+		switch {
+		case !mayChange(e.dir):
+			want = syscall.EACCES
+		case m.nodes[e.id].kind == history.KindDir:
+			want = syscall.EISDIR
+		case !mMayRemove(c, m.nodes[e.dir], m.nodes[e.id]):
+			want = syscall.EPERM
+		}
+		if r.check(op, f.Remove(c, ns[0], e.name, false), want) {
 			m.drop(e.dir, e.name)
 		}
-	case k < 85: // rmdir: mostly of a directory, mostly of an empty one
+	case k < 79: // rmdir: mostly of a directory, mostly of an empty one
 		pred := anyNode
 		switch r.rng.IntN(3) {
 		case 0:
@@ -452,51 +691,215 @@ func (r *modelRun) step() {
 		if !ok {
 			return
 		}
-		op := fmt.Sprintf("rmdir %s", e.path())
+		op := fmt.Sprintf("rmdir %s%s", e.path(), as)
+		ns, ok := r.reach(who, op, r.dirAt(mDir{id: e.dir, path: e.dirPath}))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if n := m.nodes[e.id]; n.kind != history.KindDir {
+		n := m.nodes[e.id]
+		switch {
+		case !mayChange(e.dir):
+			want = syscall.EACCES
+		case n.kind != history.KindDir:
 			want = syscall.ENOTDIR
-		} else if len(n.ents) > 0 {
+		case !mMayRemove(c, m.nodes[e.dir], n):
+			want = syscall.EPERM
+		case len(n.ents) > 0:
 			want = syscall.ENOTEMPTY
 		}
-		if r.check(op, f.Remove(pRoot, r.node(dirPath(e.dirPath)), e.name, true), want) {
+		if r.check(op, f.Remove(c, ns[0], e.name, true), want) {
 			m.drop(e.dir, e.name)
 		}
-	case k < 91: // symlink
+	case k < 84: // symlink
 		d, name := r.pickDir(), r.name()
-		target := fmt.Sprintf("../%s/%x", r.name(), r.rng.Uint32())[:3+r.rng.IntN(10)]
-		op := fmt.Sprintf("symlink %s/%s -> %s", d.path, name, target)
+		target := fmt.Sprintf("../%s/%08x", r.name(), r.rng.Uint32())[:3+r.rng.IntN(10)]
+		op := fmt.Sprintf("symlink %s/%s -> %s%s", d.path, name, target, as)
+		ns, ok := r.reach(who, op, r.dirAt(d))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if _, ok := m.nodes[d.id].ents[name]; ok {
+		if !mayChange(d.id) {
+			want = syscall.EACCES
+		} else if _, ok := m.nodes[d.id].ents[name]; ok {
 			want = syscall.EEXIST
 		}
-		_, err := f.Symlink(pRoot, r.node(dirPath(d.path)), name, target)
+		_, err := f.Symlink(c, ns[0], name, target)
 		if r.check(op, err, want) {
-			m.nodes[d.id].ents[name] = m.add(&mNode{kind: history.KindSymlink, mode: 0o777, target: target, links: 1})
+			n := mNew(c, m.nodes[d.id], history.KindSymlink, 0o777)
+			n.target = target
+			m.nodes[d.id].ents[name] = m.add(n)
 		}
-	case k < 93: // mkfifo
+	case k < 86: // mkfifo
 		d, name := r.pickDir(), r.name()
-		op := fmt.Sprintf("mkfifo %s/%s", d.path, name)
+		mode := []uint32{0o640, 0o2660}[r.rng.IntN(2)]
+		op := fmt.Sprintf("mkfifo %s/%s %o%s", d.path, name, mode, as)
+		ns, ok := r.reach(who, op, r.dirAt(d))
+		if !ok {
+			return
+		}
 		want := syscall.Errno(0)
-		if _, ok := m.nodes[d.id].ents[name]; ok {
+		if !mayChange(d.id) {
+			want = syscall.EACCES
+		} else if _, ok := m.nodes[d.id].ents[name]; ok {
 			want = syscall.EEXIST
 		}
-		_, err := f.Mknod(pRoot, r.node(dirPath(d.path)), name, NewAttr{Kind: history.KindFifo, Mode: 0o640})
+		_, err := f.Mknod(c, ns[0], name, NewAttr{Kind: history.KindFifo, Mode: mode})
 		if r.check(op, err, want) {
-			m.nodes[d.id].ents[name] = m.add(&mNode{kind: history.KindFifo, mode: 0o640, links: 1})
+			m.nodes[d.id].ents[name] = m.add(mNew(c, m.nodes[d.id], history.KindFifo, mode))
 		}
-	default: // chmod
+	case k < 91: // chmod: its owner or root; setgid only inside the file's group
 		e, ok := r.pickEnt(notSymlink)
 		if !ok {
 			return
 		}
+		n := m.nodes[e.id]
 		mode := uint32(r.rng.IntN(0o10000))
-		op := fmt.Sprintf("chmod %s %04o", e.path(), mode)
-		_, err := f.Setattr(pRoot, r.node(e.path()), SetAttr{Mode: &mode})
-		if r.check(op, err, 0) {
-			m.nodes[e.id].mode = mode
+		op := fmt.Sprintf("chmod %s %04o%s", e.path(), mode, as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		want := syscall.Errno(0)
+		if c.Uid != 0 && c.Uid != n.uid {
+			want = syscall.EPERM
+		}
+		_, err := f.Setattr(c, ns[0], SetAttr{Mode: &mode})
+		if r.check(op, err, want) {
+			if c.Uid != 0 && !mInGroup(c, n.gid) {
+				mode &^= syscall.S_ISGID
+			}
+			n.mode = mode
+		}
+	case k < 95: // chown and chgrp
+		e, ok := r.pickEnt(anyNode)
+		if !ok {
+			return
+		}
+		n := m.nodes[e.id]
+		var s SetAttr
+		what := r.rng.IntN(3)
+		if what != 1 {
+			s.Uid = u32(modelUids[r.rng.IntN(len(modelUids))])
+		}
+		if what != 0 {
+			s.Gid = u32(modelGids[r.rng.IntN(len(modelGids))])
+		}
+		op := fmt.Sprintf("chown %s %s%s", e.path(), showIDs(s), as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		// Root may anything; an owner may only change the group, and only
+		// to one of its own.
+		want := syscall.Errno(0)
+		switch {
+		case c.Uid == 0:
+		case c.Uid != n.uid, s.Uid != nil && *s.Uid != n.uid:
+			want = syscall.EPERM
+		case s.Gid != nil && *s.Gid != n.gid && !mInGroup(c, *s.Gid):
+			want = syscall.EPERM
+		}
+		_, err := f.Setattr(c, ns[0], s)
+		if r.check(op, err, want) {
+			if s.Uid != nil {
+				n.uid = *s.Uid
+			}
+			if s.Gid != nil {
+				n.gid = *s.Gid
+			}
+			mChownMode(n)
+		}
+	case k < 97: // utimes: an explicit time needs ownership, "now" write permission
+		e, ok := r.pickEnt(anyNode)
+		if !ok {
+			return
+		}
+		n := m.nodes[e.id]
+		owner := c.Uid == 0 || c.Uid == n.uid
+		var s SetAttr
+		var t time.Time
+		want := syscall.Errno(0)
+		if r.rng.IntN(2) == 0 {
+			t = tEnvStart.Add(-time.Duration(r.rng.Int64N(int64(1000 * 24 * time.Hour))))
+			s.Mtime = &t
+			if !owner {
+				want = syscall.EPERM
+			}
+		} else {
+			s.MtimeNow = true
+			if !owner && !mMay(c, n, AccessWrite) {
+				want = syscall.EACCES
+			}
+		}
+		op := fmt.Sprintf("utimes %s %v%s", e.path(), s.Mtime != nil, as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		_, err := f.Setattr(c, ns[0], s)
+		if r.check(op, err, want) {
+			if s.Mtime != nil {
+				n.mtime = t.UnixNano()
+			} else {
+				n.mtime = r.now()
+			}
+		}
+	case k < 99: // read
+		e, ok := r.pickEnt(isFile)
+		if !ok {
+			return
+		}
+		n := m.nodes[e.id]
+		op := fmt.Sprintf("read %s%s", e.path(), as)
+		ns, ok := r.reach(who, op, entAt(e))
+		if !ok {
+			return
+		}
+		want := syscall.Errno(0)
+		if !mMayData(c, n, AccessRead) {
+			want = syscall.EACCES
+		}
+		buf := make([]byte, len(n.data)+10)
+		k, err := f.Read(c, ns[0], buf, 0)
+		if r.check(op, err, want) && !bytes.Equal(buf[:k], n.data) {
+			r.fail("%s: read %d bytes, not the model's %d", op, k, len(n.data))
+		}
+	default: // readdir
+		d := r.pickDir()
+		op := fmt.Sprintf("readdir %s%s", dirPath(d.path), as)
+		ns, ok := r.reach(who, op, r.dirAt(d))
+		if !ok {
+			return
+		}
+		want := syscall.Errno(0)
+		if !mMay(c, m.nodes[d.id], AccessRead) {
+			want = syscall.EACCES
+		}
+		var got []string
+		err := f.ReadDir(c, ns[0], "", func(d Dirent) bool { got = append(got, d.Name); return true })
+		if r.check(op, err, want) {
+			var names []string
+			for name := range m.nodes[d.id].ents {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			if !slices.Equal(got, names) {
+				r.fail("%s: lists %v, the model %v", op, got, names)
+			}
 		}
 	}
+}
+
+func showIDs(s SetAttr) string {
+	id := func(p *uint32) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprint(*p)
+	}
+	return id(s.Uid) + ":" + id(s.Gid)
 }
 
 // dirDepth is how deep directory id lies (the root is 0).
@@ -607,9 +1010,9 @@ func (r *modelRun) verifyNode(label string, c Node, m *mTree, id int, p string, 
 	if err != nil {
 		r.fail("%s: getattr %s: %v", label, p, err)
 	}
-	if a.Kind != mn.kind || a.Mode != mn.mode || a.Nlink != m.nlink(id) {
-		r.fail("%s: %s is %v mode %04o nlink %d; the model has %v mode %04o nlink %d",
-			label, p, a.Kind, a.Mode, a.Nlink, mn.kind, mn.mode, m.nlink(id))
+	if a.Kind != mn.kind || a.Mode != mn.mode || a.Nlink != m.nlink(id) || a.Uid != mn.uid || a.Gid != mn.gid {
+		r.fail("%s: %s is %v mode %04o nlink %d owner %d:%d; the model has %v mode %04o nlink %d owner %d:%d",
+			label, p, a.Kind, a.Mode, a.Nlink, a.Uid, a.Gid, mn.kind, mn.mode, m.nlink(id), mn.uid, mn.gid)
 	}
 	if inos != nil {
 		if ino, ok := inos[id]; ok && ino != a.Ino {
@@ -814,8 +1217,13 @@ func (r *modelRun) verifyAll(what string) {
 // committing now and then, the model remembered at every commit.
 func runModel(t *testing.T, seed uint64, ops int) *modelRun {
 	e := newTEnv(t)
-	r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 0x5eed)), stats: map[string]int{}}
-	r.m = newMTree(e.attr(e.f.Root()).Mode)
+	r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 0x5eed)), stats: map[string]int{}, seed: seed}
+	root := e.attr(e.f.Root())
+	// A new store's root is like /tmp, owned by the server process.
+	if root.Mode != 0o1777 || root.Uid != uint32(os.Getuid()) || root.Gid != uint32(os.Getgid()) {
+		t.Fatalf("new root: mode %04o owner %d:%d, want 1777 %d:%d", root.Mode, root.Uid, root.Gid, os.Getuid(), os.Getgid())
+	}
+	r.m = newMTree(root)
 	r.moments = []moment{{e.s.LastTID(), r.m.clone()}}
 	for i := 0; i < ops; i++ {
 		r.step()
@@ -828,9 +1236,9 @@ func runModel(t *testing.T, seed uint64, ops int) *modelRun {
 }
 
 func TestModel(t *testing.T) {
-	seeds, ops := []uint64{1, 2, 3, 4}, 1000
+	seeds, ops := []uint64{1, 2, 3, 4}, 1600
 	if testing.Short() {
-		seeds, ops = seeds[:2], 500
+		seeds, ops = seeds[:2], 800
 	}
 	total := 0
 	for _, seed := range seeds {

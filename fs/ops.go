@@ -562,7 +562,9 @@ func (f *FS) Setattr(c Cred, n Node, s SetAttr) (Attr, error) {
 				return syscall.EPERM
 			}
 			m := *s.Mode & 0o7777
-			if c.Uid != 0 && ino.Kind != history.KindDir && !c.inGroup(ino.Gid) {
+			if c.Uid != 0 && !c.inGroup(ino.Gid) {
+				// Not even on a directory, where it would hand the group
+				// to everything made in it (Linux's setattr_copy).
 				m &^= syscall.S_ISGID
 			}
 			if (s.Uid != nil || s.Gid != nil) && ino.Kind != history.KindDir {

@@ -20,11 +20,18 @@ const (
 	XattrReplace = 2
 )
 
-// xattrAccess: user.* follows the file's permission bits; the other
-// namespaces (trusted, security, system) are root's.
+// xattrAccess: user.* follows the file's permission bits, with Linux's
+// exceptions (xattr_permission); the other namespaces (trusted, security,
+// system) are root's.
 func xattrAccess(c Cred, ino history.Inode, name string, want uint32) error {
 	if strings.HasPrefix(name, "user.") {
 		if ino.Kind != history.KindFile && ino.Kind != history.KindDir {
+			return syscall.EPERM
+		}
+		if ino.Kind == history.KindDir && ino.Mode&syscall.S_ISVTX != 0 && want&AccessWrite != 0 &&
+			c.Uid != 0 && c.Uid != ino.Uid {
+			// A sticky directory (/tmp, a new store's root) is writable
+			// by all; its attributes are still only its owner's to change.
 			return syscall.EPERM
 		}
 		return access(c, ino, want)

@@ -380,21 +380,24 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 	if err := s.packs.LostSince(a.mark); err != nil {
 		return x, err
 	}
-	// Each frame durable on its own: a crash keeps a prefix of the batch,
-	// which the next pull goes on from.
-	var locs, nexts []txlog.Loc
-	var appendErr error
-	for _, t := range frames {
-		loc, next, err := s.tlog.Append(t)
-		if err != nil {
-			appendErr = fmt.Errorf("history: mirror: %w", err)
-			break
+	// The batch's frames go to the log with one sync: a crash before it
+	// ends may leave any of them damaged, and the log of a mirror is
+	// opened cutting every frame from the first damaged one (Refetchable),
+	// which the next pull fetches again.
+	locs := make([]txlog.Loc, len(frames))
+	nexts := make([]txlog.Loc, len(frames))
+	start := s.tlog.End()
+	for i, t := range frames {
+		var err error
+		if locs[i], nexts[i], err = s.tlog.Write(t); err != nil {
+			// A rotation may have synced a part: take it all back, so
+			// that the log never holds frames the index and the next
+			// pull do not know of.
+			return x, errors.Join(fmt.Errorf("history: mirror: %w", err), s.tlog.CutTo(start))
 		}
-		locs, nexts = append(locs, loc), append(nexts, next)
 	}
-	frames = frames[:len(locs)]
-	if len(frames) == 0 {
-		return x, appendErr
+	if err := s.tlog.Sync(); err != nil {
+		return x, errors.Join(fmt.Errorf("history: mirror: %w", err), s.tlog.CutTo(start))
 	}
 	last := frames[len(frames)-1]
 	var cs collapses
@@ -426,7 +429,7 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 	}
 	s.gone.Store(&cs)
 	s.commits.Add(uint64(len(frames)))
-	return last.TID, appendErr
+	return last.TID, nil
 }
 
 // passCollapses puts into frames the source's collapsed ranges the mirror

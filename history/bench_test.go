@@ -646,7 +646,7 @@ func buildVersionsFast(dir string, n int, clk *fakeClock) (*versionStore, error)
 		return nil, err
 	}
 	vs.how = "frames written directly, applied with applyTxn"
-	l, last, err := txlog.Open(filepath.Join(dir, "log"), txlog.Loc{})
+	l, last, err := txlog.Open(filepath.Join(dir, "log"), txlog.Loc{}, txlog.Torn)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/txlog"
 	"github.com/asof/asof/history/internal/volume"
 )
 
@@ -223,6 +224,63 @@ func TestMirrorHoldsEveryMomentOfItsSource(t *testing.T) {
 	}
 	dst = openTest(t, dstDir, clk)
 	check()
+	rep, err := dst.Verify(nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify the mirror: %v %v", err, rep)
+	}
+}
+
+// A mirror writes a batch's frames with one sync, so a crash can damage
+// any of them, with intact ones after: the mirror opens cutting them all
+// from the first damaged one, and the next pull brings them again.
+func TestMirrorBatchDamagedBeforeItsIndexIsPulledAgain(t *testing.T) {
+	clk := epoch()
+	src := openTest(t, t.TempDir(), clk)
+	defer src.Close()
+	var moments []TID
+	for i := range 6 {
+		id := newFile(t, src, RootID, fmt.Sprintf("f%d", i))
+		write(t, src, id, randData(uint64(i), 40<<10), 0)
+		clk.add(time.Second)
+		moments = append(moments, commit(t, src))
+	}
+	dstDir := t.TempDir()
+	dst := openMirror(t, dstDir, clk, src.Lineage())
+	pull(t, src, dst, 100)
+	dst.Close()
+	// As if the process died before the index had the batch: no index,
+	// and the batch's fourth frame damaged, the ones after it intact.
+	var locs []txlog.Loc
+	logDir := filepath.Join(dstDir, "log")
+	if err := txlog.Scan(logDir, txlog.Loc{}, func(_ *Txn, loc, _ txlog.Loc) error { locs = append(locs, loc); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(locs) != 7 {
+		t.Fatalf("the mirror's log holds %d frames, want 7", len(locs))
+	}
+	seg := txlog.SegName(logDir, locs[4].Seg)
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[locs[4].Off+20] ^= 1
+	if err := os.WriteFile(seg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dstDir, "index.db")); err != nil {
+		t.Fatal(err)
+	}
+	dst = openTest(t, dstDir, clk)
+	defer func() { dst.Close() }()
+	if dst.LastTID() != moments[2] {
+		t.Fatalf("the damaged mirror opened at %s, want %s (the frame before the damage)", dst.LastTID(), moments[2])
+	}
+	pull(t, src, dst, 100)
+	for _, at := range append(moments, Live) {
+		if err := sameAt(src, dst, at); err != nil {
+			t.Fatalf("at %s: %v", at, err)
+		}
+	}
 	rep, err := dst.Verify(nil)
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify the mirror: %v %v", err, rep)

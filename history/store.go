@@ -236,8 +236,13 @@ func (s *Store) recover() error {
 		return err
 	}
 	// Frames the index has applied were durable: damage in them is never
-	// a torn tail to cut.
-	if s.tlog, last, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next); err != nil {
+	// a torn tail to cut. A mirror writes a batch of frames to one sync
+	// (apply.go): damage anywhere after them is cut, and pulled again.
+	tail := txlog.Torn
+	if s.mirror.Load() {
+		tail = txlog.Refetchable
+	}
+	if s.tlog, last, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next, tail); err != nil {
 		return err
 	}
 	if err := s.catchUpIndexOrReserve(); err != nil {

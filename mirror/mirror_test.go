@@ -54,6 +54,9 @@ type source struct {
 	token []byte
 	logs  *logs
 	l     net.Listener
+
+	cancel context.CancelFunc // ends the targets' connections
+	wg     sync.WaitGroup     // the accept loop and the connections
 }
 
 func startSource(t testing.TB, dir string) *source {
@@ -70,15 +73,35 @@ func startSource(t testing.TB, dir string) *source {
 	}
 	token := []byte("secret-token-of-the-test")
 	src := NewSource(s, SourceOptions{Token: token, Logger: log})
-	go src.Serve(l)
-	so := &source{store: s, fs: fs.New(s, fs.Options{Logger: log}), src: src, addr: l.Addr().String(), token: token, logs: lg, l: l}
+	ctx, cancel := context.WithCancel(context.Background())
+	so := &source{store: s, fs: fs.New(s, fs.Options{Logger: log}), src: src, addr: l.Addr().String(), token: token, logs: lg, l: l, cancel: cancel}
+	so.wg.Add(1)
+	go func() {
+		defer so.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			so.wg.Add(1)
+			go func() {
+				defer so.wg.Done()
+				if err := src.ServeConn(ctx, c); err != nil {
+					log.Info("target connection ended by an I/O error", "err", err)
+				}
+			}()
+		}
+	}()
 	t.Cleanup(func() { so.close() })
 	return so
 }
 
+// close stops accepting, has every target's connection end, and closes
+// the store, as the server's shutdown does.
 func (s *source) close() {
 	s.l.Close()
-	s.src.Close()
+	s.cancel()
+	s.wg.Wait()
 	s.store.Close()
 }
 

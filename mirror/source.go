@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,16 +23,16 @@ import (
 type SourceOptions struct {
 	// Token is the shared secret a target proves it holds.
 	Token []byte
-	// Allow says which addresses may pull (mirror.allow).
-	Allow func(netip.Addr) bool
 	// Logger gets one line per target refused, connected and gone.
 	Logger *slog.Logger
 }
 
-// A Source serves a store's transactions to the targets that pull them.
-// It keeps nothing for a target but its connection: a target asks from the
-// newest transaction it holds, each batch is read from the log under its
-// lock and sent without it, and a target that stops reading stalls its own
+// A Source serves a store's transactions to the targets that pull them,
+// one connection at a time (ServeConn); who may connect, and draining at
+// shutdown, are the caller's (the server's connection lifecycle). It keeps
+// nothing for a target but its connection: a target asks from the newest
+// transaction it holds, each batch is read from the log under its lock and
+// sent without it, and a target that stops reading stalls its own
 // connection only (writes time out, and the connection goes).
 type Source struct {
 	store *history.Store
@@ -42,9 +41,6 @@ type Source struct {
 	mu    sync.Mutex // guards peers
 	peers map[*peer]struct{}
 	sent  atomic.Int64 // bytes sent to every target since the start
-	wg    sync.WaitGroup
-	stop  chan struct{}
-	once  sync.Once
 }
 
 // Timeouts of a target's connection: a handshake must finish quickly, a
@@ -63,53 +59,7 @@ func NewSource(s *history.Store, opts SourceOptions) *Source {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Allow == nil {
-		opts.Allow = func(netip.Addr) bool { return true }
-	}
-	return &Source{store: s, opts: opts, peers: map[*peer]struct{}{}, stop: make(chan struct{})}
-}
-
-// Serve accepts targets on l until l is closed.
-func (src *Source) Serve(l net.Listener) error {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
-		}
-		if !src.allowed(c.RemoteAddr()) {
-			src.opts.Logger.Warn("mirror: refused a target outside mirror.allow", "target", c.RemoteAddr().String())
-			c.Close()
-			continue
-		}
-		src.wg.Add(1)
-		go func() {
-			defer src.wg.Done()
-			src.serve(c)
-		}()
-	}
-}
-
-// Close ends every target's connection and waits for them.
-func (src *Source) Close() {
-	src.once.Do(func() { close(src.stop) })
-	src.mu.Lock()
-	for p := range src.peers {
-		p.conn.Close()
-	}
-	src.mu.Unlock()
-	src.wg.Wait()
-}
-
-func (src *Source) allowed(a net.Addr) bool {
-	ap, err := netip.ParseAddrPort(a.String())
-	return err == nil && src.opts.Allow(ap.Addr().Unmap())
+	return &Source{store: s, opts: opts, peers: map[*peer]struct{}{}}
 }
 
 // peer is one target's connection, and what status shows of it.
@@ -126,12 +76,29 @@ type peer struct {
 	batchSize int
 }
 
-func (src *Source) serve(c net.Conn) {
+// ServeConn serves one target until it closes the connection or ctx is
+// done; then it answers no new request, finishes the one in flight (a
+// pull waiting for a commit answers at once) and returns. It returns the
+// I/O error that broke the connection, if one did, and logs it not: a
+// target refused (the handshake failed) is logged here, and is no error.
+func (src *Source) ServeConn(ctx context.Context, c net.Conn) error {
 	defer c.Close()
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		c.SetReadDeadline(time.Unix(1, 0)) // ends a read under way
+	})
+	defer func() {
+		if !stop() {
+			<-stopped
+		}
+	}()
 	p := &peer{conn: c, addr: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 256<<10), since: time.Now()}
 	if err := src.handshake(p); err != nil {
-		src.opts.Logger.Warn("mirror: refused a target", "target", p.addr, "reason", err.Error())
-		return
+		if ctx.Err() == nil {
+			src.opts.Logger.Warn("mirror: refused a target", "target", p.addr, "reason", err.Error())
+		}
+		return nil
 	}
 	src.mu.Lock()
 	src.peers[p] = struct{}{}
@@ -142,13 +109,13 @@ func (src *Source) serve(c net.Conn) {
 		src.mu.Unlock()
 	}()
 	src.opts.Logger.Info("mirror: a target connected", "target", p.name, "addr", p.addr)
-	err := src.session(p)
-	level := slog.LevelInfo
-	if err != nil && !errors.Is(err, net.ErrClosed) && !isEOF(err) {
-		level = slog.LevelWarn
+	err := src.session(ctx, p)
+	src.opts.Logger.Info("mirror: a target went away", "target", p.name, "addr", p.addr,
+		"position", history.TID(p.position.Load()), "sent_bytes", p.sent.Load())
+	if ctx.Err() != nil || isEOF(err) {
+		return nil
 	}
-	src.opts.Logger.Log(context.Background(), level, "mirror: a target went away", "target", p.name, "addr", p.addr,
-		"position", history.TID(p.position.Load()), "sent_bytes", p.sent.Load(), "reason", errText(err))
+	return err
 }
 
 func errText(err error) string {
@@ -217,9 +184,12 @@ func (src *Source) handshake(p *peer) error {
 	return p.w.Flush()
 }
 
-func (src *Source) session(p *peer) error {
+func (src *Source) session(ctx context.Context, p *peer) error {
 	for {
 		p.conn.SetReadDeadline(time.Now().Add(idleTimeout))
+		if ctx.Err() != nil {
+			return nil // after the deadline above, so that a cancel is never undone by it
+		}
 		typ, body, err := readMsg(p.r, maxMessage)
 		if err != nil {
 			return err
@@ -227,13 +197,13 @@ func (src *Source) session(p *peer) error {
 		p.lastPull.Store(time.Now().UnixNano())
 		switch typ {
 		case msgPull:
-			err = src.batch(p, body)
+			err = src.batch(ctx, p, body)
 		case msgNeed:
 			err = src.blocks(p, body)
 		case msgHave:
 			err = src.has(p, body)
 		case msgDigest:
-			err = src.digest(p, body)
+			err = src.digest(ctx, p, body)
 		default:
 			err = fmt.Errorf("%w: unexpected message type %d", errMalformed, typ)
 		}
@@ -283,7 +253,7 @@ func (src *Source) fail(p *peer, err error) error {
 	return src.flush(p)
 }
 
-func (src *Source) batch(p *peer, body []byte) error {
+func (src *Source) batch(ctx context.Context, p *peer, body []byte) error {
 	req, err := decodePull(body)
 	if err != nil {
 		return err
@@ -293,10 +263,9 @@ func (src *Source) batch(p *peer, body []byte) error {
 		// A target that is up to date waits here for the next commit, so
 		// that it follows within a poll of it.
 		deadline := time.Now().Add(min(time.Duration(req.waitMs)*time.Millisecond, maxWait))
-		for src.store.LastTID() <= req.since && time.Now().Before(deadline) {
+		for src.store.LastTID() <= req.since && time.Now().Before(deadline) && ctx.Err() == nil {
 			select {
-			case <-src.stop:
-				return net.ErrClosed
+			case <-ctx.Done():
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
@@ -346,7 +315,7 @@ func (src *Source) has(p *peer, body []byte) error {
 	return src.flush(p)
 }
 
-func (src *Source) digest(p *peer, body []byte) error {
+func (src *Source) digest(ctx context.Context, p *peer, body []byte) error {
 	v, err := decodeU64s(body, 1)
 	if err != nil {
 		return err
@@ -359,15 +328,6 @@ func (src *Source) digest(p *peer, body []byte) error {
 	if !ok {
 		read = at
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-src.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	err = Digest(ctx, src.store, at, func(e Entry) error {
 		return src.send(p, msgEntry, encodeEntry(e))
 	})

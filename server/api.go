@@ -6,6 +6,7 @@ import (
 
 	"github.com/asof/asof/fs"
 	"github.com/asof/asof/history"
+	"github.com/asof/asof/mirror"
 )
 
 // The control API is JSON over HTTP on a unix socket (mode 0600: whoever
@@ -23,6 +24,9 @@ import (
 //	POST /v1/volumes/add    VolumeAddRequest -> VolumesReply
 //	POST /v1/volumes/drain  VolumeRequest    -> StreamLine per line (bytes moved); the report is a VolumesReply
 //	POST /v1/volumes/remove VolumeRequest    -> VolumesReply
+//	GET  /v1/mirror/status                -> MirrorStatus
+//	POST /v1/mirror/verify                -> StreamLine per line (paths compared); the report is a mirror.VerifyReport
+//	POST /v1/mirror/promote               -> MirrorPromoteReply
 //
 // POST /v1/verify takes an optional VerifyRequest.
 //
@@ -39,6 +43,10 @@ const (
 	PathVolumeAdd    = "/v1/volumes/add"
 	PathVolumeDrain  = "/v1/volumes/drain"
 	PathVolumeRemove = "/v1/volumes/remove"
+
+	PathMirrorStatus  = "/v1/mirror/status"
+	PathMirrorVerify  = "/v1/mirror/verify"
+	PathMirrorPromote = "/v1/mirror/promote"
 )
 
 // VerifyRequest is the optional body of POST /v1/verify.
@@ -66,6 +74,24 @@ type VolumeAddRequest struct {
 // VolumeRequest names a volume (drain, remove).
 type VolumeRequest struct {
 	Name string `json:"name"`
+}
+
+// MirrorStatus is the answer to GET /v1/mirror/status: the store's
+// identity, and the mirrors it serves or follows.
+type MirrorStatus struct {
+	Lineage string               `json:"lineage"`
+	StoreID string               `json:"store_id"`
+	Mirror  bool                 `json:"mirror"` // the store is a read-only mirror
+	Last    history.TID          `json:"last"`
+	Source  *mirror.SourceStatus `json:"source,omitempty"` // serving targets
+	Target  *mirror.TargetStatus `json:"target,omitempty"` // following a source
+}
+
+// MirrorPromoteReply says what a promoted mirror is now: writable, with a
+// lineage of its own.
+type MirrorPromoteReply struct {
+	Lineage string      `json:"lineage"`
+	Last    history.TID `json:"last"`
 }
 
 // APIError is the body of a failed request.

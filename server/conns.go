@@ -39,8 +39,9 @@ const (
 // still open at its deadline, for their goroutines to see it.
 const closeGrace = time.Second
 
-// conns is the one connection lifecycle of both protocols: an accept loop
-// per listener, exports.allow, a record of every open connection, and a
+// conns is the one connection lifecycle of both protocols and of mirror
+// targets: an accept loop per listener, exports.allow (mirror.allow for
+// targets), a record of every open connection, and a
 // shutdown that drains them before the store closes.
 type conns struct {
 	log   *slog.Logger
@@ -70,8 +71,20 @@ func newConns(log *slog.Logger, allow func(netip.Addr) bool) *conns {
 }
 
 // serve accepts connections on l and serves each with h in a goroutine of
-// its own, until shutdown.
+// its own, until shutdown: the clients exports.allow lets in.
 func (cs *conns) serve(proto string, l net.Listener, h ConnServer) {
+	cs.serveAllowing(proto, l, h, gate{cs.allow, "exports.allow"})
+}
+
+// A gate says which clients a listener serves, and the setting that says
+// so, for the log line of a refusal.
+type gate struct {
+	allow func(netip.Addr) bool
+	key   string
+}
+
+// serveAllowing is serve with the clients g lets in.
+func (cs *conns) serveAllowing(proto string, l net.Listener, h ConnServer, g gate) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.closed {
@@ -82,11 +95,11 @@ func (cs *conns) serve(proto string, l net.Listener, h ConnServer) {
 	cs.loops.Add(1)
 	go func() {
 		defer cs.loops.Done()
-		cs.acceptLoop(proto, l, h)
+		cs.acceptLoop(proto, l, h, g)
 	}()
 }
 
-func (cs *conns) acceptLoop(proto string, l net.Listener, h ConnServer) {
+func (cs *conns) acceptLoop(proto string, l net.Listener, h ConnServer, g gate) {
 	var (
 		delay    time.Duration
 		failures int
@@ -122,8 +135,8 @@ func (cs *conns) acceptLoop(proto string, l net.Listener, h ConnServer) {
 			cs.log.Info("accepting again", "protocol", proto, "failed_accepts", failures, "for", time.Since(since).Round(time.Millisecond))
 			failures, delay = 0, 0
 		}
-		if !cs.allowed(c.RemoteAddr()) {
-			cs.log.Warn("refused a client outside exports.allow", "protocol", proto, "client", c.RemoteAddr().String())
+		if !g.allowed(c.RemoteAddr()) {
+			cs.log.Warn("refused a client outside "+g.key, "protocol", proto, "client", c.RemoteAddr().String())
 			c.Close()
 			continue
 		}
@@ -131,9 +144,9 @@ func (cs *conns) acceptLoop(proto string, l net.Listener, h ConnServer) {
 	}
 }
 
-func (cs *conns) allowed(a net.Addr) bool {
+func (g gate) allowed(a net.Addr) bool {
 	ap, err := netip.ParseAddrPort(a.String())
-	return err == nil && cs.allow(ap.Addr().Unmap())
+	return err == nil && g.allow(ap.Addr().Unmap())
 }
 
 // start serves c with h in a goroutine of its own, tracked until it

@@ -21,11 +21,8 @@ import (
 
 // Mirrors (docs/SPEC.md section 6): with mirror.listen the server is a
 // source that targets pull from; with mirror.source it follows a source,
-// serving its copy read-only. The control API answers
-//
-//	GET  /v1/mirror/status   -> MirrorStatus
-//	POST /v1/mirror/verify   -> progress lines, then a mirror.VerifyReport
-//	POST /v1/mirror/promote  -> the store becomes writable, with a lineage of its own
+// serving its copy read-only. The control API's mirror routes are listed
+// in api.go.
 
 // mirrorState is the server's mirror side.
 type mirrorState struct {
@@ -36,15 +33,6 @@ type mirrorState struct {
 	target *mirror.Target
 	cancel context.CancelFunc
 	done   chan struct{}
-}
-
-// MirrorStatus is the answer to GET /v1/mirror/status.
-type MirrorStatus struct {
-	Lineage string               `json:"lineage"`
-	Mirror  bool                 `json:"mirror"` // the store is a read-only mirror
-	Last    history.TID          `json:"last"`
-	Source  *mirror.SourceStatus `json:"source,omitempty"` // serving targets
-	Target  *mirror.TargetStatus `json:"target,omitempty"` // following a source
 }
 
 // prepareMirror makes the data directory an empty mirror when the server
@@ -90,18 +78,12 @@ func (s *Server) startMirror() error {
 		if err != nil {
 			return fmt.Errorf("mirror.listen: %w", err)
 		}
-		l, err := s.listen("tcp", s.cfg.Mirror.Listen, "mirror")
+		l, err := s.listenProtocol(s.cfg.Mirror.Listen, "mirror")
 		if err != nil {
 			return err
 		}
-		m.source = mirror.NewSource(s.store, mirror.SourceOptions{Token: token, Allow: s.cfg.Mirror.Allows, Logger: s.log})
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := m.source.Serve(l); err != nil {
-				s.log.Error("mirror source stopped", "err", err)
-			}
-		}()
+		m.source = mirror.NewSource(s.store, mirror.SourceOptions{Token: token, Logger: s.log})
+		s.conns.serveAllowing("mirror", l, m.source, gate{s.cfg.Mirror.Allows, "mirror.allow"})
 		s.log.Info("serving targets (mirror source)", "addr", s.Addrs["mirror"], "token_file", s.cfg.Mirror.TokenFile)
 	}
 	return nil
@@ -133,17 +115,12 @@ func (m *mirrorState) stopTarget() {
 	}
 }
 
-// stopMirror ends the targets' connections and the pull before the store
-// closes.
+// stopMirror ends the pull before the store closes (the targets'
+// connections are the connection lifecycle's, drained before).
 func (s *Server) stopMirror() {
-	m := s.mirror
-	if m == nil {
-		return
+	if m := s.mirror; m != nil {
+		m.stopTarget()
 	}
-	if m.source != nil {
-		m.source.Close()
-	}
-	m.stopTarget()
 }
 
 // readToken reads a token file: its content, surrounding space trimmed.
@@ -189,7 +166,7 @@ func sourceToken(path string) ([]byte, error) {
 }
 
 func (s *Server) mirrorStatus() MirrorStatus {
-	st := MirrorStatus{Lineage: s.store.Lineage(), Mirror: s.store.Mirror(), Last: s.store.LastTID()}
+	st := MirrorStatus{Lineage: s.store.Lineage(), StoreID: s.store.StoreID(), Mirror: s.store.Mirror(), Last: s.store.LastTID()}
 	if m := s.mirror; m != nil {
 		if m.source != nil {
 			ss := m.source.Status()
@@ -207,10 +184,10 @@ func (s *Server) mirrorStatus() MirrorStatus {
 }
 
 func (s *Server) mirrorRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/mirror/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathMirrorStatus, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, s.mirrorStatus(), nil)
 	})
-	mux.HandleFunc("POST /v1/mirror/verify", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathMirrorVerify, func(w http.ResponseWriter, r *http.Request) {
 		m := s.mirror
 		if m == nil || len(m.token) == 0 {
 			reply(w, nil, errors.New("this server follows no source (mirror.source): asof mirror verify runs on a target"))
@@ -225,7 +202,7 @@ func (s *Server) mirrorRoutes(mux *http.ServeMux) {
 			return rep, err
 		})
 	})
-	mux.HandleFunc("POST /v1/mirror/promote", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathMirrorPromote, func(w http.ResponseWriter, r *http.Request) {
 		if !s.store.Mirror() {
 			reply(w, nil, errors.New("the store is not a mirror"))
 			return
@@ -237,7 +214,7 @@ func (s *Server) mirrorRoutes(mux *http.ServeMux) {
 		if err == nil && s.cfg.Mirror.Source != "" {
 			s.log.Warn("mirror promoted: remove mirror.source from the configuration, or the next start refuses it", "source", s.cfg.Mirror.Source)
 		}
-		reply(w, map[string]any{"lineage": s.store.Lineage(), "last": s.store.LastTID()}, err)
+		reply(w, MirrorPromoteReply{Lineage: s.store.Lineage(), Last: s.store.LastTID()}, err)
 	})
 }
 

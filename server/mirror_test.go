@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -104,5 +106,69 @@ func TestServerAsSourceAndTarget(t *testing.T) {
 	}
 	if _, err := s.FS().Mkdir(rootCred, s.FS().Root(), "b", 0o755); err != nil {
 		t.Fatalf("mkdir after promote: %v", err)
+	}
+}
+
+// The mirror listener is the connection lifecycle's: a target outside
+// mirror.allow is refused though exports.allow lets it in, and a shutdown
+// ends a connected target's connection and returns.
+func TestServerMirrorAllowAndShutdown(t *testing.T) {
+	lb := &logBuf{}
+	log := slog.New(slog.NewTextHandler(lb, nil))
+	cfg := mirrorConfig(t, filepath.Join(t.TempDir(), "src"))
+	cfg.Mirror.Listen = "127.0.0.1:0"
+	cfg.Mirror.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	src, err := Start(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", src.Addrs["mirror"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("a target outside mirror.allow read %d bytes, %v", n, err)
+	}
+	c.Close()
+	if !strings.Contains(lb.String(), "refused a client outside mirror.allow") {
+		t.Fatalf("no log line for the refusal:\n%s", lb.String())
+	}
+	src.Shutdown(t.Context())
+
+	cfg = mirrorConfig(t, cfg.Data)
+	cfg.Mirror.Listen = "127.0.0.1:0"
+	src, err = Start(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstCfg := mirrorConfig(t, filepath.Join(t.TempDir(), "dst"))
+	dstCfg.Mirror.Source = src.Addrs["mirror"]
+	dstCfg.Mirror.TokenFile = cfg.Mirror.TokenFile
+	dst, err := Start(dstCfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Shutdown(t.Context())
+	deadline := time.Now().Add(10 * time.Second)
+	for len(src.mirrorStatus().Source.Targets) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the target never connected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The target waits in a pull for the next commit: shutdown answers it
+	// and ends the connection well before its deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := src.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown with a target connected took %s", d)
+	}
+	if strings.Contains(lb.String(), "shutdown deadline passed") {
+		t.Fatalf("the target's connection was closed, not drained:\n%s", lb.String())
 	}
 }

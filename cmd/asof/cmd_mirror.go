@@ -185,7 +185,7 @@ func mirrorStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var st server.MirrorStatus
-			if err := c.call("GET", "/v1/mirror/status", nil, &st); err != nil {
+			if err := c.call("GET", server.PathMirrorStatus, nil, &st); err != nil {
 				return fmt.Errorf("mirror status: %w", err)
 			}
 			out := cmd.OutOrStdout()
@@ -197,7 +197,7 @@ func mirrorStatusCmd(g *globals) *cobra.Command {
 			if st.Mirror {
 				role = "a read-only mirror"
 			}
-			fmt.Fprintf(w, "store\t%s, lineage %s\n", role, st.Lineage)
+			fmt.Fprintf(w, "store\t%s, lineage %s, store id %s\n", role, st.Lineage, st.StoreID)
 			fmt.Fprintf(w, "newest\t%s\n", momentText(st.Last))
 			if t := st.Target; t != nil {
 				fmt.Fprintf(w, "source\t%s (%s)\n", t.Source, t.State)
@@ -284,7 +284,7 @@ the running target server; with --data and --source, on an offline mirror.`,
 					return fmt.Errorf("mirror verify: %w", err)
 				}
 				rep = *r
-			} else if err := streamCall(g, cmd, "mirror verify", "/v1/mirror/verify", nil, &rep); err != nil {
+			} else if err := streamCall(g, cmd, "mirror verify", server.PathMirrorVerify, nil, &rep); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -342,11 +342,8 @@ server; with --data, an offline mirror.`,
 			if err != nil {
 				return err
 			}
-			var res struct {
-				Lineage string
-				Last    history.TID
-			}
-			if err := c.call("POST", "/v1/mirror/promote", struct{}{}, &res); err != nil {
+			var res server.MirrorPromoteReply
+			if err := c.call("POST", server.PathMirrorPromote, nil, &res); err != nil {
 				return fmt.Errorf("mirror promote: %w", err)
 			}
 			fmt.Fprintf(out, "promoted: writable, lineage %s, newest %s\n", res.Lineage, momentText(res.Last))

@@ -56,7 +56,7 @@ t0=$(now); "$FILL" -data "$SRC" -plain "$PLAIN" -dirs "$DIRS" -files "$FILES" -s
 NFS_PORT=$(free_port) MIRROR_PORT=$(free_port)
 start_source() {
   env -i PATH="$PATH" ASOF_DATA="$SRC" ASOF_NFS_LISTEN=127.0.0.1:$NFS_PORT ASOF_NINEP_LISTEN= \
-    ASOF_MIRROR_LISTEN=127.0.0.1:$MIRROR_PORT ASOF_HISTORY_FLUSH_INTERVAL=1s \
+    ASOF_MIRROR_LISTEN=127.0.0.1:$MIRROR_PORT ASOF_HISTORY_FLUSH_INTERVAL=1s ASOF_EXPORTS_SQUASH=none \
     "$ASOF" serve >>"$WORK/src.log" 2>&1 &
   SRC_PID=$!; PIDS+=("$SRC_PID"); wait_port "$NFS_PORT"; wait_port "$MIRROR_PORT"
 }
@@ -92,7 +92,7 @@ log "verify the backup"
 start_target() { # start_target NAME
   local p; p=$(free_port)
   env -i PATH="$PATH" ASOF_DATA="$WORK/$1" ASOF_NFS_LISTEN=127.0.0.1:$p ASOF_NINEP_LISTEN= \
-    ASOF_MIRROR_SOURCE=127.0.0.1:$MIRROR_PORT ASOF_MIRROR_TOKEN_FILE="$TOKEN" ASOF_HISTORY_FLUSH_INTERVAL=1s \
+    ASOF_MIRROR_SOURCE=127.0.0.1:$MIRROR_PORT ASOF_MIRROR_TOKEN_FILE="$TOKEN" ASOF_HISTORY_FLUSH_INTERVAL=1s ASOF_EXPORTS_SQUASH=none \
     "$ASOF" serve >>"$WORK/$1.log" 2>&1 &
   PIDS+=($!); eval "${1}_PID=$! ${1}_NFS=$p"; wait_port "$p"
 }

@@ -141,14 +141,17 @@ func history(t *testing.T, s *serverproc.Server, path string) []version {
 	return vs
 }
 
+// startPair starts a source and a target that follows it through a link
+// the test can cut. Both serve with exports.squash=none: the tests write
+// and read through libnfs as root, and mean root as root.
 func startPair(t *testing.T) (src, dst *serverproc.Server, k *link) {
 	port := serverproc.FreePort(t)
 	src = serverproc.Start(t, serverproc.Options{NoNineP: true, Env: map[string]string{
-		"ASOF_MIRROR_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "ASOF_HISTORY_FLUSH_INTERVAL": "100ms"}})
+		"ASOF_MIRROR_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "ASOF_HISTORY_FLUSH_INTERVAL": "100ms", "ASOF_EXPORTS_SQUASH": "none"}})
 	k = newLink(t, "127.0.0.1:"+strconv.Itoa(port))
 	dst = serverproc.Start(t, serverproc.Options{NoNineP: true, Env: map[string]string{
 		"ASOF_MIRROR_SOURCE": k.addr(), "ASOF_MIRROR_TOKEN_FILE": filepath.Join(src.DataDir, "mirror.token"),
-		"ASOF_HISTORY_FLUSH_INTERVAL": "100ms"}})
+		"ASOF_HISTORY_FLUSH_INTERVAL": "100ms", "ASOF_EXPORTS_SQUASH": "none"}})
 	return src, dst, k
 }
 
@@ -267,7 +270,7 @@ func TestMirrorPullToABackupDirectory(t *testing.T) {
 	needClients(t)
 	port := serverproc.FreePort(t)
 	src := serverproc.Start(t, serverproc.Options{NoNineP: true, Env: map[string]string{
-		"ASOF_MIRROR_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "ASOF_HISTORY_FLUSH_INTERVAL": "100ms"}})
+		"ASOF_MIRROR_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "ASOF_HISTORY_FLUSH_INTERVAL": "100ms", "ASOF_EXPORTS_SQUASH": "none"}})
 	snfs := clients.NFS{Addr: src.NFSAddr, Timeout: time.Minute}
 	ctx := context.Background()
 	backup := filepath.Join(t.TempDir(), "backup")

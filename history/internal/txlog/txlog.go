@@ -230,11 +230,27 @@ func ReadFrame(f *os.File, off int64) (*Txn, int64, error) {
 	return t, off + txHdrLen + int64(size), nil
 }
 
+// Tail says what damage after the committed frames can be.
+type Tail int
+
+const (
+	// Torn: frames are appended one sync at a time (Append), so only the
+	// last can be damaged by a crash; damage with intact frames after it
+	// is corruption, and Open refuses.
+	Torn Tail = iota
+	// Refetchable: frames were written many to a sync (Write, then Sync),
+	// so a crash can leave any of them damaged, and ones after intact.
+	// Every frame from the first damaged one on is cut: a mirror's frames,
+	// which its source sends again.
+	Refetchable
+)
+
 // Open opens the log for appending after the last good frame of the
 // newest segment, cutting off a torn tail (a frame whose write or fsync
-// never finished, so no caller was told it was durable). It returns the last
+// never finished, so no caller was told it was durable). Frames before
+// committed were durable: damage there is never cut. It returns the last
 // transaction, or nil for an empty log.
-func Open(dir string, committed Loc) (*Log, *Txn, error) {
+func Open(dir string, committed Loc, tail Tail) (*Log, *Txn, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
@@ -264,7 +280,7 @@ func Open(dir string, committed Loc) (*Log, *Txn, error) {
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d, in a transaction that was committed; "+
 						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
 				}
-				if _, _, err2 := ReadFrameAfter(f, off, st.Size()); err2 == nil {
+				if _, _, err2 := ReadFrameAfter(f, off, st.Size()); err2 == nil && tail == Torn {
 					f.Close()
 					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
 						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
@@ -340,7 +356,9 @@ func (l *Log) Append(t *Txn) (Loc, Loc, error) {
 
 // Write writes a frame without making it durable: Sync does, for every
 // frame written since the last one. A caller appending many frames at once
-// (a bulk load) syncs once at the end.
+// (a mirror's batch) syncs once at the end, and opens the log with
+// Refetchable: a crash before that sync may damage any of them. Only the
+// newest segment holds unsynced frames: Write syncs before it rotates.
 func (l *Log) Write(t *Txn) (Loc, Loc, error) {
 	b := t.Encode()
 	if l.off > 0 && l.off+int64(len(b)) > SegmentSize {
@@ -377,6 +395,44 @@ func (l *Log) Sync() error {
 		l.newSeg = false
 	}
 	l.synced = l.off
+	return nil
+}
+
+// CutTo removes every frame from loc on, durably, and appends there
+// next: a caller that wrote frames it could not finish (a mirror's batch
+// whose write or sync failed) takes them back, those a rotation synced
+// included. No frame from loc on may be committed.
+func (l *Log) CutTo(loc Loc) error {
+	seqs, err := ListSegments(l.dir)
+	if err != nil {
+		return err
+	}
+	if loc.Seg != l.seg {
+		f, err := os.OpenFile(SegName(l.dir, loc.Seg), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("history: cut the log: %w", err)
+		}
+		l.f.Close()
+		l.f, l.seg = f, loc.Seg
+	}
+	for _, seq := range seqs {
+		if seq > loc.Seg {
+			if err := os.Remove(SegName(l.dir, seq)); err != nil {
+				return fmt.Errorf("history: cut the log: %w", err)
+			}
+		}
+	}
+	if err := l.f.Truncate(loc.Off); err != nil {
+		return fmt.Errorf("history: cut the log: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("history: cut the log: %w", err)
+	}
+	l.off, l.synced = loc.Off, loc.Off
+	if err := fileio.SyncDir(l.dir); err != nil {
+		return err
+	}
+	l.newSeg = false
 	return nil
 }
 

@@ -26,7 +26,7 @@ func TestAppendScanAcrossSegments(t *testing.T) {
 	defer func(old int64) { SegmentSize = old }(SegmentSize)
 	SegmentSize = 300
 	dir := t.TempDir()
-	l, last, err := Open(dir, Loc{})
+	l, last, err := Open(dir, Loc{}, Torn)
 	if err != nil || last != nil {
 		t.Fatalf("open an empty log: %v, last %v", err, last)
 	}
@@ -56,7 +56,7 @@ func TestAppendScanAcrossSegments(t *testing.T) {
 	if err != nil || len(got) != 15 || got[0] != 15 || got[14] != 29 {
 		t.Fatalf("scan from the sixth frame: %v, %v", got, err)
 	}
-	l, last, err = Open(dir, Loc{})
+	l, last, err = Open(dir, Loc{}, Torn)
 	if err != nil || last == nil || last.TID != 29 {
 		t.Fatalf("reopen: %v, last %v", err, last)
 	}
@@ -71,7 +71,7 @@ func TestAppendScanAcrossSegments(t *testing.T) {
 // inside a frame the index had applied refuses to open.
 func TestTornTailAndCommittedDamage(t *testing.T) {
 	dir := t.TempDir()
-	l, _, err := Open(dir, Loc{})
+	l, _, err := Open(dir, Loc{}, Torn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestTornTailAndCommittedDamage(t *testing.T) {
 	if err := os.Truncate(path, end.Off-3); err != nil {
 		t.Fatal(err)
 	}
-	l, last, err := Open(dir, second)
+	l, last, err := Open(dir, second, Torn)
 	if err != nil || last == nil || last.TID != 10 || l.End() != second {
 		t.Fatalf("open with a torn tail: %v, last %v, end %v", err, last, l.End())
 	}
@@ -93,7 +93,7 @@ func TestTornTailAndCommittedDamage(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	b[first.Off+20] ^= 1
 	os.WriteFile(path, b, 0o644)
-	if _, _, err := Open(dir, second); !errors.Is(err, record.ErrCorrupt) {
+	if _, _, err := Open(dir, second, Torn); !errors.Is(err, record.ErrCorrupt) {
 		t.Fatalf("open with a damaged committed frame: %v, want ErrCorrupt", err)
 	}
 }
@@ -118,5 +118,83 @@ func TestDecodeChecksWholeFrame(t *testing.T) {
 		if _, err := Decode(c); !errors.Is(err, record.ErrCorrupt) {
 			t.Fatalf("a frame of %d bytes (of %d): %v", len(c), len(b), err)
 		}
+	}
+}
+
+// Frames written many to a sync can be damaged anywhere after the
+// committed ones: a log of such frames (Refetchable) is cut at the first
+// damage, where one appended a sync at a time (Torn) refuses to open.
+func TestDamageBeforeIntactFramesRefusedOrCut(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := Open(dir, Loc{}, Refetchable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, _, _ := l.Append(frame(10))
+	var locs []Loc
+	for tid := record.TID(11); tid < 15; tid++ {
+		loc, _, err := l.Write(frame(tid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		locs = append(locs, loc)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	path := SegName(dir, committed.Seg)
+	b, _ := os.ReadFile(path)
+	b[locs[1].Off+20] ^= 1 // the frame of 12; 13 and 14 stay intact
+	os.WriteFile(path, b, 0o644)
+	if _, _, err := Open(dir, locs[0], Torn); !errors.Is(err, record.ErrCorrupt) {
+		t.Fatalf("a Torn log with intact frames after damage: %v, want ErrCorrupt", err)
+	}
+	l, last, err := Open(dir, locs[0], Refetchable)
+	if err != nil || last == nil || last.TID != 11 || l.End() != locs[1] {
+		t.Fatalf("a Refetchable log: %v, last %v, end %v", err, last, l.End())
+	}
+	l.Close()
+}
+
+// CutTo takes back frames written after a place, those a rotation synced
+// into an earlier segment included, and the log appends there next.
+func TestCutToTakesBackFramesAcrossSegments(t *testing.T) {
+	defer func(old int64) { SegmentSize = old }(SegmentSize)
+	SegmentSize = 300
+	dir := t.TempDir()
+	l, _, err := Open(dir, Loc{}, Refetchable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Append(frame(10))
+	start := l.End()
+	for tid := record.TID(11); tid < 20; tid++ {
+		if _, _, err := l.Write(frame(tid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.End().Seg == start.Seg {
+		t.Fatal("no segment rotation")
+	}
+	if err := l.CutTo(start); err != nil {
+		t.Fatal(err)
+	}
+	if l.End() != start {
+		t.Fatalf("after the cut the log ends at %v, want %v", l.End(), start)
+	}
+	if seqs, _ := ListSegments(dir); len(seqs) != 1 || seqs[0] != start.Seg {
+		t.Fatalf("segments after the cut: %v", seqs)
+	}
+	if _, _, err := l.Append(frame(11)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	var got []record.TID
+	if err := Scan(dir, Loc{}, func(tx *Txn, _, _ Loc) error { got = append(got, tx.TID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []record.TID{10, 11}) {
+		t.Fatalf("frames after the cut and one append: %v", got)
 	}
 }
