@@ -352,6 +352,8 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 		return x, broken
 	case !s.mirror.Load():
 		return x, fmt.Errorf("history: %s is no longer a mirror", s.dir)
+	case s.unappliable.Load() != nil:
+		return x, *s.unappliable.Load()
 	}
 	frames := make([]*Txn, 0, len(b.Frames))
 	prev := x
@@ -387,17 +389,28 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 	locs := make([]txlog.Loc, len(frames))
 	nexts := make([]txlog.Loc, len(frames))
 	start := s.tlog.End()
+	// A rotation may have synced a part of a batch that fails: take it
+	// all back, so that the log never holds frames the index and the next
+	// pull do not know of. If even that fails, no batch goes after them
+	// until the store is opened again, which cuts them.
+	takeBack := func(err error) error {
+		err = fmt.Errorf("history: mirror: %w", err)
+		if cerr := s.tlog.CutTo(start); cerr != nil {
+			stuck := fmt.Errorf("history: mirror: a failed batch could not be taken back from the log (%w); "+
+				"no batch is applied until the store is opened again, which cuts it", cerr)
+			s.unappliable.Store(&stuck)
+			return errors.Join(err, stuck)
+		}
+		return err
+	}
 	for i, t := range frames {
 		var err error
 		if locs[i], nexts[i], err = s.tlog.Write(t); err != nil {
-			// A rotation may have synced a part: take it all back, so
-			// that the log never holds frames the index and the next
-			// pull do not know of.
-			return x, errors.Join(fmt.Errorf("history: mirror: %w", err), s.tlog.CutTo(start))
+			return x, takeBack(err)
 		}
 	}
 	if err := s.tlog.Sync(); err != nil {
-		return x, errors.Join(fmt.Errorf("history: mirror: %w", err), s.tlog.CutTo(start))
+		return x, takeBack(err)
 	}
 	last := frames[len(frames)-1]
 	var cs collapses

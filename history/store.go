@@ -84,6 +84,9 @@ type Store struct {
 	mirror     atomic.Bool
 	mirrorBase atomic.Uint64 // the newest of the source's transactions it holds, or less
 	applying   atomic.Bool   // an Applier is open
+	// unappliable is why no batch may be applied until the store is
+	// opened again (a failed batch its log could not take back); set once.
+	unappliable atomic.Pointer[error]
 
 	mu       sync.RWMutex // guards the fields below and the pending overlay
 	pending  *overlay
