@@ -116,8 +116,10 @@ func TestMirrorTargetReadsAsSourceInTheKernel(t *testing.T) {
 			n, err := last(srcSock)
 			return tid(n), err
 		case len(words) == 1 && words[0] == "caught-up":
-			// caught-up: waits until the target's newest transaction is the source's and
-			// prints it.
+			// caught-up: once a flush interval has passed since the call (what the guest
+			// synced is committed by then), waits until the target's newest transaction
+			// is the source's and prints it.
+			time.Sleep(300 * time.Millisecond)
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				s, err := last(srcSock)
