@@ -31,7 +31,8 @@ FUZZ = \
 	./nfs/:FuzzProcedureArgs \
 	./nfs/:FuzzConnection \
 	./ninep/:FuzzStream \
-	./ninep/:FuzzMessages
+	./ninep/:FuzzMessages \
+	./mirror/:FuzzDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \
