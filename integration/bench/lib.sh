@@ -67,6 +67,16 @@ build_asof() {
   fi
 }
 
+# asof_env_for BIN EXTRA: the VAR=value words (one a line) that BIN gets on top of the
+# benchmark's settings: ASOF_EXPORTS_SQUASH=none when BIN knows exports.squash (the
+# comparison servers act as root for root: ganesha's No_Root_Squash, diod run as root
+# without -S), then the words of EXTRA. Binaries from before per-caller identity acted as
+# one configured identity and refuse the key as unknown: they get only EXTRA.
+asof_env_for() {
+  if "$1" serve --help 2>&1 | grep -q -- '--squash'; then echo ASOF_EXPORTS_SQUASH=none; fi
+  local w; for w in $2; do echo "$w"; done
+}
+
 # asof refuses to start when the environment holds an ASOF_* variable that is not one of its
 # settings (ASOF_BIN, or the VM harness's ASOF_VM_DIR and ASOF_VM_JOBS). ASOF_ENV_CLEAN is
 # "env -u VAR ..." for every other ASOF_* variable in this environment: prefix asof's

@@ -77,13 +77,8 @@ cc -O2 -Wall -o "$NFSMETA" "$BENCH_DIR/nfsmeta.c" -lnfs
 if [ "$BENCH_VM" = 1 ]; then vm_deps; build_vmrun; vm_accel; fi
 log "work directory $WORK; asof binary $ASOF_BIN${ASOF_BIN_BEFORE:+; asof-before binary $ASOF_BIN_BEFORE}"
 
-# Each asof binary's own settings: ganesha squashes nobody (No_Root_Squash) and the clients
-# run as root, so asof squashes nobody either. Binaries from before exports.squash existed
-# acted as one configured identity and refuse the key as unknown: they get nothing.
-asof_env_for() { # asof_env_for BIN EXTRA: prints the VAR=value words for BIN, one a line
-  if "$1" serve --help 2>&1 | grep -q -- '--squash'; then echo ASOF_EXPORTS_SQUASH=none; fi
-  local w; for w in $2; do echo "$w"; done
-}
+# Each asof binary's own settings (asof_env_for, lib.sh): ganesha squashes nobody
+# (No_Root_Squash) and the clients run as root, so asof squashes nobody either.
 mapfile -t ASOF_ENV < <(asof_env_for "$ASOF_BIN" "${BENCH_ASOF_ENV:-}")
 ASOF_BEFORE_ENV=()
 [ -n "$ASOF_BIN_BEFORE" ] && mapfile -t ASOF_BEFORE_ENV < <(asof_env_for "$ASOF_BIN_BEFORE" "${BENCH_ASOF_BEFORE_ENV:-}")
