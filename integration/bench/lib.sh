@@ -30,7 +30,7 @@ vm_deps() { bash "$ROOT/scripts/test-deps.sh" >&2; }
 
 # fio with libnfs's "nfs" ioengine. Debian 12's fio is built without it, so Debian's own fio
 # source package is rebuilt with --enable-libnfs (about a minute on 2 cores). The engine as
-# shipped fails fsync, fdatasync and end_fsync ("nfs: unhandled io"): fio-nfs-commit.patch
+# shipped fails fsync, fdatasync and end_fsync (it queues only reads and writes): fio-nfs-commit.patch
 # makes them wait for the requests in flight and COMMIT the file (libnfs's nfs_fsync), so
 # that end_fsync=1 times getting the data onto the server's disk. The binary gets a name of
 # its own: an fio-nfs built without the patch is not mistaken for it.
