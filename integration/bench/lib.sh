@@ -29,11 +29,15 @@ apt_install() { # apt_install PKG... : installs the packages that are not instal
 vm_deps() { bash "$ROOT/scripts/test-deps.sh" >&2; }
 
 # fio with libnfs's "nfs" ioengine. Debian 12's fio is built without it, so Debian's own fio
-# source package is rebuilt with --enable-libnfs (about a minute on 2 cores).
-FIO_NFS=${FIO_NFS:-/usr/local/bin/fio-nfs}
+# source package is rebuilt with --enable-libnfs (about a minute on 2 cores). The engine as
+# shipped fails fsync, fdatasync and end_fsync (it queues only reads and writes): fio-nfs-commit.patch
+# makes them wait for the requests in flight and COMMIT the file (libnfs's nfs_fsync), so
+# that end_fsync=1 times getting the data onto the server's disk. The binary gets a name of
+# its own: an fio-nfs built without the patch is not mistaken for it.
+FIO_NFS=${FIO_NFS:-/usr/local/bin/fio-nfs-commit}
 fio_nfs_build() {
   if [ -x "$FIO_NFS" ] && "$FIO_NFS" --enghelp=nfs >/dev/null 2>&1; then return 0; fi
-  log "building fio with the libnfs engine into $FIO_NFS"
+  log "building fio with the libnfs engine (and fio-nfs-commit.patch) into $FIO_NFS"
   if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     # source entries that mirror the binary ones already configured
     local f
@@ -43,9 +47,10 @@ fio_nfs_build() {
     [ -f /etc/apt/sources.list ] && sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/src.list
     apt-get update -qq; APT_UPDATED=1
   fi
-  apt_install libnfs-dev build-essential pkg-config dpkg-dev zlib1g-dev libaio-dev
+  apt_install libnfs-dev build-essential pkg-config dpkg-dev zlib1g-dev libaio-dev patch
   local b; b=$(mktemp -d)
   ( cd "$b" && apt-get source -qq fio >/dev/null 2>&1 && cd fio-*/ &&
+    patch -p1 < "$BENCH_DIR/fio-nfs-commit.patch" >/dev/null &&
     ./configure --enable-libnfs --disable-native >/dev/null &&
     make -j"$(nproc)" fio >/dev/null && install -m 0755 fio "$FIO_NFS" ) || { rm -rf "$b"; die "fio build failed"; }
   rm -rf "$b"
@@ -60,6 +65,16 @@ build_asof() {
     log "building asof -> $ASOF_BIN"
     (cd "$ROOT" && go build -o "$ASOF_BIN" ./cmd/asof)
   fi
+}
+
+# asof_env_for BIN EXTRA: the VAR=value words (one a line) that BIN gets on top of the
+# benchmark's settings: ASOF_EXPORTS_SQUASH=none when BIN knows exports.squash (the
+# comparison servers act as root for root: ganesha's No_Root_Squash, diod run as root
+# without -S), then the words of EXTRA. Binaries from before per-caller identity acted as
+# one configured identity and refuse the key as unknown: they get only EXTRA.
+asof_env_for() {
+  if "$1" serve --help 2>&1 | grep -q -- '--squash'; then echo ASOF_EXPORTS_SQUASH=none; fi
+  local w; for w in $2; do echo "$w"; done
 }
 
 # asof refuses to start when the environment holds an ASOF_* variable that is not one of its
@@ -114,24 +129,41 @@ stop_all() {
 }
 
 # Results: lines "ROUND|TEST|UNIT|SERVER|VALUE" in $RESULTS, every value a rate (higher is
-# better), so that the ratio asof/other reads the same way in every row.
+# better), so that every ratio reads the same way in every row.
 RESULTS=
 result() { echo "$ROUND|$1|$2|$3|$4" >> "$RESULTS"; }
-# print_table OTHER: one row per test in first-seen order; with several rounds, the best
-# value of each server.
+# print_table OTHER...: one row per test in first-seen order, with asof's value, each other
+# server's and the ratio asof / each of them; with several rounds, each server's best.
 print_table() {
-  awk -F'|' -v other="$1" '
+  awk -F'|' -v others="$*" '
+    BEGIN { m = split(others, srv, " ") }
     { k = $2 SUBSEP $3
       if (!(k in seen)) { seen[k] = 1; order[++n] = k; tname[k] = $2; unit[k] = $3 }
-      if ($4 == "asof")  { if (!(k in a) || $5 > a[k]) a[k] = $5 }
-      else               { if (!(k in o) || $5 > o[k]) o[k] = $5 } }
+      b = k SUBSEP $4
+      if (!(b in best) || $5 + 0 > best[b] + 0) best[b] = $5 }
     END {
-      printf "| %-40s | %-7s | %10s | %10s | %8s |\n", "test", "unit", "asof", other, "ratio"
-      printf "|-%-40s-|-%-7s-|-%10s-|-%10s-|-%8s-|\n", "----------------------------------------", "-------", "----------", "----------", "--------"
+      printf "| %-42s | %-7s | %9s", "test", "unit", "asof"
+      for (j = 1; j <= m; j++) printf " | %9s", srv[j]
+      for (j = 1; j <= m; j++) printf " | %s", "asof/" srv[j]
+      printf " |\n|-%s-|-%s-|-%s", "------------------------------------------", "-------", "---------"
+      for (j = 1; j <= m; j++) printf "-|-%s", "---------"
+      for (j = 1; j <= m; j++) printf "-|-%s", substr("------------------------", 1, length(srv[j]) + 5)
+      printf "-|\n"
       for (i = 1; i <= n; i++) { k = order[i]
-        av = (k in a) ? sprintf("%.1f", a[k]) : "-"; ov = (k in o) ? sprintf("%.1f", o[k]) : "-"
-        r = ((k in a) && (k in o) && o[k] > 0) ? sprintf("%.2f", a[k] / o[k]) : "-"
-        printf "| %-40s | %-7s | %10s | %10s | %8s |\n", tname[k], unit[k], av, ov, r } }' "$RESULTS"
+        a = k SUBSEP "asof"
+        printf "| %-42s | %-7s | %9s", tname[k], unit[k], (a in best) ? sprintf("%.1f", best[a]) : "-"
+        for (j = 1; j <= m; j++) { b = k SUBSEP srv[j]; printf " | %9s", (b in best) ? sprintf("%.1f", best[b]) : "-" }
+        for (j = 1; j <= m; j++) { b = k SUBSEP srv[j]
+          r = ((a in best) && (b in best) && best[b] > 0) ? sprintf("%.2f", best[a] / best[b]) : "-"
+          printf " | %*s", length(srv[j]) + 5, r }
+        printf " |\n" } }' "$RESULTS"
+}
+# print_rounds: every measurement, one line per test and server, the rounds in order.
+print_rounds() {
+  awk -F'|' '
+    { k = $2 " (" $3 ") " $4
+      if (!(k in v)) { order[++n] = k; v[k] = $5 } else v[k] = v[k] "  " $5 }
+    END { for (i = 1; i <= n; i++) printf "  %-62s %s\n", order[i], v[order[i]] }' "$RESULTS"
 }
 
 # vm_bench SERVERNAME TESTPREFIX CONF VMRUN-ARGS... -- SERVER-ARGV...: one boot of the VM

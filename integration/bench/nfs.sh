@@ -1,6 +1,10 @@
 #!/bin/bash
-# NFSv3 benchmark: asof against nfs-ganesha (Debian's, FSAL VFS, exporting a plain directory),
-# one after the other on this machine, same clients, same disk. Prints a table with the ratio.
+# NFSv3 benchmark: asof against nfs-ganesha (Debian's, FSAL VFS), one after the other on this
+# machine, same clients, same disk. ganesha runs twice: exporting a plain directory
+# ("ganesha"), and exporting an ext4 file system mounted with dirsync on a loop device whose
+# file lies on the same disk ("ganesha-dirsync": every directory change is on disk before
+# the call returns, the metadata durability asof gives). With ASOF_BIN_BEFORE, a second asof
+# binary ("asof-before") runs in the same rounds. Prints a table with asof / each of them.
 #
 #   integration/bench/nfs.sh            (as root: installs what it needs from Debian)
 #
@@ -8,7 +12,10 @@
 #    loopback: sequential write of a new BENCH_MIB file at iodepth 1 (this also lays the file
 #    out: fio's nfs engine cannot write a new file at iodepth > 1, and reads need the file),
 #    sequential overwrite and read at iodepth 8 (1 MiB blocks), then 4 KiB random read and
-#    random write at iodepth 8 for BENCH_RUNTIME seconds each on that file.
+#    random write at iodepth 8 for BENCH_RUNTIME seconds each on that file. The overwrite
+#    runs twice: as written (libnfs writes UNSTABLE and never COMMITs, so no server syncs),
+#    and with end_fsync=1 (the job ends with a COMMIT of the file, through
+#    fio-nfs-commit.patch: the data is on disk on both sides when the clock stops).
 #    Then the metadata run through libnfs (nfsmeta.c, one request at a time): create, stat
 #    and remove BENCH_FILES files.
 # 2. the Linux kernel's NFSv3 client, in a qemu guest booted by the project's VM harness
@@ -24,22 +31,35 @@
 #   the profiler's overhead to those two asof numbers: use a separate run for the table)
 #   BENCH_WORK: work directory (default: a new /tmp/asof-bench.XXXXXX; logs stay there)
 #   ASOF_BIN: an asof binary to test instead of building this checkout
-#   FIO_NFS [/usr/local/bin/fio-nfs]: where the libnfs-enabled fio is (built when missing)
+#   ASOF_BIN_BEFORE: a second asof binary, run as "asof-before" in every round (the table
+#   gets asof / asof-before)
+#   BENCH_ASOF_ENV, BENCH_ASOF_BEFORE_ENV: "VAR=value ..." added to that binary's environment
+#   (ganesha exports with No_Root_Squash and the clients are root: a binary that knows
+#   exports.squash gets ASOF_EXPORTS_SQUASH=none without being told)
+#   BENCH_DIRSYNC [1]: 0 skips ganesha-dirsync
+#   FIO_NFS [/usr/local/bin/fio-nfs-commit]: the libnfs-enabled, patched fio (built when missing)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH_MIB=${BENCH_MIB:-1024} BENCH_RUNTIME=${BENCH_RUNTIME:-20} BENCH_FILES=${BENCH_FILES:-10000}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1} BENCH_VM=${BENCH_VM:-1} BENCH_PROFILE=${BENCH_PROFILE:-0}
-BENCH_FIO=${BENCH_FIO:-1}
+BENCH_FIO=${BENCH_FIO:-1} BENCH_DIRSYNC=${BENCH_DIRSYNC:-1}
+ASOF_BIN_BEFORE=${ASOF_BIN_BEFORE:-}
 WORK=${BENCH_WORK:-$(mktemp -d /tmp/asof-bench.XXXXXX)}
 mkdir -p "$WORK"
 chmod 755 "$WORK" # the exports below it are reached by path
 RESULTS=$WORK/results; : > "$RESULTS"
-NS=
+NS= LOOP= DIRSYNC_MNT=
 
 cleanup() {
   stop_all
   [ -n "$NS" ] && ip netns del "$NS" 2>/dev/null || true
+  if [ -n "$DIRSYNC_MNT" ]; then
+    umount "$DIRSYNC_MNT" 2>/dev/null || umount -l "$DIRSYNC_MNT" 2>/dev/null || log "cannot unmount $DIRSYNC_MNT"
+    rmdir "$DIRSYNC_MNT" 2>/dev/null || true
+  fi
+  [ -n "$LOOP" ] && { losetup -d "$LOOP" 2>/dev/null || log "cannot detach $LOOP"; }
+  rm -f "$WORK/dirsync.img"
   rm -rf "$WORK"/asof-data* "$WORK"/ganesha-export* "$WORK"/vm-asof-data* "$WORK"/vm-ganesha-export*
 }
 trap cleanup EXIT
@@ -47,13 +67,37 @@ trap 'exit 130' INT TERM
 
 # --- what it needs -----------------------------------------------------------------------
 apt_install nfs-ganesha nfs-ganesha-vfs rpcbind procps
+[ "$BENCH_DIRSYNC" = 1 ] && apt_install e2fsprogs mount
 fio_nfs_build
 [ "$BENCH_PROFILE" = 1 ] && apt_install linux-perf
 build_asof
+[ -z "$ASOF_BIN_BEFORE" ] || [ -x "$ASOF_BIN_BEFORE" ] || die "ASOF_BIN_BEFORE=$ASOF_BIN_BEFORE is not an executable"
 NFSMETA=$WORK/nfsmeta
 cc -O2 -Wall -o "$NFSMETA" "$BENCH_DIR/nfsmeta.c" -lnfs
 if [ "$BENCH_VM" = 1 ]; then vm_deps; build_vmrun; vm_accel; fi
-log "work directory $WORK; asof binary $ASOF_BIN"
+log "work directory $WORK; asof binary $ASOF_BIN${ASOF_BIN_BEFORE:+; asof-before binary $ASOF_BIN_BEFORE}"
+
+# Each asof binary's own settings (asof_env_for, lib.sh): ganesha squashes nobody
+# (No_Root_Squash) and the clients run as root, so asof squashes nobody either.
+mapfile -t ASOF_ENV < <(asof_env_for "$ASOF_BIN" "${BENCH_ASOF_ENV:-}")
+ASOF_BEFORE_ENV=()
+[ -n "$ASOF_BIN_BEFORE" ] && mapfile -t ASOF_BEFORE_ENV < <(asof_env_for "$ASOF_BIN_BEFORE" "${BENCH_ASOF_BEFORE_ENV:-}")
+log "asof environment: ${ASOF_ENV[*]:-(none)}${ASOF_BIN_BEFORE:+; asof-before environment: ${ASOF_BEFORE_ENV[*]:-(none)}}"
+
+# ganesha-dirsync's file system: ext4 on a loop device over a sparse file in $WORK (the same
+# disk as the other exports), direct I/O so that its blocks are not cached twice, mounted
+# with dirsync: every create, remove, rename, link and mkdir is on disk before the call
+# returns, as asof's are. cleanup() unmounts and detaches it, also after a failure.
+if [ "$BENCH_DIRSYNC" = 1 ]; then
+  truncate -s $(( 2 * BENCH_MIB + 2048 ))M "$WORK/dirsync.img"
+  LOOP=$(losetup --find --show --direct-io=on "$WORK/dirsync.img" 2>/dev/null) ||
+    LOOP=$(losetup --find --show "$WORK/dirsync.img") || die "no loop device for $WORK/dirsync.img"
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP" || die "mkfs.ext4 $LOOP failed"
+  DIRSYNC_MNT=$WORK/dirsync
+  mkdir -p "$DIRSYNC_MNT"
+  mount -o dirsync "$LOOP" "$DIRSYNC_MNT" || { rmdir "$DIRSYNC_MNT"; DIRSYNC_MNT=; die "mount -o dirsync $LOOP failed"; }
+  log "ganesha-dirsync exports below $DIRSYNC_MNT: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$DIRSYNC_MNT") (loop direct I/O: $(cat /sys/block/"${LOOP#/dev/}"/loop/dio 2>/dev/null || echo ?))"
+fi
 
 # ganesha registers with a portmapper at start. One that answers is used; otherwise rpcbind
 # runs inside a network namespace of its own with only loopback, so that its port 111
@@ -71,16 +115,18 @@ fi
 
 # --- servers -----------------------------------------------------------------------------
 SERVER_PID=
-start_asof() { # start_asof DATA NFSPORT
-  mkdir -p "$1"
-  "${ASOF_ENV_CLEAN[@]}" ASOF_DATA="$1" ASOF_NFS_LISTEN="127.0.0.1:$2" ASOF_NINEP_LISTEN= \
-    ASOF_CONTROL_SOCKET="$WORK/c.sock" "$ASOF_BIN" serve > "$WORK/asof-r$ROUND.log" 2>&1 &
+start_asof() { # start_asof NAME DATA NFSPORT: NAME asof or asof-before
+  local bin=$ASOF_BIN env=("${ASOF_ENV[@]}")
+  [ "$1" = asof-before ] && bin=$ASOF_BIN_BEFORE env=("${ASOF_BEFORE_ENV[@]}")
+  mkdir -p "$2"
+  "${ASOF_ENV_CLEAN[@]}" ASOF_DATA="$2" ASOF_NFS_LISTEN="127.0.0.1:$3" ASOF_NINEP_LISTEN= \
+    ASOF_CONTROL_SOCKET="$WORK/c.sock" "${env[@]}" "$bin" serve > "$WORK/$1-r$ROUND.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID")
-  wait_port "$2" "$SERVER_PID" || die "asof does not listen on $2, see $WORK/asof-r$ROUND.log"
+  wait_port "$3" "$SERVER_PID" || die "$1 does not listen on $3, see $WORK/$1-r$ROUND.log"
 }
-start_ganesha() { # start_ganesha EXPORT NFSPORT MNTPORT
+start_ganesha() { # start_ganesha NAME EXPORT NFSPORT MNTPORT
+  local w=$WORK/$1-r$ROUND; shift
   mkdir -p "$1"
-  local w=$WORK/ganesha-r$ROUND
   mkdir -p "$w"; : > "$w/ganesha.log"
   "$BENCH_DIR/ganesha-serve.sh" "$1" 127.0.0.1 "$2" "$3" "$w" > "$w/stdout.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID")
@@ -147,6 +193,8 @@ fio_suite() { # fio_suite SERVER URL
   if [ "$BENCH_FIO" = 1 ]; then
     fio_one "$s" "$u" "seq write 1M qd1 new file" MiB/s --rw=write --bs=1M --iodepth=1
     fio_one "$s" "$u" "seq write 1M qd8 overwrite" MiB/s --rw=write --bs=1M --iodepth=8
+    fio_one "$s" "$u" "seq write 1M qd8 overwrite end_fsync" MiB/s --rw=write --bs=1M --iodepth=8 \
+      --end_fsync=1
     fio_one "$s" "$u" "seq read 1M qd8" MiB/s --rw=read --bs=1M --iodepth=8
     fio_one "$s" "$u" "rand read 4k qd8 ${BENCH_RUNTIME}s" IOPS --rw=randread --bs=4k --iodepth=8 \
       --time_based --runtime="$BENCH_RUNTIME"
@@ -174,36 +222,77 @@ BENCH_MIB=$BENCH_MIB
 BENCH_FILES=$BENCH_FILES
 EOF
 
-for ROUND in $(seq "$BENCH_ROUNDS"); do
-  # asof
-  p=$(free_port)
-  start_asof "$WORK/asof-data-r$ROUND" "$p"
-  fio_suite asof "nfs://127.0.0.1/?version=3&nfsport=$p&mountport=$p"
-  stop_server
-  # ganesha
-  np=$(free_port); mp=$(free_port)
-  start_ganesha "$WORK/ganesha-export-r$ROUND" "$np" "$mp"
-  fio_suite ganesha "nfs://127.0.0.1$WORK/ganesha-export-r$ROUND?version=3&nfsport=$np&mountport=$mp"
-  stop_server
-  rm -rf "$WORK/asof-data-r$ROUND" "$WORK/ganesha-export-r$ROUND"
+# One server's fio and libnfs runs (loopback): NAME asof, asof-before, ganesha or
+# ganesha-dirsync.
+host_bench() {
+  local p np mp exp
+  case $1 in
+  asof|asof-before)
+    p=$(free_port)
+    start_asof "$1" "$WORK/asof-data-$1-r$ROUND" "$p"
+    fio_suite "$1" "nfs://127.0.0.1/?version=3&nfsport=$p&mountport=$p"
+    stop_server
+    rm -rf "$WORK/asof-data-$1-r$ROUND" ;;
+  ganesha|ganesha-dirsync)
+    exp=$WORK/ganesha-export-r$ROUND
+    [ "$1" = ganesha-dirsync ] && exp=$DIRSYNC_MNT/ganesha-export-r$ROUND
+    np=$(free_port); mp=$(free_port)
+    start_ganesha "$1" "$exp" "$np" "$mp"
+    fio_suite "$1" "nfs://127.0.0.1$exp?version=3&nfsport=$np&mountport=$mp"
+    stop_server
+    rm -rf "$exp" ;;
+  esac
+}
 
-  if [ "$BENCH_VM" = 1 ]; then
-    # The guest's kernel client; the servers run inside the harness's namespace, where the
-    # guest reaches them at @HOST@. The guest mounts MOUNT and NFS on one port; ganesha's
-    # separate MOUNT port goes in as a later mount option, which wins.
-    mkdir -p "$WORK/vm-asof-data-r$ROUND" "$WORK/vm-ganesha-export-r$ROUND"
-    vm_bench asof kernel "$WORK/bench.conf" -nfs-port 2049 \
-      -env ASOF_DATA="$WORK/vm-asof-data-r$ROUND" -env ASOF_NFS_LISTEN=@HOST@:2049 \
+# The guest's kernel client; the servers run inside the harness's namespace, where the
+# guest reaches them at @HOST@. The guest mounts MOUNT and NFS on one port; ganesha's
+# separate MOUNT port goes in as a later mount option, which wins.
+vm_server_bench() {
+  local bin=$ASOF_BIN env=("${ASOF_ENV[@]}") e envargs=() exp
+  case $1 in
+  asof|asof-before)
+    [ "$1" = asof-before ] && bin=$ASOF_BIN_BEFORE env=("${ASOF_BEFORE_ENV[@]}")
+    for e in "${env[@]}"; do envargs+=(-env "$e"); done
+    mkdir -p "$WORK/vm-asof-data-$1-r$ROUND"
+    vm_bench "$1" kernel "$WORK/bench.conf" -nfs-port 2049 \
+      -env ASOF_DATA="$WORK/vm-asof-data-$1-r$ROUND" -env ASOF_NFS_LISTEN=@HOST@:2049 \
       -env ASOF_NINEP_LISTEN= -env ASOF_CONTROL_SOCKET="$WORK/v.sock" \
-      -env ASOF_EXPORTS_ALLOW=@GUESTNET@ -- "${ASOF_ENV_CLEAN[@]}" "$ASOF_BIN" serve
-    vm_bench ganesha kernel "$WORK/bench.conf" -nfs-port 2049 -nfs-export "$WORK/vm-ganesha-export-r$ROUND" \
+      -env ASOF_EXPORTS_ALLOW=@GUESTNET@ "${envargs[@]}" -- "${ASOF_ENV_CLEAN[@]}" "$bin" serve
+    rm -rf "$WORK/vm-asof-data-$1-r$ROUND" ;;
+  ganesha|ganesha-dirsync)
+    exp=$WORK/vm-ganesha-export-r$ROUND
+    [ "$1" = ganesha-dirsync ] && exp=$DIRSYNC_MNT/vm-ganesha-export-r$ROUND
+    mkdir -p "$exp"
+    vm_bench "$1" kernel "$WORK/bench.conf" -nfs-port 2049 -nfs-export "$exp" \
       -nfs-opts mountport=20048 -- "$BENCH_DIR/ganesha-serve.sh" \
-      "$WORK/vm-ganesha-export-r$ROUND" 0.0.0.0 2049 20048 "$WORK/vm-ganesha-r$ROUND"
-    rm -rf "$WORK/vm-asof-data-r$ROUND" "$WORK/vm-ganesha-export-r$ROUND"
+      "$exp" 0.0.0.0 2049 20048 "$WORK/vm-$1-r$ROUND"
+    rm -rf "$exp" ;;
+  esac
+}
+
+SERVERS=(asof)
+[ -n "$ASOF_BIN_BEFORE" ] && SERVERS+=(asof-before)
+SERVERS+=(ganesha)
+[ "$BENCH_DIRSYNC" = 1 ] && SERVERS+=(ganesha-dirsync)
+for ROUND in $(seq "$BENCH_ROUNDS"); do
+  # odd rounds in the order above, even rounds backwards: with two rounds or more, each
+  # server runs early and late as often as the others
+  order=("${SERVERS[@]}")
+  if [ $(( ROUND % 2 )) = 0 ]; then
+    order=(); for (( i=${#SERVERS[@]}-1; i>=0; i-- )); do order+=("${SERVERS[$i]}"); done
+  fi
+  log "round $ROUND: ${order[*]}"
+  for s in "${order[@]}"; do host_bench "$s"; done
+  if [ "$BENCH_VM" = 1 ]; then
+    for s in "${order[@]}"; do vm_server_bench "$s"; done
   fi
 done
 
 echo
-echo "NFSv3: asof vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha) ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, rounds: $BENCH_ROUNDS)"
-echo "fio = fio $("$FIO_NFS" --version) nfs engine (libnfs) over loopback; libnfs = nfsmeta.c over loopback; kernel = Linux $(cat "${ASOF_VM_DIR:-$HOME/.cache/asof-linux-vm}/kernel.version" 2>/dev/null || echo guest) NFSv3 client in the VM harness; ratio = asof / ganesha (higher is better for asof)"
-print_table ganesha
+echo "NFSv3: asof vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha) ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, rounds: $BENCH_ROUNDS, load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "fio = fio $("$FIO_NFS" --version) nfs engine (libnfs) over loopback; libnfs = nfsmeta.c over loopback; kernel = Linux $(cat "${ASOF_VM_DIR:-$HOME/.cache/asof-linux-vm}/kernel.version" 2>/dev/null || echo guest) NFSv3 client in the VM harness; ganesha-dirsync = ganesha exporting ext4 mounted dirsync; fio end_fsync = the job ends with a COMMIT; asof/X = asof / X (higher is better for asof); best of the rounds"
+others=("${SERVERS[@]:1}")
+print_table "${others[@]}"
+echo
+echo "every round:"
+print_rounds

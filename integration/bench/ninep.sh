@@ -17,6 +17,8 @@
 #   alternate and the table keeps each one's best   BENCH_KVM [0]: 1 boots the guest with KVM
 #   BENCH_WORK: work directory (default: a new /tmp/asof-bench.XXXXXX; logs stay there)
 #   ASOF_BIN: an asof binary to test instead of building this checkout
+#   BENCH_ASOF_ENV: "VAR=value ..." added to asof's environment (a binary that knows
+#   exports.squash gets ASOF_EXPORTS_SQUASH=none without being told: diod acts as root for root)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -39,6 +41,11 @@ build_asof
 build_vmrun
 vm_accel
 log "work directory $WORK; asof binary $ASOF_BIN"
+# diod serves each attach as its user and the guest runs as root: asof squashes nobody either
+ASOF_ENV_ARGS=()
+mapfile -t asof_env < <(asof_env_for "$ASOF_BIN" "${BENCH_ASOF_ENV:-}")
+for e in "${asof_env[@]}"; do ASOF_ENV_ARGS+=(-env "$e"); done
+log "asof environment: ${asof_env[*]:-(none)}"
 
 cat > "$WORK/bench.conf" <<EOF
 BENCH_TESTS="data meta"
@@ -56,7 +63,7 @@ asof_9p() { # asof_9p PREFIX CONF [VMRUN-ARGS...]
   vm_bench asof "$prefix" "$conf" -9p-port 5640 "$@" \
     -env ASOF_DATA="$WORK/vm-asof-data-r$ROUND" -env ASOF_NFS_LISTEN= \
     -env ASOF_NINEP_LISTEN=@HOST@:5640 -env ASOF_CONTROL_SOCKET="$WORK/v.sock" \
-    -env ASOF_EXPORTS_ALLOW=@GUESTNET@ -- "${ASOF_ENV_CLEAN[@]}" "$ASOF_BIN" serve
+    -env ASOF_EXPORTS_ALLOW=@GUESTNET@ "${ASOF_ENV_ARGS[@]}" -- "${ASOF_ENV_CLEAN[@]}" "$ASOF_BIN" serve
   rm -rf "$WORK/vm-asof-data-r$ROUND"
 }
 diod_9p() { # diod_9p PREFIX CONF [VMRUN-ARGS...]
