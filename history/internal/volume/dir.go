@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/asof/asof/history/internal/fileio"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,31 +77,10 @@ func (d *Dir) WriteLabel(ctx context.Context, l Label) error {
 	if err := l.valid(); err != nil {
 		return err
 	}
-	name := filepath.Join(d.dir, LabelName)
-	tmp := name + tmpSuffix
-	if err := writeFileSync(tmp, l.encode()); err != nil {
+	if err := fileio.WriteAtomic(filepath.Join(d.dir, LabelName), l.encode()); err != nil {
 		return fmt.Errorf("volume %s: write label: %w", d.dir, err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("volume %s: write label: %w", d.dir, err)
-	}
-	return syncDir(d.dir)
-}
-
-func writeFileSync(name string, b []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 // Put copies src in beside its final name, fsyncs it, renames it into
@@ -234,14 +214,10 @@ func (d *Dir) Free(ctx context.Context) (int64, error) {
 
 func (d *Dir) Close() error { return nil }
 
+// syncDir is fileio.SyncDir with the volume named in its error.
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
+	if err := fileio.SyncDir(dir); err != nil {
 		return fmt.Errorf("volume %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("volume %s: sync directory: %w", dir, err)
 	}
 	return nil
 }
