@@ -13,7 +13,7 @@ import (
 
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/volume"
-	"github.com/asof/asof/history/internal/volume/s3test"
+	"github.com/asof/asof/internal/s3test"
 )
 
 // volStore is a store with small packs, and files written over several

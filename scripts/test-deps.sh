@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs what asof's tests need beyond Go modules: Debian packages for the
 # end-to-end tests (integration/), and versitygw, the S3 server the volume tests
-# run (history/internal/volume/s3test).
+# run (internal/s3test).
 # Idempotent: when every program below is already present apt-get is not run at all;
 # otherwise `apt-get update` runs once and only the missing packages are installed.
 # versitygw is built with `go install` (from the Go module proxy, about 75 s and
@@ -63,7 +63,7 @@ else
 fi
 
 # versitygw: an S3 server (Apache-2.0) for the volume tests. Keep the version in
-# step with history/internal/volume/s3test.
+# step with internal/s3test.
 versitygw=github.com/versity/versitygw/cmd/versitygw@v1.8.0
 gobin=$(go env GOBIN)
 [ -n "$gobin" ] || gobin="$(go env GOPATH | cut -d: -f1)/bin"

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/asof/asof/history/internal/volume"
-	"github.com/asof/asof/history/internal/volume/s3test"
+	"github.com/asof/asof/internal/s3test"
 	"github.com/minio/minio-go/v7"
 )
 
