@@ -317,7 +317,7 @@ func TestAllFlags(t *testing.T) {
 		"exports:\n  read_only: true\n  allow: [\"10.1.0.0/16\"]\n  squash: \"none\"\n  anon_uid: 7\n  anon_gid: 8\n" +
 		"history:\n  timezone: \"America/New_York\"\n  flush_interval: \"10ms\"\n" +
 		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nmetrics:\n  listen: \":3\"\n" +
-		"mirror:\n  listen: \"\"\n  allow: [\"10.1.0.0/16\"]\n  token_file: \"/d/mirror.token\"\n  source: \"\"\n"
+		"mirror:\n  listen: \"\"\n  allow: [\"10.1.0.0/16\"]\n  token_file: \"/d/mirror.token\"\n  source: \"\"\n  bwlimit: \"\"\n"
 	if got := c.String(); !strings.HasSuffix(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

@@ -36,6 +36,7 @@ var fileKeys = []string{
 	"mirror.allow",
 	"mirror.token_file",
 	"mirror.source",
+	"mirror.bwlimit",
 }
 
 // removedKeys are keys that earlier builds read, with what replaces them:

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/viper"
 )
 
@@ -25,6 +28,9 @@ type Mirror struct {
 	// Source is the host:port of the source this server follows; "" (the
 	// default) follows none.
 	Source string
+	// BWLimit, when positive, is how many bytes a second a target reads
+	// from its source at most; 0 (the default) is no limit.
+	BWLimit int64
 }
 
 // Allows reports whether a target at addr may pull.
@@ -34,13 +40,11 @@ func (m Mirror) Allows(addr netip.Addr) bool {
 
 const mirrorTokenName = "mirror.token"
 
-// mirrorKeys are the keys of the mirror section.
-var mirrorKeys = []string{"mirror.listen", "mirror.allow", "mirror.token_file", "mirror.source"}
-
 func mirrorDefaults(v *viper.Viper) {
 	v.SetDefault("mirror.listen", "")
 	v.SetDefault("mirror.token_file", "")
 	v.SetDefault("mirror.source", "")
+	v.SetDefault("mirror.bwlimit", "")
 	// mirror.allow has no default of its own: unset, it is exports.allow.
 }
 
@@ -67,12 +71,33 @@ func (l *loader) mirror(c *Config) Mirror {
 			}
 		}
 	}
+	if bw, _ := l.str("mirror.bwlimit"); bw != "" {
+		n, err := ParseBandwidth(bw)
+		if err != nil {
+			l.fail("mirror.bwlimit", "%v", err)
+		}
+		m.BWLimit = n
+	}
 	for key, addr := range map[string]string{"nfs.listen": c.NFS.Listen, "ninep.listen": c.NineP.Listen, "metrics.listen": c.Metrics.Listen} {
 		if m.Listen != "" && m.Listen == addr && !strings.HasSuffix(addr, ":0") {
 			l.fail("mirror.listen", "%q is also %s: each listener needs its own address", m.Listen, key)
 		}
 	}
 	return m
+}
+
+// ParseBandwidth reads a rate in bytes a second: a size with its unit, as
+// "10MiB", "500 KB" or "1GB/s" (the "/s" is optional); "0" is no limit.
+func ParseBandwidth(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	n, err := humanize.ParseBytes(t)
+	if err != nil || n > math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a rate: use bytes a second with a unit, e.g. 10MiB or 500KB/s (0 is no limit)", s)
+	}
+	if n != 0 && n < 4096 {
+		return 0, fmt.Errorf("%q is below the least rate a pull can keep its connection at, 4KiB/s (0 is no limit)", s)
+	}
+	return int64(n), nil
 }
 
 func validPort(p string) bool {
@@ -93,4 +118,9 @@ func (c *Config) dumpMirror(line func(format string, args ...any)) {
 	line("  allow: [%s]", strings.Join(allow, ", "))
 	line("  token_file: %s", q(m.TokenFile))
 	line("  source: %s", q(m.Source))
+	if m.BWLimit > 0 {
+		line("  bwlimit: %s # %s/s", q(strconv.FormatInt(m.BWLimit, 10)), humanize.IBytes(uint64(m.BWLimit)))
+	} else {
+		line("  bwlimit: %s", q(""))
+	}
 }

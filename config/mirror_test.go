@@ -25,9 +25,11 @@ mirror:
   allow: [192.168.0.0/16]
   token_file: /etc/asof/token
   source: backup.example.org:5641
+  bwlimit: 10MiB/s
 `)
 	c := mustLoad(t, f, nil)
-	want := Mirror{Listen: "0.0.0.0:5641", Allow: prefixes("192.168.0.0/16"), TokenFile: "/etc/asof/token", Source: "backup.example.org:5641"}
+	want := Mirror{Listen: "0.0.0.0:5641", Allow: prefixes("192.168.0.0/16"), TokenFile: "/etc/asof/token", Source: "backup.example.org:5641",
+		BWLimit: 10 << 20}
 	if !reflect.DeepEqual(c.Mirror, want) {
 		t.Fatalf("mirror %+v, want %+v", c.Mirror, want)
 	}
@@ -48,5 +50,20 @@ func TestMirrorBadValues(t *testing.T) {
 	wantErr(t, writeFile(t, "a.yaml", "mirror:\n  listen: 5641\n"), nil, "mirror.listen", "is not host:port")
 	wantErr(t, writeFile(t, "a.yaml", "nfs:\n  listen: 127.0.0.1:2049\nmirror:\n  listen: 127.0.0.1:2049\n"), nil, "mirror.listen", "is also nfs.listen")
 	wantErr(t, writeFile(t, "a.yaml", "mirror:\n  allow: [nonsense]\n"), nil, "mirror.allow", "is not a network")
+	wantErr(t, writeFile(t, "a.yaml", "mirror:\n  bwlimit: fast\n"), nil, "mirror.bwlimit", `"fast" is not a rate`)
+	wantErr(t, writeFile(t, "a.yaml", "mirror:\n  bwlimit: 100\n"), nil, "mirror.bwlimit", "below the least rate")
 	wantErr(t, writeFile(t, "a.yaml", "mirror:\n  sorce: a:1\n"), nil, `unknown key "mirror.sorce"`, `did you mean "mirror.source"`)
+}
+
+func TestParseBandwidth(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "10MiB": 10 << 20, "10 MiB/s": 10 << 20, "500KB": 500000, "1GB/s": 1e9, "65536": 65536} {
+		if got, err := ParseBandwidth(in); err != nil || got != want {
+			t.Errorf("ParseBandwidth(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "fast", "-1MiB", "10MiB/h", "1KiB"} {
+		if _, err := ParseBandwidth(in); err == nil {
+			t.Errorf("ParseBandwidth(%q) accepted", in)
+		}
+	}
 }

@@ -93,7 +93,7 @@ func (src *Source) ServeConn(ctx context.Context, c net.Conn) error {
 			<-stopped
 		}
 	}()
-	p := &peer{conn: c, addr: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 256<<10), since: time.Now()}
+	p := &peer{conn: c, addr: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(progressWriter{c}, 256<<10), since: time.Now()}
 	if err := src.handshake(p); err != nil {
 		if ctx.Err() == nil {
 			src.opts.Logger.Warn("mirror: refused a target", "target", p.addr, "reason", err.Error())
@@ -213,10 +213,8 @@ func (src *Source) session(ctx context.Context, p *peer) error {
 	}
 }
 
-// send writes a message with a deadline: a target that stops reading
-// loses its connection, and holds nothing of the store's meanwhile.
+// send writes a message; p.w's progressWriter keeps the deadline.
 func (src *Source) send(p *peer, typ byte, body []byte) error {
-	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	p.sent.Add(int64(len(body) + 5))
 	src.sent.Add(int64(len(body) + 5))
 	return writeMsg(p.w, typ, body)
@@ -225,7 +223,6 @@ func (src *Source) send(p *peer, typ byte, body []byte) error {
 // sendBlock writes a block message without copying the block into a
 // message body first.
 func (src *Source) sendBlock(p *peer, h history.Hash, data []byte, found bool) error {
-	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	hdr := encodeBlock(h, nil, found)
 	n := len(hdr) + len(data)
 	p.sent.Add(int64(n + 5))
@@ -242,7 +239,6 @@ func (src *Source) sendBlock(p *peer, h history.Hash, data []byte, found bool) e
 }
 
 func (src *Source) flush(p *peer) error {
-	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	return p.w.Flush()
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -28,6 +29,9 @@ type TargetOptions struct {
 	// BatchFrames and BatchBytes bound one batch of frames (default 1024
 	// frames, 16 MiB).
 	BatchFrames, BatchBytes int
+	// BytesPerSec, when positive, limits how fast the pull reads from the
+	// source (a pull sharing a thin link with users).
+	BytesPerSec int64
 }
 
 // A Target keeps a mirror store up to date with its source.
@@ -74,6 +78,11 @@ func NewTarget(s *history.Store, addr string, opts TargetOptions) *Target {
 	}
 	if opts.BatchBytes <= 0 {
 		opts.BatchBytes = 16 << 20
+	}
+	if opts.BytesPerSec > 0 {
+		// A batch arrives in about ten seconds at the limit, well inside
+		// idleTimeout, and status moves at least that often.
+		opts.BatchBytes = int(min(int64(opts.BatchBytes), max(10*opts.BytesPerSec, 64<<10)))
 	}
 	t := &Target{store: s, addr: addr, opts: opts}
 	t.st = TargetStatus{Source: addr, State: "starting", Since: time.Now(), rateAt: time.Now()}
@@ -216,7 +225,11 @@ func (t *Target) connect(ctx context.Context) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &link{t: t, c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 64<<10)}
+	var r io.Reader = c
+	if t.opts.BytesPerSec > 0 {
+		r = newPacedReader(ctx, c, t.opts.BytesPerSec)
+	}
+	l := &link{t: t, c: c, r: bufio.NewReaderSize(r, 256<<10), w: bufio.NewWriterSize(c, 64<<10)}
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	fail := func(err error) (*link, error) {
 		c.Close()

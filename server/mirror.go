@@ -91,7 +91,7 @@ func (s *Server) startMirror() error {
 
 func (m *mirrorState) startTarget(s *Server) {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := mirror.NewTarget(s.store, s.cfg.Mirror.Source, mirror.TargetOptions{Token: m.token, Logger: s.log})
+	t := mirror.NewTarget(s.store, s.cfg.Mirror.Source, mirror.TargetOptions{Token: m.token, Logger: s.log, BytesPerSec: s.cfg.Mirror.BWLimit})
 	done := make(chan struct{})
 	m.mu.Lock()
 	m.target, m.cancel, m.done = t, cancel, done

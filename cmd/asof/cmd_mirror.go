@@ -37,7 +37,7 @@ serves its copy read-only, with full history, until promoted.`,
 }
 
 func mirrorPullCmd(g *globals) *cobra.Command {
-	var data, tokenFile, retention string
+	var data, tokenFile, retention, bwlimit string
 	cmd := &cobra.Command{
 		Use:   "pull HOST:PORT --data DIR",
 		Short: "Bring an offline mirror (a backup disk) up to date with its source, once",
@@ -66,6 +66,13 @@ thins what it holds afterwards, as a server's cleaner would.`,
 					return fmt.Errorf("mirror pull: --retention: %w", err)
 				}
 			}
+			var bps int64
+			if bwlimit != "" {
+				var err error
+				if bps, err = config.ParseBandwidth(bwlimit); err != nil {
+					return fmt.Errorf("mirror pull: --bwlimit: %w", err)
+				}
+			}
 			token, err := os.ReadFile(tokenFile)
 			if err != nil {
 				return fmt.Errorf("mirror pull: token: %w (copy the source's mirror.token there, or name it with --token-file)", err)
@@ -92,7 +99,7 @@ thins what it holds afterwards, as a server's cleaner would.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			t := mirror.NewTarget(s, args[0], mirror.TargetOptions{Token: []byte(trimSpace(token)), Logger: log})
+			t := mirror.NewTarget(s, args[0], mirror.TargetOptions{Token: []byte(trimSpace(token)), Logger: log, BytesPerSec: bps})
 			start, from := time.Now(), s.LastTID()
 			line := newStatusLine(cmd.ErrOrStderr())
 			err = t.Pull(ctx, func(st mirror.TargetStatus) { line.show(pullLine(st)) })
@@ -121,6 +128,7 @@ thins what it holds afterwards, as a server's cleaner would.`,
 	}
 	cmd.Flags().StringVar(&data, "data", "", "the mirror's data directory (made if empty or missing)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "the source's token (default <data>/mirror.token)")
+	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "read from the source at most this many bytes a second, e.g. 10MiB (default: no limit)")
 	cmd.Flags().StringVar(&retention, "retention", "", `the mirror's own retention, e.g. "1d for 30d, 1w for forever" (default: keep all it receives)`)
 	return cmd
 }
