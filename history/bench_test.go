@@ -808,3 +808,119 @@ func BenchmarkAsOfLookup(b *testing.B) {
 		})
 	}
 }
+
+// bigIndexStore is a store of files of 1 KiB, a thousand to a directory,
+// built once per process: the index of a tree like the mirror benchmark's.
+// It returns the store's directory and the files' ids.
+var bigIndex struct {
+	once sync.Once
+	dir  string
+	ids  []ObjID
+}
+
+func bigIndexStore(b *testing.B, count int) (string, []ObjID) {
+	bigIndex.once.Do(func() {
+		dir := filepath.Join(fixtureDir("bigindex"), "store")
+		s := benchOpen(b, dir, Options{FlushInterval: time.Second})
+		p := randData(1, 1<<10)
+		var parent ObjID
+		for i := 0; i < count; i++ {
+			err := s.Update(func(tx *Tx) error {
+				var err error
+				if i%1000 == 0 {
+					if parent, err = tx.NewObject(Inode{Kind: KindDir, Mode: 0o755, Nlink: 2}); err != nil {
+						return err
+					}
+					if err := tx.SetDirent(RootID, fmt.Sprintf("d%04d", i/1000), parent, KindDir); err != nil {
+						return err
+					}
+				}
+				id, err := tx.NewObject(Inode{Kind: KindFile, Mode: 0o644, Nlink: 1})
+				if err != nil {
+					return err
+				}
+				bigIndex.ids = append(bigIndex.ids, id)
+				if err := tx.SetDirent(parent, fmt.Sprintf("f%06d", i), id, KindFile); err != nil {
+					return err
+				}
+				binary.LittleEndian.PutUint64(p, uint64(i))
+				return tx.WriteAt(id, p, 0)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		bigIndex.dir = dir
+	})
+	if bigIndex.dir == "" {
+		b.Fatal("the big index store was not built")
+	}
+	return bigIndex.dir, bigIndex.ids
+}
+
+// BenchmarkCommitBigIndex: a commit of 100 files of 1 KiB rewritten, at
+// random among 100,000, the index's free page list left to Close (as the
+// store does) or written by every commit (bbolt's default), for the choice
+// in index.Open.
+func BenchmarkCommitBigIndex(b *testing.B) {
+	count := scaledCount(100000, 2000)
+	for _, freelist := range []string{"close", "commit"} {
+		b.Run(fmt.Sprintf("%s-files/freelist-%s", countName(count), freelist), func(b *testing.B) {
+			dir, ids := bigIndexStore(b, count)
+			s := benchOpen(b, dir, Options{})
+			defer s.Close()
+			s.index.NoFreelistSync = freelist == "close"
+			rnd := rand.New(rand.NewPCG(uint64(len(freelist)), 3))
+			p := randData(2, 1<<10)
+			b.ResetTimer()
+			for n := 0; n < b.N; n++ {
+				for i := 0; i < 100; i++ {
+					id := ids[rnd.IntN(len(ids))]
+					binary.LittleEndian.PutUint64(p, uint64(n)<<32|uint64(i))
+					if err := s.Update(func(tx *Tx) error { return tx.WriteAt(id, p, 0) }); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := s.Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			st := s.index.Stats()
+			b.ReportMetric(float64(st.FreePageN), "free-pages")
+		})
+	}
+}
+
+// BenchmarkOpenBigIndex: Open and Close of the store of 100,000 files, after
+// a clean Close (the free page list written) and after a process that
+// committed and stopped without one (the list rebuilt by walking the index).
+func BenchmarkOpenBigIndex(b *testing.B) {
+	count := scaledCount(100000, 2000)
+	for _, after := range []string{"close", "crash"} {
+		b.Run(fmt.Sprintf("%s-files/after-%s", countName(count), after), func(b *testing.B) {
+			dir, _ := bigIndexStore(b, count)
+			for n := 0; n < b.N; n++ {
+				b.StopTimer()
+				if after == "crash" {
+					db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, &bolt.Options{NoFreelistSync: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(index.BucketMeta).Put([]byte("bench"), nil) }); err != nil {
+						b.Fatal(err)
+					}
+					db.Close()
+				}
+				b.StartTimer()
+				s := benchOpen(b, dir, Options{})
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -202,7 +202,6 @@ func Open(dir string, opts Options) (*Store, error) {
 
 func (s *Store) recover() error {
 	var err error
-	var last *Txn
 	// Scratch a verify left when the process stopped under it.
 	for _, pattern := range []string{"asof-verify-*", "verify-*"} {
 		old, _ := filepath.Glob(filepath.Join(s.dir, pattern))
@@ -238,25 +237,35 @@ func (s *Store) recover() error {
 	if err := s.finishCompaction(); err != nil {
 		return err
 	}
-	// Frames the index has applied were durable: damage in them is never
-	// a torn tail to cut. A mirror writes a batch of frames to one sync
-	// (apply.go): damage anywhere after them is cut, and pulled again.
+	// Frames the index has applied were durable: the log is opened after
+	// them, and damage in them is Verify's to find (txlog.Open). A mirror
+	// writes a batch of frames to one sync (apply.go): damage anywhere
+	// after them is cut, and pulled again.
 	tail := txlog.Torn
 	if s.mirror.Load() {
 		tail = txlog.Refetchable
 	}
-	if s.tlog, last, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next, tail); err != nil {
+	if s.tlog, _, err = txlog.Open(filepath.Join(s.dir, "log"), st.Next, tail); err != nil {
 		return err
 	}
 	if err := s.catchUpIndexOrReserve(); err != nil {
 		return err
 	}
+	// The index has applied every frame now: its state is the newest
+	// transaction's.
+	if err := s.index.View(func(tx *bolt.Tx) error {
+		var err error
+		st, _, err = index.ReadState(tx)
+		return err
+	}); err != nil {
+		return err
+	}
 	var intentSeq uint64
 	s.nextObj, s.objHigh = RootID+1, RootID+1
-	if last != nil {
-		s.lastTID, intentSeq = last.TID, last.IntentSeq
+	if st.Applied != 0 {
+		s.lastTID, intentSeq = st.Applied, st.IntentSeq
 		s.lastIntent = intentSeq
-		s.nextObj, s.objHigh = last.ObjHigh, last.ObjHigh
+		s.nextObj, s.objHigh = st.ObjHigh, st.ObjHigh
 	}
 	// Replay the intent log: changes acknowledged as durable but not yet
 	// in a transaction.
@@ -596,7 +605,7 @@ func (s *Store) closeFiles() error {
 		}
 	}
 	if s.index != nil {
-		errs = append(errs, s.index.Close())
+		errs = append(errs, index.Close(s.index))
 	}
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close())

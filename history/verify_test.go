@@ -265,8 +265,11 @@ func TestVerifyLetsCommitsThrough(t *testing.T) {
 }
 
 // With no server running, VerifyDir checks a store: a sound one through
-// Verify; one whose log is damaged, so that it does not open, file by file,
-// naming the damaged segment; and it leaves a store that is open alone.
+// Verify; one with a damaged committed log frame, which opens (open reads
+// only the frames its index lacks), through Verify too, naming the frame;
+// one that does not open (that log without its index, which opening
+// replays) file by file, naming it too; and it leaves a store that is
+// open alone.
 func TestVerifyDir(t *testing.T) {
 	dir, s, _, _, _, _, _ := damageStore(t)
 	if _, err := VerifyDir(dir, Options{}, nil); !errors.Is(err, ErrLocked) {
@@ -289,18 +292,26 @@ func TestVerifyDir(t *testing.T) {
 	fr := frames[len(frames)/2] // committed, with good frames after it
 	seg := txlog.SegName(filepath.Join(dir, "log"), fr.Seg)
 	flipByte(t, seg, fr.Off+20)
-	rep, err = VerifyDir(dir, Options{}, nil)
-	if err != nil {
-		t.Fatalf("VerifyDir of a store that does not open: %v", err)
+	report := func(what string, opens bool) {
+		t.Helper()
+		rep, err := VerifyDir(dir, Options{}, nil)
+		if err != nil {
+			t.Fatalf("VerifyDir of %s: %v", what, err)
+		}
+		var refused, names bool
+		for _, p := range rep.Problems {
+			refused = refused || strings.Contains(p, "does not open")
+			names = names || strings.Contains(p, filepath.Base(seg)) && strings.Contains(p, fmt.Sprintf("offset %d", fr.Off))
+		}
+		if refused == opens || !names || rep.Blocks == 0 {
+			t.Fatalf("report of %s: %+v", what, rep)
+		}
 	}
-	var opens, names bool
-	for _, p := range rep.Problems {
-		opens = opens || strings.Contains(p, "does not open")
-		names = names || strings.Contains(p, filepath.Base(seg)) && strings.Contains(p, fmt.Sprintf("offset %d", fr.Off))
+	report("a damaged committed frame", true)
+	if err := os.Remove(filepath.Join(dir, "index.db")); err != nil {
+		t.Fatal(err)
 	}
-	if !opens || !names || rep.Blocks == 0 {
-		t.Fatalf("report of a damaged log: %+v", rep)
-	}
+	report("a damaged log without its index", false)
 	if _, err := VerifyDir(t.TempDir(), Options{}, nil); err == nil {
 		t.Fatal("VerifyDir of an empty directory: no error")
 	}

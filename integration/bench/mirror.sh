@@ -14,6 +14,7 @@
 #                while it takes writes for LOAD_SECONDS
 #
 # usage: integration/bench/mirror.sh            (the issue's scale: 100,000 files, 1 GiB)
+#        DIRS=10000 integration/bench/mirror.sh        (1,000,000 files, 100 to a directory)
 #        DIRS=100 FILES=100 BIG=$((64<<20)) integration/bench/mirror.sh   (smaller)
 # Needs libnfs-utils (nfs-cp, nfs-cat) and rsync. Page caches are warm for every contender:
 # each reads a tree that was just written; `sync` runs before each timing, so that none pays

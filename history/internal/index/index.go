@@ -99,6 +99,19 @@ func DecodeBlk(b []byte) (BlkEntry, error) {
 // space, not memory: a gibibyte on 64-bit machines, nothing on 32-bit ones.
 const indexMapSize = int(^uint(0)>>63) << 30
 
+// Open opens the index at path, making its buckets if it has none.
+//
+// The free page list is written only by Close, not by each commit
+// (NoFreelistSync). Measured on an index of 100,000 files of 1 KiB
+// (BenchmarkOpenBigIndex, BenchmarkCommitBigIndex, 2026-12-07): a bbolt that
+// rebuilds the list at open walks every page, and the store's Open and
+// Close took 187-227 ms; with the list written, 1.6-2.1 ms. Written by
+// every commit instead, it cost a commit of 100 files 11.3-11.7 ms against
+// 10.2-10.4 with a few hundred free pages, and it grows with them (a page
+// per 512, all sorted at each commit), which the cleaner can free by the
+// thousand. Written once at Close it costs commits nothing. A process that
+// stops without Close leaves the list unwritten, and the next open
+// rebuilds it, as every open did before.
 func Open(path string, noSync bool) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o644, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
 		InitialMmapSize: indexMapSize})
@@ -106,8 +119,21 @@ func Open(path string, noSync bool) (*bolt.DB, error) {
 		return nil, fmt.Errorf("history: open index %s: %w", path, err)
 	}
 	db.NoSync = noSync
+	buckets := [][]byte{BucketRec, BucketVer, BucketBlk, BucketTxn, BucketGone, BucketPseg, BucketMeta}
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			missing = missing || tx.Bucket(b) == nil
+		}
+		return nil
+	})
+	// Only a write commits (and fsyncs, and leaves the free page list
+	// unwritten): an index that has its buckets opens without one.
+	if !missing {
+		return db, nil
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{BucketRec, BucketVer, BucketBlk, BucketTxn, BucketGone, BucketPseg, BucketMeta} {
+		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -119,6 +145,18 @@ func Open(path string, noSync bool) (*bolt.DB, error) {
 		return nil, fmt.Errorf("history: init index: %w", err)
 	}
 	return db, nil
+}
+
+// Close writes the free page list, if a commit since Open left it
+// unwritten, so that the next Open reads it instead of walking every page;
+// then it closes db. The list is only a shortcut: when it cannot be
+// written, the next Open rebuilds it, so that failure is not an error.
+func Close(db *bolt.DB) error {
+	if st := db.Stats(); st.TxStats.GetWrite() > 0 {
+		db.NoFreelistSync = false
+		db.Update(func(*bolt.Tx) error { return nil })
+	}
+	return db.Close()
 }
 
 func ReadState(tx *bolt.Tx) (State, bool, error) {

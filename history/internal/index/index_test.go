@@ -1,6 +1,8 @@
 package index
 
 import (
+	"encoding/binary"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -71,5 +73,89 @@ func TestDamagedRecordIsCorrupt(t *testing.T) {
 	v[len(v)-1] ^= 1
 	if _, err := DecodeRec(k, v); err == nil {
 		t.Fatal("a damaged record decoded")
+	}
+}
+
+// syncedFreelist reads the newest bbolt meta page of the file at path and
+// reports whether it points at a written free page list (bbolt's layout:
+// a 16-byte page header, then magic, version, page size and flags, u32
+// each, the root bucket, 16 bytes, the free list's page, and later the
+// transaction id).
+func syncedFreelist(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int(binary.LittleEndian.Uint32(b[16+8:]))
+	var freelist, txid uint64
+	for _, p := range []int{0, pageSize} {
+		m := b[p+16:]
+		if id := binary.LittleEndian.Uint64(m[48:]); id >= txid {
+			txid, freelist = id, binary.LittleEndian.Uint64(m[32:])
+		}
+	}
+	return freelist != ^uint64(0)
+}
+
+// Close writes the free page list a commit left unwritten, so that the next
+// Open reads it rather than walking every page; an Open of an index that
+// has its buckets writes nothing, so the list stays written; a process that
+// stops without Close leaves it unwritten (and bbolt rebuilds it).
+func TestCloseWritesTheFreelist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	db, err := Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(db *bolt.DB, v string) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketMeta).Put([]byte("k"), []byte(v)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(db, "1")
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
+	if !syncedFreelist(t, path) {
+		t.Fatal("after a commit and Close: no free page list written")
+	}
+	db, err = Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
+	if !syncedFreelist(t, path) {
+		t.Fatal("after an Open and Close with no commit: the free page list is gone")
+	}
+	db, err = Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(db, "2")
+	if err := db.Close(); err != nil { // a process that stops without Close
+		t.Fatal(err)
+	}
+	if syncedFreelist(t, path) {
+		t.Fatal("a commit wrote the free page list: commits should leave it to Close")
+	}
+	db, err = Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(BucketMeta).Get([]byte("k")); string(v) != "2" {
+			t.Errorf("after a reopen with the list rebuilt: %q, want 2", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
 	}
 }

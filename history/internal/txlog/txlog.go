@@ -247,9 +247,14 @@ const (
 
 // Open opens the log for appending after the last good frame of the
 // newest segment, cutting off a torn tail (a frame whose write or fsync
-// never finished, so no caller was told it was durable). Frames before
-// committed were durable: damage there is never cut. It returns the last
-// transaction, or nil for an empty log.
+// never finished, so no caller was told it was durable). committed is
+// where the frames the index has not applied begin (its state's Next):
+// the frames before it were durable when the index took them, so Open
+// neither reads nor cuts them, and its cost is that of the frames after
+// committed, not of the segment. Damage in them is Verify's to find, as
+// is damage in every older segment, which Open never read either. It
+// returns the last frame at or after committed, or nil when there is none
+// (the index's state then describes the newest transaction).
 func Open(dir string, committed Loc, tail Tail) (*Log, *Txn, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
@@ -259,55 +264,64 @@ func Open(dir string, committed Loc, tail Tail) (*Log, *Txn, error) {
 		return nil, nil, err
 	}
 	l := &Log{dir: dir}
-	var last *Txn
-	// The newest segment may be empty (created just before a crash): the
-	// last transaction is then in the one before.
-	for i := len(seqs) - 1; i >= 0 && last == nil; i-- {
-		f, err := os.OpenFile(SegName(dir, seqs[i]), os.O_RDWR, 0)
-		if err != nil {
-			return nil, nil, fmt.Errorf("history: open log: %w", err)
+	if len(seqs) == 0 {
+		if committed != (Loc{}) {
+			return nil, nil, fmt.Errorf("%w: the log in %s has no segments, and the index has applied frames up to segment %d offset %d; "+
+				"restore the data directory from a backup", record.ErrCorrupt, dir, committed.Seg, committed.Off)
 		}
-		var off int64
-		for {
-			t, next, err := ReadFrame(f, off)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				st, _ := f.Stat()
-				if seqs[i] < committed.Seg || (seqs[i] == committed.Seg && off < committed.Off) {
-					f.Close()
-					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d, in a transaction that was committed; "+
-						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
-				}
-				if _, _, err2 := ReadFrameAfter(f, off, st.Size()); err2 == nil && tail == Torn {
-					f.Close()
-					return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
-						"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
-				}
-				if err := f.Truncate(off); err != nil {
-					f.Close()
-					return nil, nil, fmt.Errorf("history: cut torn log tail: %w", err)
-				}
-				if err := f.Sync(); err != nil {
-					f.Close()
-					return nil, nil, err
-				}
-				break
-			}
-			last, off = t, next
-		}
-		if l.f == nil {
-			l.f, l.seg, l.off, l.synced = f, seqs[i], off, off
-		} else {
-			f.Close()
-		}
-	}
-	if l.f == nil {
 		if err := l.rotate(); err != nil {
 			return nil, nil, err
 		}
+		return l, nil, nil
 	}
+	// Only the newest segment can hold frames not yet durable: Write
+	// syncs a segment before it rotates. An older one may hold frames the
+	// index lacks (a crash just after a rotation), which the store's
+	// catch-up reads; they end where they end.
+	seg := seqs[len(seqs)-1]
+	f, err := os.OpenFile(SegName(dir, seg), os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("history: open log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("history: open log: %w", err)
+	}
+	var off int64
+	switch {
+	case seg < committed.Seg, seg == committed.Seg && st.Size() < committed.Off:
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: the log ends in segment %s at offset %d, before the frames the index has applied (segment %d, offset %d); "+
+			"the store cannot open: restore the data directory from a backup", record.ErrCorrupt, f.Name(), st.Size(), committed.Seg, committed.Off)
+	case seg == committed.Seg:
+		off = committed.Off
+	}
+	var last *Txn
+	for {
+		t, next, err := ReadFrame(f, off)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if _, _, err2 := ReadFrameAfter(f, off, st.Size()); err2 == nil && tail == Torn {
+				f.Close()
+				return nil, nil, fmt.Errorf("%w: log segment %s damaged at offset %d with intact frames after it; "+
+					"the store cannot open: restore the data directory, or this segment, from a backup", record.ErrCorrupt, f.Name(), off)
+			}
+			if err := f.Truncate(off); err != nil {
+				f.Close()
+				return nil, nil, fmt.Errorf("history: cut torn log tail: %w", err)
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return nil, nil, err
+			}
+			break
+		}
+		last, off = t, next
+	}
+	l.f, l.seg, l.off, l.synced = f, seg, off, off
 	return l, last, nil
 }
 

@@ -67,9 +67,11 @@ func TestAppendScanAcrossSegments(t *testing.T) {
 	}
 }
 
-// A torn last frame (its write never finished) is cut at open; damage
-// inside a frame the index had applied refuses to open.
-func TestTornTailAndCommittedDamage(t *testing.T) {
+// A torn last frame (its write never finished) is cut at open. Frames
+// before committed are not read: damage in one leaves the open alone
+// (Scan, and so verify, finds it), and a log that ends before committed
+// lost frames the index applied, so it refuses to open.
+func TestTornTailCutCommittedFramesNotRead(t *testing.T) {
 	dir := t.TempDir()
 	l, _, err := Open(dir, Loc{}, Torn)
 	if err != nil {
@@ -86,15 +88,34 @@ func TestTornTailAndCommittedDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, last, err := Open(dir, second, Torn)
-	if err != nil || last == nil || last.TID != 10 || l.End() != second {
+	if err != nil || last != nil || l.End() != second {
 		t.Fatalf("open with a torn tail: %v, last %v, end %v", err, last, l.End())
+	}
+	l.Close()
+	if st, _ := os.Stat(path); st.Size() != second.Off {
+		t.Fatalf("the torn frame was not cut: the segment is %d bytes, want %d", st.Size(), second.Off)
+	}
+	l, last, err = Open(dir, first, Torn)
+	if err != nil || last == nil || last.TID != 10 || l.End() != second {
+		t.Fatalf("open with one frame after committed: %v, last %v, end %v", err, last, l.End())
 	}
 	l.Close()
 	b, _ := os.ReadFile(path)
 	b[first.Off+20] ^= 1
 	os.WriteFile(path, b, 0o644)
-	if _, _, err := Open(dir, second, Torn); !errors.Is(err, record.ErrCorrupt) {
-		t.Fatalf("open with a damaged committed frame: %v, want ErrCorrupt", err)
+	l, last, err = Open(dir, second, Torn)
+	if err != nil || last != nil || l.End() != second {
+		t.Fatalf("open with a damaged committed frame: %v, last %v, end %v", err, last, l.End())
+	}
+	l.Close()
+	if err := Scan(dir, Loc{}, func(*Txn, Loc, Loc) error { return nil }); !errors.Is(err, record.ErrCorrupt) {
+		t.Fatalf("scan over a damaged committed frame: %v, want ErrCorrupt", err)
+	}
+	if _, _, err := Open(dir, Loc{Seg: second.Seg, Off: second.Off + 1}, Torn); !errors.Is(err, record.ErrCorrupt) {
+		t.Fatalf("open of a log that ends before committed: %v, want ErrCorrupt", err)
+	}
+	if _, _, err := Open(dir, Loc{Seg: second.Seg + 1}, Torn); !errors.Is(err, record.ErrCorrupt) {
+		t.Fatalf("open of a log whose segments end before committed: %v, want ErrCorrupt", err)
 	}
 }
 
