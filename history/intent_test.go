@@ -268,3 +268,47 @@ func TestIntentEntryHoldsWriteData(t *testing.T) {
 		t.Fatal("after the crash the file differs from what was written")
 	}
 }
+
+// A mirror writes no intent entries, so its open prepares no intent file;
+// promoted, it writes them all the same: the first Durable makes the
+// unprepared file and its directory entry durable itself, and a crash then
+// keeps the change.
+func TestMirrorOpenPreparesNoIntentFileAndPromotedWritesSurviveACrash(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2007, 8, 6, 13, 0, 0, 0, time.UTC)}
+	src := openTest(t, t.TempDir(), clk)
+	defer src.Close()
+	id := newFile(t, src, RootID, "f")
+	write(t, src, id, []byte("one"), 0)
+	commit(t, src)
+	dir := t.TempDir()
+	dst := openMirror(t, dir, clk, src.Lineage())
+	pull(t, src, dst, 10)
+	dst.Close()
+	dst = openTest(t, dir, clk)
+	if spare, cur := dst.ilog.Spare(), dst.ilog.Current(); spare != nil || dst.ilog.State(cur).Prepared {
+		t.Fatalf("a mirror's open prepared intent files: spare %v, current prepared %v", spare, dst.ilog.State(cur).Prepared)
+	}
+	if seqs := intentFiles(t, dir); len(seqs) != 1 {
+		t.Fatalf("a mirror's open left intent files %x, want the current one", seqs)
+	}
+	if err := dst.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	g := newFile(t, dst, RootID, "g")
+	write(t, dst, g, []byte("mine"), 0)
+	if err := dst.Durable(); err != nil {
+		t.Fatal(err)
+	}
+	if !dst.ilog.State(dst.ilog.Current()).Prepared {
+		t.Fatal("the first Durable left the intent file's directory entry unsynced")
+	}
+	crashStop(t, dst)
+	dst = openTest(t, dir, clk)
+	defer dst.Close()
+	if got := string(readAll(t, dst, g, Live)); got != "mine" {
+		t.Fatalf("after a crash, the promoted store's durable write reads %q", got)
+	}
+	if got := string(readAll(t, dst, id, Live)); got != "one" {
+		t.Fatalf("after a crash, the mirrored file reads %q", got)
+	}
+}

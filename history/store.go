@@ -284,7 +284,7 @@ func (s *Store) recover() error {
 		replay = append(replay, seq)
 		next = max(next, seq+1)
 	}
-	if s.ilog, err = intent.New(idir, next); err != nil {
+	if s.ilog, err = intent.New(idir, next, !s.mirror.Load()); err != nil {
 		return err
 	}
 	replayed, replayedFiles := 0, 0

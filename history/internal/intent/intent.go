@@ -208,16 +208,29 @@ func intentEntryAt(b []byte, off int) ([]byte, bool) {
 	return body, true
 }
 
-func New(dir string, seq uint64) (*Log, error) {
+// New starts the log at file seq. A store that takes writes has that file
+// made durable and its successor prepared now, off its writers' path
+// (prepared). A mirror writes no entries, until a promote: it leaves both
+// to the first sync and the first rotation, which do that work themselves
+// for a file not prepared, and opens four fsyncs sooner.
+func New(dir string, seq uint64, prepared bool) (*Log, error) {
 	l := &Log{dir: dir}
 	l.cond = sync.NewCond(&l.mu)
-	f, err := l.prepare(seq)
+	var f *File
+	var err error
+	if prepared {
+		f, err = l.prepare(seq)
+	} else {
+		f, err = l.create(seq)
+	}
 	if err != nil {
 		return nil, err
 	}
 	l.cur = f
 	l.files = []*File{f}
-	l.prepareSpare()
+	if prepared {
+		l.prepareSpare()
+	}
 	return l, nil
 }
 
