@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/asof/asof/history/internal/index"
@@ -106,7 +108,7 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	if err := hook("recorded"); err != nil {
 		return err
 	}
-	src, done, err := s.localCopy(ctx, seq, fv)
+	src, hashes, done, err := s.localCopy(ctx, seq, fv)
 	if err == nil {
 		err = tv.Put(ctx, seq, src)
 		done()
@@ -119,26 +121,34 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 		return err
 	}
 	rec.switched = true
-	s.commitMu.Lock() // a commit between its dedup check and its index update must find the block where the index says
+	// No commitMu here: commits go on while the index switches. Records
+	// name blocks by hash, never by place; a commit's dedup check needs
+	// only that a block's entry exists, which a move never changes; every
+	// other change to an entry (a commit's references and new blocks, the
+	// cleaner's releases) is a read-modify-write in a bbolt write
+	// transaction, and bbolt runs those one at a time, so none is lost;
+	// new blocks go only to volume 0's pack being filled, never to one
+	// being moved (packFloor); and both copies hold the same bytes until
+	// finishMove deletes the old one, after which a reader with the old
+	// place in hand finds it gone and asks the index again (readChunk).
+	// The block cache and the pack mappings are keyed by hash and by pack
+	// number, which a move keeps.
 	err = s.index.Update(func(tx *bolt.Tx) error {
 		blk := tx.Bucket(index.BucketBlk)
-		var keys [][]byte
-		var ents []index.BlkEntry
-		if err := blk.ForEach(func(k, v []byte) error {
+		for _, h := range hashes {
+			v := blk.Get(h[:])
+			if v == nil {
+				continue // released since the copy
+			}
 			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
-			if e.Loc.Pack == seq && e.Loc.Vol == from.id {
-				e.Loc.Vol = to.id
-				keys, ents = append(keys, append([]byte(nil), k...)), append(ents, e)
+			if e.Loc.Pack != seq || e.Loc.Vol != from.id {
+				continue // the index uses another copy of the block, in another pack
 			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for i, k := range keys {
-			if err := blk.Put(k, ents[i].Encode()); err != nil {
+			e.Loc.Vol = to.id
+			if err := blk.Put(h[:], e.Encode()); err != nil {
 				return err
 			}
 		}
@@ -150,7 +160,6 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 		}
 		return meta.Put(metaMove, rec.encode())
 	})
-	s.commitMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -160,23 +169,40 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	return s.finishMove(ctx)
 }
 
-// localCopy is a local file holding pack seq of v: the pack itself on a
-// directory volume, or a checked download of it.
-func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (string, func(), error) {
+// localCopy is a local file holding pack seq of v — the pack itself on a
+// directory volume, or a checked download of it — and the hashes of the
+// blocks in it, sorted, each once: the blocks a move must switch. Every
+// block the index places in the pack is among them: the index places a
+// block only where a header says it is, and a header that does not check
+// fails the move.
+func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (string, []Hash, func(), error) {
 	path, done, err := s.localCopyRaw(ctx, seq, v)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	if _, dir := v.(*volume.Dir); !dir {
+	var hashes []Hash
+	if _, dir := v.(*volume.Dir); dir {
+		// The headers only: the kernel copies the data, and every read
+		// of it checks its CRC.
+		err = pack.ScanHeaders(path, 0, seq, func(h Hash, _ pack.Loc) error {
+			hashes = append(hashes, h)
+			return nil
+		})
+	} else {
 		// The download is the only copy there will be: every block of it
 		// must check before the original goes.
-		err = pack.ScanFile(path, 0, seq, 1<<62, false, func(_ Hash, _ pack.Loc, berr error) error { return berr })
-		if err != nil {
-			done()
-			return "", nil, fmt.Errorf("history: move pack %d: %w", seq, err)
-		}
+		err = pack.ScanFile(path, 0, seq, 1<<62, false, func(h Hash, _ pack.Loc, berr error) error {
+			hashes = append(hashes, h)
+			return berr
+		})
 	}
-	return path, done, nil
+	if err != nil {
+		done()
+		return "", nil, nil, fmt.Errorf("history: move pack %d: %w", seq, err)
+	}
+	// In key order, the switch's lookups walk the index's pages in order.
+	slices.SortFunc(hashes, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
+	return path, slices.Compact(hashes), done, nil
 }
 
 // localCopyRaw is localCopy with no check of the download.

@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/volume"
 	"github.com/asof/asof/internal/s3test"
+	bolt "go.etcd.io/bbolt"
 )
 
 // volStore is a store with small packs, and files written over several
@@ -562,4 +566,142 @@ func TestVolumeS3BadInputRefused(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.dir, volumesFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a refused add wrote VOLUMES")
 	}
+}
+
+// A drain under a writer that commits all along, with every commit's
+// blocks partly ones already in the packs being moved (deduplicated
+// against them), loses no block and no reference: each move waits after
+// its copy for a commit to land, so commits run between every copy and
+// its index switch, and the switch runs beside the commits (it takes no
+// commit lock). Afterwards every moment reads exact, every block the
+// index holds reads back from where the index says, each pack is on one
+// volume only, and verify is clean; after a reopen too.
+func TestVolumeDrainUnderCommits(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	d1, d2 := mkdir(t), mkdir(t)
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: d1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	if err := pass(t, vs.s, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(usage(t, vs.s)[1]); n < 3 {
+		t.Fatalf("%d packs on disk1, want several to drain", n)
+	}
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk2", Kind: "dir", Path: d2}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The writer: a file of its own, rewritten and committed in a loop,
+	// half the time with the content of a file the fill wrote (whose
+	// blocks are on disk1), half the time with new data.
+	s := vs.s
+	id := newFile(t, s, RootID, "w")
+	var mu sync.Mutex
+	cond := sync.NewCond(&mu)
+	commits := 0
+	want := map[TID][]byte{}
+	stop, writerDone := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			data := randData(1000+i, 100<<10)
+			if i%2 == 0 {
+				data = randData(1+i%18, 100<<10) // a fill round's data: blocks on disk1
+			}
+			err := s.Update(func(tx *Tx) error { return tx.WriteAt(id, data, 0) })
+			var tid TID
+			if err == nil {
+				tid, err = s.Commit()
+			}
+			if err != nil {
+				writerDone <- fmt.Errorf("writer, round %d: %w", i, err)
+				return
+			}
+			mu.Lock()
+			want[tid] = data
+			commits++
+			cond.Broadcast()
+			mu.Unlock()
+		}
+	}()
+	var running atomic.Bool
+	running.Store(true)
+	moves := 0
+	moveHook = func(step string) error {
+		if step != "copied" {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		moves++
+		for seen := commits; commits == seen && running.Load(); {
+			cond.Wait()
+		}
+		return nil
+	}
+	t.Cleanup(func() { moveHook = nil })
+	err := s.DrainVolume(ctx, "disk1", nil)
+	mu.Lock()
+	running.Store(false)
+	cond.Broadcast()
+	mu.Unlock()
+	close(stop)
+	if werr := <-writerDone; werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	moveHook = nil
+	mu.Lock()
+	if moves < 3 || commits < moves {
+		t.Fatalf("%d moves with %d commits: the test did not interleave them", moves, commits)
+	}
+	mu.Unlock()
+	if n := len(usage(t, s)[1]); n != 0 {
+		t.Fatalf("disk1 still holds %d packs after the drain", n)
+	}
+
+	checkAll := func() {
+		t.Helper()
+		vs.check()
+		for tid, data := range want {
+			if got := readAll(t, vs.s, id, tid); !bytes.Equal(got, data) {
+				t.Fatalf("the writer's file at %s: %d bytes differ from the %d written", tid, len(got), len(data))
+			}
+		}
+		n := 0
+		err := vs.s.index.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+				e, err := index.DecodeBlk(v)
+				if err != nil {
+					return err
+				}
+				n++
+				if _, err := vs.s.packs.Get(e.Loc, Hash(k), false); err != nil {
+					return fmt.Errorf("block %x at %+v: %w", k, e.Loc, err)
+				}
+				return nil
+			})
+		})
+		if err != nil || n == 0 {
+			t.Fatalf("%d blocks read back: %v", n, err)
+		}
+		noStrays(t, vs.s)
+		vs.verify(false)
+	}
+	checkAll()
+	vs.reopen(Options{})
+	checkAll()
 }
