@@ -467,11 +467,14 @@ func (s *Store) reopenLocked(v *vol) {
 	s.vmu.Unlock()
 }
 
+// putFailedPause is how long a volume a copy to failed takes no pack.
+const putFailedPause = 30 * time.Second
+
 // putFailed keeps packs off a volume a copy to failed, for half a minute:
 // they wait in the data directory and go once it answers again.
 func (s *Store) putFailed(v *vol, seq uint32, err error) {
 	s.vmu.Lock()
-	v.failAt = time.Now().Add(30 * time.Second)
+	v.failAt, v.failErr = time.Now().Add(putFailedPause), err
 	s.vmu.Unlock()
 	if !errors.Is(err, volume.ErrUnavailable) { // an S3 volume logs its own outages
 		s.log.Error("history: cannot move a sealed pack; it waits in the data directory", "pack", seq, "volume", v.spec.Name, "err", err)
@@ -498,7 +501,7 @@ func (s *Store) drainPacks(ctx context.Context, v *vol, progress Progress) error
 		}
 		to := s.placeFor(v.id)
 		if to == nil {
-			return fmt.Errorf("volume %s: no other writable volume to drain it to", v.spec.Name)
+			return s.noPlaceFor(v)
 		}
 		if err := s.movePack(ctx, seq, v, to); err != nil {
 			s.putFailed(to, seq, err)

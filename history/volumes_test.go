@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -481,6 +482,25 @@ func TestVolumeS3(t *testing.T) {
 	vs.check()
 	vs.verify(false)
 	vs.verify(true)
+	// The listing counts the bucket's packs and bytes from the index.
+	infos, err := vs.s.Volumes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := vs.s.vols[1].v.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inBucket int64
+	for _, p := range listed {
+		inBucket += p.Size
+	}
+	if len(infos) != 2 || infos[1].Kind != "s3" || infos[1].Packs != len(listed) || infos[1].Bytes <= 0 || infos[1].Bytes > inBucket {
+		t.Fatalf("volumes: %+v; the bucket holds %d packs, %d bytes", infos, len(listed), inBucket)
+	}
+	if c := vs.s.VolumeCache(); c == nil || c.Max != 1 {
+		t.Fatalf("cache: %+v, want the bound of 1 byte the options set", c)
+	}
 
 	// Down: reads of its blocks are EIO or right, never wrong; writes go on.
 	srv.Kill()
@@ -520,6 +540,13 @@ func TestVolumeS3(t *testing.T) {
 	}
 	vs.check()
 	vs.verify(true)
+
+	// Reads through the cache fill it, within its bound.
+	vs.reopen(Options{VolumeCacheBytes: 64 << 20})
+	vs.check()
+	if c := vs.s.VolumeCache(); c == nil || c.Used <= 0 || c.Used > c.Max || c.Misses == 0 || c.Max != 64<<20 {
+		t.Fatalf("cache after reads of the bucket: %+v", c)
+	}
 
 	// Drain back to data, then remove.
 	if err := vs.s.DrainVolume(ctx, "bucket", nil); err != nil {
@@ -704,4 +731,45 @@ func TestVolumeDrainUnderCommits(t *testing.T) {
 	checkAll()
 	vs.reopen(Options{})
 	checkAll()
+}
+
+// A drain that finds no volume to take its packs says why of each: here
+// data is draining and the other volume had a copy fail moments ago.
+func TestVolumeDrainNamesWhyNoVolumeTakesPacks(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	d1, d2 := mkdir(t), mkdir(t)
+	for i := 0; i < 3; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: d1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vs.s.DrainVolume(ctx, "data", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(usage(t, vs.s)[1]) == 0 {
+		t.Fatal("nothing on disk1")
+	}
+	err := vs.s.DrainVolume(ctx, "disk1", nil)
+	if err == nil || !strings.Contains(err.Error(), "data is draining") || !strings.Contains(err.Error(), "no other volume can take its packs") {
+		t.Fatalf("drain with every other volume draining: %v", err)
+	}
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk2", Kind: "dir", Path: d2}); err != nil {
+		t.Fatal(err)
+	}
+	vs.s.putFailed(vs.s.volByName("disk2"), 1, errors.New("no space left on device"))
+	err = vs.s.DrainVolume(ctx, "disk1", nil)
+	if err == nil || !strings.Contains(err.Error(), "disk2: a copy to it failed") || !strings.Contains(err.Error(), "no space left on device") ||
+		!strings.Contains(err.Error(), "takes no pack for") {
+		t.Fatalf("drain right after a copy to the only other volume failed: %v", err)
+	}
+	vs.s.vmu.Lock()
+	vs.s.volByName("disk2").failAt = time.Time{}
+	vs.s.vmu.Unlock()
+	if err := vs.s.DrainVolume(ctx, "disk1", nil); err != nil {
+		t.Fatal(err)
+	}
+	vs.check()
 }
