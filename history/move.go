@@ -108,6 +108,7 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	if err := hook("recorded"); err != nil {
 		return err
 	}
+	t0 := time.Now()
 	src, hashes, done, err := s.localCopy(ctx, seq, fv)
 	if err == nil {
 		err = tv.Put(ctx, seq, src)
@@ -121,6 +122,7 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 		return err
 	}
 	rec.switched = true
+	t1 := time.Now()
 	// No commitMu here: commits go on while the index switches. Records
 	// name blocks by hash, never by place; a commit's dedup check needs
 	// only that a block's entry exists, which a move never changes; every
@@ -163,6 +165,8 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	if err != nil {
 		return err
 	}
+	s.log.Debug("history: pack moved", "pack", seq, "from", from.spec.Name, "to", to.spec.Name, "blocks", len(hashes),
+		"copy", t1.Sub(t0), "switch", time.Since(t1))
 	if err := hook("switched"); err != nil {
 		return err
 	}
