@@ -110,6 +110,7 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	}
 	t0 := time.Now()
 	src, hashes, done, err := s.localCopy(ctx, seq, fv)
+	whole := hashes == nil // the pack's blocks are not known: look through the index
 	if err == nil {
 		err = tv.Put(ctx, seq, src)
 		done()
@@ -137,6 +138,12 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	// number, which a move keeps.
 	err = s.index.Update(func(tx *bolt.Tx) error {
 		blk := tx.Bucket(index.BucketBlk)
+		if whole {
+			var err error
+			if hashes, err = packBlocks(blk, seq, from.id); err != nil {
+				return err
+			}
+		}
 		for _, h := range hashes {
 			v := blk.Get(h[:])
 			if v == nil {
@@ -173,18 +180,34 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	return s.finishMove(ctx)
 }
 
+// packBlocks is every block the index places in pack seq of volume vol:
+// the switch of a pack whose headers cannot all be read.
+func packBlocks(blk *bolt.Bucket, seq uint32, vol uint16) ([]Hash, error) {
+	hashes := []Hash{}
+	err := blk.ForEach(func(k, v []byte) error {
+		e, err := index.DecodeBlk(v)
+		if err == nil && e.Loc.Pack == seq && e.Loc.Vol == vol {
+			hashes = append(hashes, Hash(k))
+		}
+		return err
+	})
+	return hashes, err
+}
+
 // localCopy is a local file holding pack seq of v — the pack itself on a
 // directory volume, or a checked download of it — and the hashes of the
 // blocks in it, sorted, each once: the blocks a move must switch. Every
 // block the index places in the pack is among them: the index places a
-// block only where a header says it is, and a header that does not check
-// fails the move.
+// block only where a header says it is. A directory volume's pack with a
+// damaged header moves as it is, as the kernel copies it, its blocks
+// found in the index instead (nil hashes; verify reports the damage); a
+// download that does not check fails the move.
 func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (string, []Hash, func(), error) {
 	path, done, err := s.localCopyRaw(ctx, seq, v)
 	if err != nil {
 		return "", nil, nil, err
 	}
-	var hashes []Hash
+	hashes := []Hash{}
 	if _, dir := v.(*volume.Dir); dir {
 		// The headers only: the kernel copies the data, and every read
 		// of it checks its CRC.
@@ -192,6 +215,10 @@ func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (str
 			hashes = append(hashes, h)
 			return nil
 		})
+		if errors.Is(err, ErrCorrupt) {
+			s.log.Warn("history: a pack to move has a damaged block header; the index is searched for its blocks", "pack", seq, "err", err)
+			return path, nil, done, nil
+		}
 	} else {
 		// The download is the only copy there will be: every block of it
 		// must check before the original goes.

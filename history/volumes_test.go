@@ -773,3 +773,72 @@ func TestVolumeDrainNamesWhyNoVolumeTakesPacks(t *testing.T) {
 	}
 	vs.check()
 }
+
+// A pack with a damaged block header still moves, whole, as a copy of its
+// file: the switch then finds its blocks in the index, so that none stays
+// placed on the copy that goes. (Reads of the damaged block fail as they
+// did before the move; verify reports it.)
+func TestVolumeMovesAPackWithADamagedHeader(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	for i := 0; i < 4; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	vs.s.moveMu.Lock()
+	defer vs.s.moveMu.Unlock()
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: mkdir(t)}); err != nil {
+		t.Fatal(err)
+	}
+	seqs, _, err := vs.s.packsOn(0)
+	if err != nil || len(seqs) == 0 {
+		t.Fatal(seqs, err)
+	}
+	seq := seqs[0]
+	placed := func(vol uint16) int {
+		t.Helper()
+		n := 0
+		if err := vs.s.index.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+				e, err := index.DecodeBlk(v)
+				if err == nil && e.Loc.Vol == vol && e.Loc.Pack == seq {
+					n++
+				}
+				return err
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := placed(0)
+	path := vs.s.packs.Name(seq)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var third int64
+	n := 0
+	if err := pack.ScanHeaders(path, 0, seq, func(_ Hash, loc pack.Loc) error {
+		if n++; n == 3 {
+			third = int64(loc.Off) - pack.HdrLen
+		}
+		return nil
+	}); err != nil || n < 4 {
+		t.Fatalf("pack %d: %d blocks, %v", seq, n, err)
+	}
+	if _, err := f.WriteAt([]byte{0xff}, third+12); err != nil { // in the hash
+		t.Fatal(err)
+	}
+	f.Close()
+	vs.s.packs.Forget(seq)
+	if err := vs.s.movePack(ctx, seq, vs.s.vols[0], vs.s.vols[1]); err != nil {
+		t.Fatalf("move of a pack with a damaged header: %v", err)
+	}
+	if left, moved := placed(0), placed(1); left != 0 || moved != before {
+		t.Fatalf("after the move: %d blocks still placed on data, %d on disk1; %d were on data", left, moved, before)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the old copy: %v", err)
+	}
+}
