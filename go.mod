@@ -3,7 +3,6 @@ module github.com/asof/asof
 go 1.26.8
 
 require (
-	github.com/dustin/go-humanize v1.0.1
 	github.com/hugelgupf/p9 v0.4.1
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/pelletier/go-toml/v2 v2.4.3
@@ -22,6 +21,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-git/go-billy/v5 v5.6.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect

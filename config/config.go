@@ -53,6 +53,9 @@ type Config struct {
 	// Volumes are where data blocks live besides Data (docs/SPEC.md
 	// section 7); server.Start adds those the store does not have yet.
 	Volumes []Volume
+	// VolumeCache bounds the local cache of object-store volumes' packs,
+	// in bytes (<Data>/cache).
+	VolumeCache int64
 
 	Metrics Metrics
 	Mirror  Mirror
@@ -286,6 +289,7 @@ func load(file string, flags *pflag.FlagSet, useEnv bool) (*Config, error) {
 	v.SetDefault("exports.anon_gid", DefaultAnonID)
 	v.SetDefault("history.timezone", DefaultTimezone)
 	v.SetDefault("history.flush_interval", DefaultFlushInterval.String())
+	v.SetDefault("volume_cache", FormatSize(DefaultVolumeCache))
 	v.SetDefault("metrics.listen", "")
 	mirrorDefaults(v)
 	if l.raw != nil {
@@ -415,6 +419,7 @@ func (l *loader) decode() *Config {
 
 	c.Retention = l.retention("retention")
 	c.Volumes = l.volumes("volumes")
+	c.VolumeCache = l.volumeCache("volume_cache")
 	c.Mirror = l.mirror(c)
 	return c
 }

@@ -87,7 +87,7 @@ func TestDefaults(t *testing.T) {
 		c.Exports.Squash != fs.SquashRoot || c.Exports.AnonUID != 65534 || c.Exports.AnonGID != 65534 ||
 		c.History.TimezoneName != "UTC" || c.History.Timezone != time.UTC ||
 		c.History.FlushInterval != time.Second ||
-		c.Retention != nil || c.Volumes != nil || c.Metrics.Listen != "" {
+		c.Retention != nil || c.Volumes != nil || c.VolumeCache != 1<<30 || c.Metrics.Listen != "" {
 		t.Errorf("defaults:\n%s", c)
 	}
 	if !reflect.DeepEqual(c.Exports.Allow, prefixes("127.0.0.0/8", "::1/128")) {
@@ -158,11 +158,13 @@ volumes:
   - name: disk1
     path: /mnt/disk1
   - {name: disk2, kind: dir, path: /mnt/disk2}
+volume_cache: 512MiB
 metrics:
   listen: 127.0.0.1:9090
 `
 	toml := `
 data = "/srv/asof"
+volume_cache = "512MiB"
 [nfs]
 listen = "0.0.0.0:2049"
 [ninep]
@@ -203,6 +205,7 @@ listen = "127.0.0.1:9090"
   "history": {"timezone": "Europe/Paris", "flush_interval": "250ms"},
   "retention": [{"keep": "1m", "for": "24h"}, {"keep": "1h", "for": "forever"}],
   "volumes": [{"name": "disk1", "path": "/mnt/disk1"}, {"name": "disk2", "kind": "dir", "path": "/mnt/disk2"}],
+  "volume_cache": 536870912,
   "metrics": {"listen": "127.0.0.1:9090"}
 }`
 	paris, err := time.LoadLocation("Europe/Paris")
@@ -224,8 +227,9 @@ listen = "127.0.0.1:9090"
 			{Name: "disk1", Kind: "dir", Path: "/mnt/disk1"},
 			{Name: "disk2", Kind: "dir", Path: "/mnt/disk2"},
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9090"},
-		Mirror:  Mirror{Allow: prefixes("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"), TokenFile: "/srv/asof/mirror.token"},
+		VolumeCache: 512 << 20,
+		Metrics:     Metrics{Listen: "127.0.0.1:9090"},
+		Mirror:      Mirror{Allow: prefixes("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"), TokenFile: "/srv/asof/mirror.token"},
 	}
 	for name, content := range map[string]string{"asof.yaml": yaml, "asof.yml": yaml, "asof": yaml, "asof.toml": toml, "asof.json": json} {
 		t.Run(name, func(t *testing.T) {
@@ -316,7 +320,7 @@ func TestAllFlags(t *testing.T) {
 	want := "data: \"/d\"\nnfs:\n  listen: \":1\"\nninep:\n  listen: \":2\"\ncontrol:\n  socket: \"/c.sock\"\n" +
 		"exports:\n  read_only: true\n  allow: [\"10.1.0.0/16\"]\n  squash: \"none\"\n  anon_uid: 7\n  anon_gid: 8\n" +
 		"history:\n  timezone: \"America/New_York\"\n  flush_interval: \"10ms\"\n" +
-		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nmetrics:\n  listen: \":3\"\n" +
+		"retention:\n  - {keep: \"1h\", for: \"1d\"}\nvolumes: []  # one volume inside data\nvolume_cache: \"1GiB\"\nmetrics:\n  listen: \":3\"\n" +
 		"mirror:\n  listen: \"\"\n  allow: [\"10.1.0.0/16\"]\n  token_file: \"/d/mirror.token\"\n  source: \"\"\n  bwlimit: \"\"\n"
 	if got := c.String(); !strings.HasSuffix(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -426,6 +430,12 @@ func TestBadValues(t *testing.T) {
 		{"ASOF_DATA", "/" + strings.Repeat("d", 200), `unix socket paths are limited to`},
 		{"ASOF_VOLUMES", "disk1=/mnt", `config: volumes: "disk1=/mnt": volumes can only be listed in the config file [from ASOF_VOLUMES]`},
 		{"ASOF_RETENTION", "1m", `config: retention: rule 1 (1m): is not "GRAIN for AGE"`},
+		{"ASOF_VOLUME_CACHE", "1GB", `config: volume_cache: "1GB" is not a size (use an integer and a binary unit: e.g. 512MiB, 1GiB, 20GiB) [from ASOF_VOLUME_CACHE]`},
+		{"ASOF_VOLUME_CACHE", "1.5GiB", `config: volume_cache: "1.5GiB" is not a size`},
+		{"ASOF_VOLUME_CACHE", "-1GiB", `config: volume_cache: "-1GiB" is not a size`},
+		{"ASOF_VOLUME_CACHE", "", `config: volume_cache: "" is not a size`},
+		{"ASOF_VOLUME_CACHE", "99999999TiB", `config: volume_cache: "99999999TiB" is not a size`},
+		{"ASOF_VOLUME_CACHE", "64KiB", `config: volume_cache: "64KiB" is below 1MiB, the cache's piece: it could hold nothing (use e.g. 512MiB, 1GiB) [from ASOF_VOLUME_CACHE]`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
@@ -450,6 +460,7 @@ func TestBadValuesFromFileAndFlags(t *testing.T) {
 data: true
 exports: {anon_uid: 1.5, anon_gid: -3, squash: 1, allow: [10.0.0.0/8, 7]}
 history: {flush_interval: 1}
+volume_cache: 1 gigabyte
 `)
 	wantErr(t, f, nil,
 		"config: data: true is not a text value [from "+f+"]",
@@ -457,7 +468,8 @@ history: {flush_interval: 1}
 		"config: exports.anon_gid: -3 is not a group id",
 		`config: exports.squash: "1" is not a squash mode`,
 		"config: exports.allow: entry 2 7 is not a network",
-		`config: history.flush_interval: "1" is not a duration`)
+		`config: history.flush_interval: "1" is not a duration`,
+		`config: volume_cache: "1 gigabyte" is not a size (use an integer and a binary unit: e.g. 512MiB, 1GiB, 20GiB) [from `+f+"]")
 	wantErr(t, "", flags(t, "--flush-interval=soon"),
 		`config: history.flush_interval: "soon" is not a duration (use e.g. 500ms, 1s, 2m) [from --flush-interval]`)
 }
@@ -638,9 +650,13 @@ exports: {read_only: true, allow: [10.0.0.0/8, "::1"], squash: none, anon_uid: 0
 history: {timezone: Asia/Tokyo, flush_interval: 1500ms}
 retention: [{keep: 1m, for: 36h}, {keep: 1h, for: forever}]
 volumes: [{name: disk1, path: /mnt/disk1}]
+volume_cache: 20gib
 metrics: {listen: ":9090"}
 `)
 	a := mustLoad(t, src, nil)
+	if a.VolumeCache != 20<<30 {
+		t.Errorf("volume_cache 20gib is %d bytes", a.VolumeCache)
+	}
 	dump := writeFile(t, "dump.yaml", a.String())
 	b := mustLoad(t, dump, nil)
 	b.File = a.File
@@ -701,5 +717,29 @@ func TestExampleRetentionLoads(t *testing.T) {
 	c := mustLoad(t, writeFile(t, "ex.yaml", strings.Join(out, "\n")), nil)
 	if len(c.Retention) != 5 || !c.Retention[4].Forever {
 		t.Errorf("example retention = %v", c.Retention)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "1048576": 1 << 20, "1B": 1, "512KiB": 512 << 10, "1MiB": 1 << 20, "1GiB": 1 << 30,
+		"20 GiB": 20 << 30, "3tib": 3 << 40, " 7MiB ": 7 << 20, "8388607TiB": 8388607 << 40,
+	} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+		if want > 0 {
+			if back, err := ParseSize(FormatSize(want)); err != nil || back != want {
+				t.Errorf("FormatSize(%d) = %q, which reads back as %d, %v", want, FormatSize(want), back, err)
+			}
+		}
+	}
+	for _, in := range []string{"", "GiB", "1G", "1GB", "1 gigabyte", "0x10MiB", "-1", "1.5MiB", "8388608TiB", "1MiBB"} {
+		if got, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
+		}
+	}
+	if got := FormatSize(1536 << 20); got != "1536MiB" {
+		t.Errorf("FormatSize(1.5 GiB) = %q", got)
 	}
 }

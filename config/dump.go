@@ -69,6 +69,7 @@ func (c *Config) String() string {
 			}
 		}
 	}
+	line("volume_cache: %s", q(FormatSize(c.VolumeCache)))
 	line("metrics:\n  listen: %s", q(c.Metrics.Listen))
 	c.dumpMirror(line)
 	return b.String()

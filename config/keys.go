@@ -31,6 +31,7 @@ var fileKeys = []string{
 	"history.flush_interval",
 	"retention",
 	"volumes",
+	"volume_cache",
 	"metrics.listen",
 	"mirror.listen",
 	"mirror.allow",

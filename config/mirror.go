@@ -2,12 +2,10 @@ package config
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/viper"
 )
 
@@ -86,18 +84,17 @@ func (l *loader) mirror(c *Config) Mirror {
 	return m
 }
 
-// ParseBandwidth reads a rate in bytes a second: a size with its unit, as
-// "10MiB", "500 KB" or "1GB/s" (the "/s" is optional); "0" is no limit.
+// ParseBandwidth reads a rate in bytes a second: a size as ParseSize
+// reads it, "/s" after it allowed ("10MiB", "512KiB/s"); "0" is no limit.
 func ParseBandwidth(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSpace(s), "/s")
-	n, err := humanize.ParseBytes(t)
-	if err != nil || n > math.MaxInt64 {
-		return 0, fmt.Errorf("%q is not a rate: use bytes a second with a unit, e.g. 10MiB or 500KB/s (0 is no limit)", s)
+	n, err := ParseSize(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a rate: use bytes a second with a binary unit, e.g. 10MiB or 512KiB/s (0 is no limit)", s)
 	}
 	if n != 0 && n < 4096 {
 		return 0, fmt.Errorf("%q is below the least rate a pull can keep its connection at, 4KiB/s (0 is no limit)", s)
 	}
-	return int64(n), nil
+	return n, nil
 }
 
 func validPort(p string) bool {
@@ -119,7 +116,7 @@ func (c *Config) dumpMirror(line func(format string, args ...any)) {
 	line("  token_file: %s", q(m.TokenFile))
 	line("  source: %s", q(m.Source))
 	if m.BWLimit > 0 {
-		line("  bwlimit: %s # %s/s", q(strconv.FormatInt(m.BWLimit, 10)), humanize.IBytes(uint64(m.BWLimit)))
+		line("  bwlimit: %s", q(FormatSize(m.BWLimit)+"/s"))
 	} else {
 		line("  bwlimit: %s", q(""))
 	}

@@ -56,12 +56,12 @@ func TestMirrorBadValues(t *testing.T) {
 }
 
 func TestParseBandwidth(t *testing.T) {
-	for in, want := range map[string]int64{"0": 0, "10MiB": 10 << 20, "10 MiB/s": 10 << 20, "500KB": 500000, "1GB/s": 1e9, "65536": 65536} {
+	for in, want := range map[string]int64{"0": 0, "10MiB": 10 << 20, "10 MiB/s": 10 << 20, "512kib/s": 512 << 10, "1GiB/s": 1 << 30, "65536": 65536} {
 		if got, err := ParseBandwidth(in); err != nil || got != want {
 			t.Errorf("ParseBandwidth(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "fast", "-1MiB", "10MiB/h", "1KiB"} {
+	for _, in := range []string{"", "fast", "-1MiB", "10MiB/h", "1KiB", "500KB"} {
 		if _, err := ParseBandwidth(in); err == nil {
 			t.Errorf("ParseBandwidth(%q) accepted", in)
 		}

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/asof/asof/history/internal/index"
@@ -106,7 +108,9 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 	if err := hook("recorded"); err != nil {
 		return err
 	}
-	src, done, err := s.localCopy(ctx, seq, fv)
+	t0 := time.Now()
+	src, hashes, done, err := s.localCopy(ctx, seq, fv)
+	whole := hashes == nil // the pack's blocks are not known: look through the index
 	if err == nil {
 		err = tv.Put(ctx, seq, src)
 		done()
@@ -119,26 +123,41 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 		return err
 	}
 	rec.switched = true
-	s.commitMu.Lock() // a commit between its dedup check and its index update must find the block where the index says
+	t1 := time.Now()
+	// No commitMu here: commits go on while the index switches. Records
+	// name blocks by hash, never by place; a commit's dedup check needs
+	// only that a block's entry exists, which a move never changes; every
+	// other change to an entry (a commit's references and new blocks, the
+	// cleaner's releases) is a read-modify-write in a bbolt write
+	// transaction, and bbolt runs those one at a time, so none is lost;
+	// new blocks go only to volume 0's pack being filled, never to one
+	// being moved (packFloor); and both copies hold the same bytes until
+	// finishMove deletes the old one, after which a reader with the old
+	// place in hand finds it gone and asks the index again (readChunk).
+	// The block cache and the pack mappings are keyed by hash and by pack
+	// number, which a move keeps.
 	err = s.index.Update(func(tx *bolt.Tx) error {
 		blk := tx.Bucket(index.BucketBlk)
-		var keys [][]byte
-		var ents []index.BlkEntry
-		if err := blk.ForEach(func(k, v []byte) error {
+		if whole {
+			var err error
+			if hashes, err = packBlocks(blk, seq, from.id); err != nil {
+				return err
+			}
+		}
+		for _, h := range hashes {
+			v := blk.Get(h[:])
+			if v == nil {
+				continue // released since the copy
+			}
 			e, err := index.DecodeBlk(v)
 			if err != nil {
 				return err
 			}
-			if e.Loc.Pack == seq && e.Loc.Vol == from.id {
-				e.Loc.Vol = to.id
-				keys, ents = append(keys, append([]byte(nil), k...)), append(ents, e)
+			if e.Loc.Pack != seq || e.Loc.Vol != from.id {
+				continue // the index uses another copy of the block, in another pack
 			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for i, k := range keys {
-			if err := blk.Put(k, ents[i].Encode()); err != nil {
+			e.Loc.Vol = to.id
+			if err := blk.Put(h[:], e.Encode()); err != nil {
 				return err
 			}
 		}
@@ -150,33 +169,71 @@ func (s *Store) movePack(ctx context.Context, seq uint32, from, to *vol) error {
 		}
 		return meta.Put(metaMove, rec.encode())
 	})
-	s.commitMu.Unlock()
 	if err != nil {
 		return err
 	}
+	s.log.Debug("history: pack moved", "pack", seq, "from", from.spec.Name, "to", to.spec.Name, "blocks", len(hashes),
+		"copy", t1.Sub(t0), "switch", time.Since(t1))
 	if err := hook("switched"); err != nil {
 		return err
 	}
 	return s.finishMove(ctx)
 }
 
-// localCopy is a local file holding pack seq of v: the pack itself on a
-// directory volume, or a checked download of it.
-func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (string, func(), error) {
+// packBlocks is every block the index places in pack seq of volume vol:
+// the switch of a pack whose headers cannot all be read.
+func packBlocks(blk *bolt.Bucket, seq uint32, vol uint16) ([]Hash, error) {
+	hashes := []Hash{}
+	err := blk.ForEach(func(k, v []byte) error {
+		e, err := index.DecodeBlk(v)
+		if err == nil && e.Loc.Pack == seq && e.Loc.Vol == vol {
+			hashes = append(hashes, Hash(k))
+		}
+		return err
+	})
+	return hashes, err
+}
+
+// localCopy is a local file holding pack seq of v — the pack itself on a
+// directory volume, or a checked download of it — and the hashes of the
+// blocks in it, sorted, each once: the blocks a move must switch. Every
+// block the index places in the pack is among them: the index places a
+// block only where a header says it is. A directory volume's pack with a
+// damaged header moves as it is, as the kernel copies it, its blocks
+// found in the index instead (nil hashes; verify reports the damage); a
+// download that does not check fails the move.
+func (s *Store) localCopy(ctx context.Context, seq uint32, v volume.Volume) (string, []Hash, func(), error) {
 	path, done, err := s.localCopyRaw(ctx, seq, v)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	if _, dir := v.(*volume.Dir); !dir {
+	hashes := []Hash{}
+	if _, dir := v.(*volume.Dir); dir {
+		// The headers only: the kernel copies the data, and every read
+		// of it checks its CRC.
+		err = pack.ScanHeaders(path, 0, seq, func(h Hash, _ pack.Loc) error {
+			hashes = append(hashes, h)
+			return nil
+		})
+		if errors.Is(err, ErrCorrupt) {
+			s.log.Warn("history: a pack to move has a damaged block header; the index is searched for its blocks", "pack", seq, "err", err)
+			return path, nil, done, nil
+		}
+	} else {
 		// The download is the only copy there will be: every block of it
 		// must check before the original goes.
-		err = pack.ScanFile(path, 0, seq, 1<<62, false, func(_ Hash, _ pack.Loc, berr error) error { return berr })
-		if err != nil {
-			done()
-			return "", nil, fmt.Errorf("history: move pack %d: %w", seq, err)
-		}
+		err = pack.ScanFile(path, 0, seq, 1<<62, false, func(h Hash, _ pack.Loc, berr error) error {
+			hashes = append(hashes, h)
+			return berr
+		})
 	}
-	return path, done, nil
+	if err != nil {
+		done()
+		return "", nil, nil, fmt.Errorf("history: move pack %d: %w", seq, err)
+	}
+	// In key order, the switch's lookups walk the index's pages in order.
+	slices.SortFunc(hashes, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
+	return path, slices.Compact(hashes), done, nil
 }
 
 // localCopyRaw is localCopy with no check of the download.
@@ -441,11 +498,14 @@ func (s *Store) reopenLocked(v *vol) {
 	s.vmu.Unlock()
 }
 
+// putFailedPause is how long a volume a copy to failed takes no pack.
+const putFailedPause = 30 * time.Second
+
 // putFailed keeps packs off a volume a copy to failed, for half a minute:
 // they wait in the data directory and go once it answers again.
 func (s *Store) putFailed(v *vol, seq uint32, err error) {
 	s.vmu.Lock()
-	v.failAt = time.Now().Add(30 * time.Second)
+	v.failAt, v.failErr = time.Now().Add(putFailedPause), err
 	s.vmu.Unlock()
 	if !errors.Is(err, volume.ErrUnavailable) { // an S3 volume logs its own outages
 		s.log.Error("history: cannot move a sealed pack; it waits in the data directory", "pack", seq, "volume", v.spec.Name, "err", err)
@@ -472,7 +532,7 @@ func (s *Store) drainPacks(ctx context.Context, v *vol, progress Progress) error
 		}
 		to := s.placeFor(v.id)
 		if to == nil {
-			return fmt.Errorf("volume %s: no other writable volume to drain it to", v.spec.Name)
+			return s.noPlaceFor(v)
 		}
 		if err := s.movePack(ctx, seq, v, to); err != nil {
 			s.putFailed(to, seq, err)

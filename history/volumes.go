@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/asof/asof/history/internal/fileio"
@@ -110,6 +111,7 @@ type vol struct {
 	problem   error     // why it is unreachable
 	retryAt   time.Time // when the mover tries to open it again
 	failAt    time.Time // a Put to it failed: packs wait locally until then
+	failErr   error     // and why
 }
 
 func (v *vol) writable() bool {
@@ -239,6 +241,8 @@ func (s *Store) openSpec(spec VolumeSpec) (volume.Volume, error) {
 // volumeCache is the S3 volumes' read cache, <data>/cache, opened at the
 // first S3 volume.
 func (s *Store) volumeCache() (*volume.Cache, error) {
+	s.vmu.Lock() // two adds of S3 volumes may race here, and VolumeCache reads it
+	defer s.vmu.Unlock()
 	if s.vcache != nil {
 		return s.vcache, nil
 	}
@@ -394,6 +398,32 @@ func (s *Store) Volumes(ctx context.Context) ([]VolumeInfo, error) {
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// VolumeCacheInfo is the S3 volumes' read cache: its bound, what it
+// holds, and what it did since the store opened.
+type VolumeCacheInfo struct {
+	Dir       string `json:"dir"`
+	Max       int64  `json:"max"`  // bytes
+	Used      int64  `json:"used"` // bytes, pieces and their headers
+	Hits      int64  `json:"hits"`
+	Misses    int64  `json:"misses"`
+	Evictions int64  `json:"evictions"`
+	Damaged   int64  `json:"damaged"` // pieces that failed their check, and were fetched again
+}
+
+// VolumeCache describes the S3 volumes' read cache; nil when no S3
+// volume opened it.
+func (s *Store) VolumeCache() *VolumeCacheInfo {
+	s.vmu.Lock()
+	c := s.vcache
+	s.vmu.Unlock()
+	if c == nil {
+		return nil
+	}
+	st := c.Stats()
+	return &VolumeCacheInfo{Dir: filepath.Join(s.dir, "cache"), Max: c.Max(), Used: c.Used(),
+		Hits: st.Hits.Load(), Misses: st.Misses.Load(), Evictions: st.Evictions.Load(), Damaged: st.Damaged.Load()}
 }
 
 // volumeUsage sums, per volume, the bytes of the blocks the index places
@@ -579,6 +609,35 @@ func (s *Store) placeFor(from uint16) *vol {
 		free[i] = f
 	}
 	return cands[volume.Place(free)]
+}
+
+// noPlaceFor says why placeFor(from.id) found no volume: each other
+// volume and what keeps it from taking packs, in particular a copy to it
+// that failed moments ago, which keeps it out for half a minute though it
+// may look healthy again (or have been added again) by now.
+func (s *Store) noPlaceFor(from *vol) error {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	now := time.Now()
+	var why []string
+	for _, id := range s.volIDsLocked() {
+		v := s.vols[id]
+		switch {
+		case id == from.id:
+			continue
+		case v.v == nil || v.unchecked:
+			why = append(why, fmt.Sprintf("%s is unreachable (%v)", v.spec.Name, v.problem))
+		case v.draining:
+			why = append(why, fmt.Sprintf("%s is draining", v.spec.Name))
+		case now.Before(v.failAt):
+			why = append(why, fmt.Sprintf("%s: a copy to it failed %s ago (%v), so it takes no pack for %s more",
+				v.spec.Name, (putFailedPause-v.failAt.Sub(now)).Round(time.Second), v.failErr, v.failAt.Sub(now).Round(time.Second)))
+		}
+	}
+	if len(why) == 0 {
+		return fmt.Errorf("volume %s: there is no other volume to drain it to (asof volume add one)", from.spec.Name)
+	}
+	return fmt.Errorf("volume %s: no other volume can take its packs now: %s", from.spec.Name, strings.Join(why, "; "))
 }
 
 // ParseS3URL splits s3://BUCKET/PREFIX, checking the bucket's name and

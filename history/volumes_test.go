@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/asof/asof/history/internal/index"
 	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/volume"
 	"github.com/asof/asof/internal/s3test"
+	bolt "go.etcd.io/bbolt"
 )
 
 // volStore is a store with small packs, and files written over several
@@ -477,6 +482,25 @@ func TestVolumeS3(t *testing.T) {
 	vs.check()
 	vs.verify(false)
 	vs.verify(true)
+	// The listing counts the bucket's packs and bytes from the index.
+	infos, err := vs.s.Volumes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := vs.s.vols[1].v.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inBucket int64
+	for _, p := range listed {
+		inBucket += p.Size
+	}
+	if len(infos) != 2 || infos[1].Kind != "s3" || infos[1].Packs != len(listed) || infos[1].Bytes <= 0 || infos[1].Bytes > inBucket {
+		t.Fatalf("volumes: %+v; the bucket holds %d packs, %d bytes", infos, len(listed), inBucket)
+	}
+	if c := vs.s.VolumeCache(); c == nil || c.Max != 1 {
+		t.Fatalf("cache: %+v, want the bound of 1 byte the options set", c)
+	}
 
 	// Down: reads of its blocks are EIO or right, never wrong; writes go on.
 	srv.Kill()
@@ -516,6 +540,13 @@ func TestVolumeS3(t *testing.T) {
 	}
 	vs.check()
 	vs.verify(true)
+
+	// Reads through the cache fill it, within its bound.
+	vs.reopen(Options{VolumeCacheBytes: 64 << 20})
+	vs.check()
+	if c := vs.s.VolumeCache(); c == nil || c.Used <= 0 || c.Used > c.Max || c.Misses == 0 || c.Max != 64<<20 {
+		t.Fatalf("cache after reads of the bucket: %+v", c)
+	}
 
 	// Drain back to data, then remove.
 	if err := vs.s.DrainVolume(ctx, "bucket", nil); err != nil {
@@ -561,5 +592,253 @@ func TestVolumeS3BadInputRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, volumesFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a refused add wrote VOLUMES")
+	}
+}
+
+// A drain under a writer that commits all along, with every commit's
+// blocks partly ones already in the packs being moved (deduplicated
+// against them), loses no block and no reference: each move waits after
+// its copy for a commit to land, so commits run between every copy and
+// its index switch, and the switch runs beside the commits (it takes no
+// commit lock). Afterwards every moment reads exact, every block the
+// index holds reads back from where the index says, each pack is on one
+// volume only, and verify is clean; after a reopen too.
+func TestVolumeDrainUnderCommits(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	d1, d2 := mkdir(t), mkdir(t)
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: d1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	if err := pass(t, vs.s, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(usage(t, vs.s)[1]); n < 3 {
+		t.Fatalf("%d packs on disk1, want several to drain", n)
+	}
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk2", Kind: "dir", Path: d2}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The writer: a file of its own, rewritten and committed in a loop,
+	// half the time with the content of a file the fill wrote (whose
+	// blocks are on disk1), half the time with new data.
+	s := vs.s
+	id := newFile(t, s, RootID, "w")
+	var mu sync.Mutex
+	cond := sync.NewCond(&mu)
+	commits := 0
+	want := map[TID][]byte{}
+	stop, writerDone := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			data := randData(1000+i, 100<<10)
+			if i%2 == 0 {
+				data = randData(1+i%18, 100<<10) // a fill round's data: blocks on disk1
+			}
+			err := s.Update(func(tx *Tx) error { return tx.WriteAt(id, data, 0) })
+			var tid TID
+			if err == nil {
+				tid, err = s.Commit()
+			}
+			if err != nil {
+				writerDone <- fmt.Errorf("writer, round %d: %w", i, err)
+				return
+			}
+			mu.Lock()
+			want[tid] = data
+			commits++
+			cond.Broadcast()
+			mu.Unlock()
+		}
+	}()
+	var running atomic.Bool
+	running.Store(true)
+	moves := 0
+	moveHook = func(step string) error {
+		if step != "copied" {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		moves++
+		for seen := commits; commits == seen && running.Load(); {
+			cond.Wait()
+		}
+		return nil
+	}
+	t.Cleanup(func() { moveHook = nil })
+	err := s.DrainVolume(ctx, "disk1", nil)
+	mu.Lock()
+	running.Store(false)
+	cond.Broadcast()
+	mu.Unlock()
+	close(stop)
+	if werr := <-writerDone; werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	moveHook = nil
+	mu.Lock()
+	if moves < 3 || commits < moves {
+		t.Fatalf("%d moves with %d commits: the test did not interleave them", moves, commits)
+	}
+	mu.Unlock()
+	if n := len(usage(t, s)[1]); n != 0 {
+		t.Fatalf("disk1 still holds %d packs after the drain", n)
+	}
+
+	checkAll := func() {
+		t.Helper()
+		vs.check()
+		for tid, data := range want {
+			if got := readAll(t, vs.s, id, tid); !bytes.Equal(got, data) {
+				t.Fatalf("the writer's file at %s: %d bytes differ from the %d written", tid, len(got), len(data))
+			}
+		}
+		n := 0
+		err := vs.s.index.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+				e, err := index.DecodeBlk(v)
+				if err != nil {
+					return err
+				}
+				n++
+				if _, err := vs.s.packs.Get(e.Loc, Hash(k), false); err != nil {
+					return fmt.Errorf("block %x at %+v: %w", k, e.Loc, err)
+				}
+				return nil
+			})
+		})
+		if err != nil || n == 0 {
+			t.Fatalf("%d blocks read back: %v", n, err)
+		}
+		noStrays(t, vs.s)
+		vs.verify(false)
+	}
+	checkAll()
+	vs.reopen(Options{})
+	checkAll()
+}
+
+// A drain that finds no volume to take its packs says why of each: here
+// data is draining and the other volume had a copy fail moments ago.
+func TestVolumeDrainNamesWhyNoVolumeTakesPacks(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	d1, d2 := mkdir(t), mkdir(t)
+	for i := 0; i < 3; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: d1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vs.s.DrainVolume(ctx, "data", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(usage(t, vs.s)[1]) == 0 {
+		t.Fatal("nothing on disk1")
+	}
+	err := vs.s.DrainVolume(ctx, "disk1", nil)
+	if err == nil || !strings.Contains(err.Error(), "data is draining") || !strings.Contains(err.Error(), "no other volume can take its packs") {
+		t.Fatalf("drain with every other volume draining: %v", err)
+	}
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk2", Kind: "dir", Path: d2}); err != nil {
+		t.Fatal(err)
+	}
+	vs.s.putFailed(vs.s.volByName("disk2"), 1, errors.New("no space left on device"))
+	err = vs.s.DrainVolume(ctx, "disk1", nil)
+	if err == nil || !strings.Contains(err.Error(), "disk2: a copy to it failed") || !strings.Contains(err.Error(), "no space left on device") ||
+		!strings.Contains(err.Error(), "takes no pack for") {
+		t.Fatalf("drain right after a copy to the only other volume failed: %v", err)
+	}
+	vs.s.vmu.Lock()
+	vs.s.volByName("disk2").failAt = time.Time{}
+	vs.s.vmu.Unlock()
+	if err := vs.s.DrainVolume(ctx, "disk1", nil); err != nil {
+		t.Fatal(err)
+	}
+	vs.check()
+}
+
+// A pack with a damaged block header still moves, whole, as a copy of its
+// file: the switch then finds its blocks in the index, so that none stays
+// placed on the copy that goes. (Reads of the damaged block fail as they
+// did before the move; verify reports it.)
+func TestVolumeMovesAPackWithADamagedHeader(t *testing.T) {
+	vs := newVolStore(t, Options{})
+	ctx := context.Background()
+	for i := 0; i < 4; i++ {
+		vs.writeRound(3, 100<<10)
+	}
+	vs.reopen(Options{})
+	vs.s.moveMu.Lock()
+	defer vs.s.moveMu.Unlock()
+	if err := vs.s.AddVolume(ctx, VolumeSpec{Name: "disk1", Kind: "dir", Path: mkdir(t)}); err != nil {
+		t.Fatal(err)
+	}
+	seqs, _, err := vs.s.packsOn(0)
+	if err != nil || len(seqs) == 0 {
+		t.Fatal(seqs, err)
+	}
+	seq := seqs[0]
+	placed := func(vol uint16) int {
+		t.Helper()
+		n := 0
+		if err := vs.s.index.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(index.BucketBlk).ForEach(func(k, v []byte) error {
+				e, err := index.DecodeBlk(v)
+				if err == nil && e.Loc.Vol == vol && e.Loc.Pack == seq {
+					n++
+				}
+				return err
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := placed(0)
+	path := vs.s.packs.Name(seq)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var third int64
+	n := 0
+	if err := pack.ScanHeaders(path, 0, seq, func(_ Hash, loc pack.Loc) error {
+		if n++; n == 3 {
+			third = int64(loc.Off) - pack.HdrLen
+		}
+		return nil
+	}); err != nil || n < 4 {
+		t.Fatalf("pack %d: %d blocks, %v", seq, n, err)
+	}
+	if _, err := f.WriteAt([]byte{0xff}, third+12); err != nil { // in the hash
+		t.Fatal(err)
+	}
+	f.Close()
+	vs.s.packs.Forget(seq)
+	if err := vs.s.movePack(ctx, seq, vs.s.vols[0], vs.s.vols[1]); err != nil {
+		t.Fatalf("move of a pack with a damaged header: %v", err)
+	}
+	if left, moved := placed(0), placed(1); left != 0 || moved != before {
+		t.Fatalf("after the move: %d blocks still placed on data, %d on disk1; %d were on data", left, moved, before)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the old copy: %v", err)
 	}
 }

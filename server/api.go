@@ -54,10 +54,12 @@ type VerifyRequest struct {
 	Deep bool `json:"deep"` // read every pack of S3 volumes too, not only check each is there
 }
 
-// VolumesReply lists the volumes and the placement rule.
+// VolumesReply lists the volumes, the placement rule and, once an S3
+// volume opened it, the read cache.
 type VolumesReply struct {
-	Placement string               `json:"placement"`
-	Volumes   []history.VolumeInfo `json:"volumes"`
+	Placement string                   `json:"placement"`
+	Volumes   []history.VolumeInfo     `json:"volumes"`
+	Cache     *history.VolumeCacheInfo `json:"cache,omitempty"`
 }
 
 // VolumeAddRequest is the body of POST /v1/volumes/add: Where is an

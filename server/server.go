@@ -50,7 +50,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err := prepareMirror(cfg); err != nil {
 		return nil, err
 	}
-	store, err := history.Open(cfg.Data, history.Options{FlushInterval: cfg.History.FlushInterval, Logger: log})
+	store, err := history.Open(cfg.Data, history.Options{FlushInterval: cfg.History.FlushInterval, VolumeCacheBytes: cfg.VolumeCache, Logger: log})
 	if err != nil {
 		if errors.Is(err, history.ErrLocked) {
 			return nil, fmt.Errorf("%s is in use by another asof server (only one may serve a data directory): %w", cfg.Data, err)

@@ -63,7 +63,7 @@ func addSpec(req VolumeAddRequest) (history.VolumeSpec, error) {
 
 func (s *Server) volumesReply(ctx context.Context) (VolumesReply, error) {
 	vs, err := s.store.Volumes(ctx)
-	return VolumesReply{Placement: history.PlacementRule, Volumes: vs}, err
+	return VolumesReply{Placement: history.PlacementRule, Volumes: vs, Cache: s.store.VolumeCache()}, err
 }
 
 func (s *Server) volumeRoutes(m *http.ServeMux) {

@@ -30,7 +30,7 @@ func volumeListCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list [--json]",
-		Short: "Show each volume: name, kind, state, bytes, packs, and the placement rule",
+		Short: "Show each volume: name, kind, state, bytes, packs; the placement rule; the S3 read cache",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient(g)
@@ -69,6 +69,10 @@ func printVolumes(w io.Writer, out server.VolumesReply) {
 		}
 	}
 	fmt.Fprintf(w, "placement: %s\n", out.Placement)
+	if c := out.Cache; c != nil {
+		fmt.Fprintf(w, "S3 read cache: %d of %d bytes used (%s); %d hits, %d misses, %d evictions, %d damaged\n",
+			c.Used, c.Max, c.Dir, c.Hits, c.Misses, c.Evictions, c.Damaged)
+	}
 }
 
 func volumeAddCmd(g *globals) *cobra.Command {

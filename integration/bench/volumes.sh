@@ -27,8 +27,9 @@
 #  4. read.dat read sequentially (1 MiB, iodepth 8) while it is on volume c: the local read.
 #  5. volume s3 (s3://BUCKET/asof on versitygw) added; step 3's load and drain, c to s3.
 #  6. the limits: s3put of the same pack files, -mode plain (minio-go's PutObject, its
-#     defaults) and -mode checked (what asof does per pack: MD5 and SHA-256 of the file,
-#     one signed PUT, a HEAD).
+#     defaults), -mode checked (what asof did per pack until 2026-12-07: MD5 and SHA-256
+#     of the file, one signed PUT, a HEAD) and -mode crc32c (what asof does now: CRC-32C of
+#     the file, one PUT carrying it with an unsigned payload, a HEAD giving it back).
 #  7. asof restarted with its S3 read cache removed; read.dat read twice: cold, then warm.
 #  8. `asof verify` (clean, or the run fails).
 #
@@ -233,7 +234,7 @@ drain_under_load "dir to S3" c
 # --- 6. the limits: PUT loops of the same bytes --------------------------------------------
 cp_files=("$WORK"/cp-dst/*.pack)
 log "s3put of the same packs ($(mib_s "$cbytes" 1) MiB); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for mode in plain checked; do
+for mode in plain checked crc32c; do
   read -r _ n b s < <("$S3PUT" -endpoint "$ENDPOINT" -bucket "$BUCKET" -prefix "$mode/" -mode "$mode" "${cp_files[@]}" | tail -n 1)
   v=$(mib_s "$b" "$s"); log "  -mode $mode: $n objects, $s s = $v MiB/s"
   result "dir to S3: drain with fio vs PUT loop ($mode)" MiB/s limit "$v"

@@ -75,7 +75,9 @@ func TestVolumeDirToDir(t *testing.T) {
 // then gives them back; verify --deep reads every block of the bucket.
 func TestVolumeDirToS3(t *testing.T) {
 	s3 := startS3(t)
-	w := startWorld(t, s3.env())
+	env := s3.env()
+	env["ASOF_VOLUME_CACHE"] = "64MiB"
+	w := startWorld(t, env)
 	a := newDir(t, "a")
 
 	w.generation("g1", 6, 1<<20)
@@ -91,8 +93,8 @@ func TestVolumeDirToS3(t *testing.T) {
 	w.drain("a drained to s3", "a")
 	w.empty("a drained to s3", "a", a)
 	v, _ := w.volume("s3")
-	if got := len(s3.packs(t, "store1/")); v.Packs == 0 || got != v.Packs {
-		t.Fatalf("a drained to s3: volume list says %d packs on s3, the bucket holds %d", v.Packs, got)
+	if got := len(s3.packs(t, "store1/")); v.Packs == 0 || got != v.Packs || v.Bytes <= 0 {
+		t.Fatalf("a drained to s3: volume list says %d packs, %d bytes on s3; the bucket holds %d packs", v.Packs, v.Bytes, got)
 	}
 	w.check("a drained to s3")
 	w.verify("a drained to s3", true)
@@ -111,6 +113,9 @@ func TestVolumeDirToS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.check("cold cache")
+	if c := w.volumes().Cache; c == nil || c.Max != 64<<20 || c.Used <= 0 || c.Used > c.Max || c.Misses == 0 {
+		t.Fatalf("cold cache: volume list says the S3 cache is %+v; want volume_cache's 64 MiB bound, partly used", c)
+	}
 
 	// And back: s3 drained to a new directory volume, then removed.
 	c := newDir(t, "c")

@@ -2,6 +2,7 @@ package pack
 
 import (
 	"bytes"
+	"errors"
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
@@ -128,4 +129,87 @@ func randData(seed uint64, n int) []byte {
 		p[i] = byte(r.Uint32())
 	}
 	return p
+}
+
+// ScanHeaders finds every block ScanFile finds, at the same places, from
+// the headers alone; it stops at a torn tail as ScanFile does, and a
+// damaged header is its error (a caller enumerating a pack must not take
+// the blocks before the damage for all of them).
+func TestScanHeadersMatchesScanFile(t *testing.T) {
+	p, err := Open(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var locs []Loc
+	for i := 0; i < 20; i++ {
+		data := randData(uint64(i%15), 1000+i*517) // two blocks twice: a pack may hold a block twice
+		loc, err := p.Put(record.HashOf(data), crc32.Checksum(data, record.Castagnoli), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		locs = append(locs, loc)
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	seq := locs[0].Pack
+	name := p.Name(seq)
+	type found struct {
+		h   record.Hash
+		loc Loc
+	}
+	scan := func(path string) ([]found, []found, error) {
+		t.Helper()
+		var full, hdrs []found
+		if err := ScanFile(path, 3, seq, 1<<62, true, func(h record.Hash, loc Loc, err error) error {
+			full = append(full, found{h, loc})
+			return err
+		}); err != nil {
+			t.Fatalf("ScanFile: %v", err)
+		}
+		err := ScanHeaders(path, 3, seq, func(h record.Hash, loc Loc) error {
+			hdrs = append(hdrs, found{h, loc})
+			return nil
+		})
+		return full, hdrs, err
+	}
+	full, hdrs, err := scan(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full) != len(locs) || len(hdrs) != len(full) {
+		t.Fatalf("ScanFile found %d blocks, ScanHeaders %d, %d were put", len(full), len(hdrs), len(locs))
+	}
+	for i := range full {
+		if hdrs[i] != full[i] || full[i].loc != locs[i] {
+			t.Fatalf("block %d: ScanHeaders %+v, ScanFile %+v, put at %+v", i, hdrs[i], full[i], locs[i])
+		}
+	}
+
+	raw, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := t.TempDir() + "/torn.pack"
+	last := locs[len(locs)-1]
+	if err := os.WriteFile(torn, raw[:last.Off+uint64(last.Length)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	full, hdrs, err = scan(torn)
+	if err != nil || len(hdrs) != len(locs)-1 || len(full) != len(hdrs) {
+		t.Fatalf("torn tail: ScanHeaders found %d blocks (%v), ScanFile %d, want %d", len(hdrs), err, len(full), len(locs)-1)
+	}
+
+	bad := t.TempDir() + "/bad.pack"
+	mid := locs[7]
+	raw[mid.Off-HdrLen+10] ^= 1 // in the hash, which the header's CRC covers
+	if err := os.WriteFile(bad, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = ScanHeaders(bad, 3, seq, func(record.Hash, Loc) error { n++; return nil })
+	if !errors.Is(err, record.ErrCorrupt) || n != 7 {
+		t.Fatalf("damaged header of block 7: %d blocks then %v; want 7 then ErrCorrupt", n, err)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -18,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -160,8 +163,8 @@ func parseEndpoint(s string) (*url.URL, error) {
 
 // S3 is a volume that is a bucket, or a prefix in one, of an
 // S3-compatible object store. Each pack is one object, written once by a
-// single PUT whose MD5 and SHA-256 the store checks, then checked again
-// by its size and ETag. Reads are ranged GETs through the cache.
+// single PUT whose CRC-32C the store checks, then checked again by its
+// size and the checksum the store kept (put). Reads are ranged GETs through the cache.
 type S3 struct {
 	cfg    S3Config
 	retry  Retry
@@ -169,6 +172,8 @@ type S3 struct {
 	where  string // for messages
 	ns     string // the cache's namespace for this volume
 	log    *slog.Logger
+
+	md5Only atomic.Bool // the store keeps no object checksums: put the MD5 way
 
 	mu       sync.Mutex
 	down     bool      // the last request found the store failing
@@ -429,30 +434,111 @@ func (s *S3) WriteLabel(ctx context.Context, l Label) error {
 		return err
 	}
 	b := l.encode()
-	_, err := s.put(ctx, LabelName, bytes.NewReader(b), int64(len(b)), s.retry.Timeout, nil)
+	err := s.put(ctx, LabelName, bytes.NewReader(b), int64(len(b)), s.retry.Timeout, nil)
 	return err
 }
 
-// put PUTs one object with its Content-MD5 and signed SHA-256, which the
-// store checks against what it received, and then checks the object's
-// size and ETag (an MD5 unless the store encrypts or stores it in parts:
-// then the object is read back and hashed).
-func (s *S3) put(ctx context.Context, name string, r io.ReadSeeker, size int64, timeout time.Duration, meta map[string]string) (string, error) {
+// put stores size bytes of r as object name, checked end to end: one PUT
+// carrying the CRC-32C of the bytes (x-amz-checksum-crc32c), which the
+// store checks against what it received (BadDigest otherwise), then a
+// HEAD: the size must match, and so must the checksum the store kept. The
+// payload is unsigned: the checksum, not the signature, covers the body.
+// CRC-32C is hardware-assisted (GB/s); the MD5 and SHA-256 the other way
+// needs cost a core for seconds per pack on each side, taken from the
+// clients a drain runs beside.
+//
+// A store that keeps no checksum (it ignored the header, or refused it)
+// gets the other way from then on: Content-MD5 and the signed SHA-256,
+// which every S3 store checks, then the ETag (putMD5).
+func (s *S3) put(ctx context.Context, name string, r io.ReadSeeker, size int64, timeout time.Duration, meta map[string]string) error {
+	if s.md5Only.Load() {
+		return s.putMD5(ctx, name, r, size, timeout, meta)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, r); err != nil {
+		return fmt.Errorf("volume %s: put %s: read source: %w", s.where, name, err)
+	}
+	sum := base64.StdEncoding.EncodeToString(h.Sum(nil))
+	opts := minio.PutObjectOptions{
+		ContentType:          "application/octet-stream",
+		DisableContentSha256: true,
+		UserMetadata:         map[string]string{"x-amz-checksum-crc32c": sum},
+	}
+	for k, v := range meta {
+		opts.UserMetadata[k] = v
+	}
+	err := s.do(ctx, "put "+name, timeout, false, func(ctx context.Context) error {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), io.LimitReader(r, size), size, "", "", opts)
+		return err
+	})
+	if e := minio.ToErrorResponse(err); err != nil && e.Code != "BadDigest" && (e.StatusCode == 400 || e.StatusCode == 501) {
+		s.log.Warn("history: the S3 store refused a checksum header; its PUTs carry Content-MD5 and a signed SHA-256 from now on",
+			"volume", s.where, "err", err)
+		s.md5Only.Store(true)
+		return s.putMD5(ctx, name, r, size, timeout, meta)
+	}
+	if err != nil {
+		return err
+	}
+	var info minio.ObjectInfo
+	err = s.do(ctx, "stat "+name, s.retry.Timeout, false, func(ctx context.Context) error {
+		var err error
+		info, err = s.client.StatObject(ctx, s.cfg.Bucket, s.key(name), minio.StatObjectOptions{Checksum: true})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if info.Size != size {
+		return fmt.Errorf("volume %s: put %s: the store holds %d bytes, not %d", s.where, name, info.Size, size)
+	}
+	if info.ChecksumCRC32C != "" {
+		if info.ChecksumCRC32C != sum {
+			return fmt.Errorf("volume %s: put %s: the stored object's CRC-32C %s is not the source's %s", s.where, name, info.ChecksumCRC32C, sum)
+		}
+		return nil
+	}
+	// A store that kept no checksum may not have checked it either.
+	got, err := s.readBack(ctx, name, crc32.New(castagnoli))
+	if err != nil {
+		return err
+	}
+	if base64.StdEncoding.EncodeToString(got) != sum {
+		return fmt.Errorf("volume %s: put %s: the object read back has CRC-32C %x, not the source's", s.where, name, got)
+	}
+	s.log.Warn("history: the S3 store keeps no object checksums; its PUTs carry Content-MD5 and a signed SHA-256 from now on",
+		"volume", s.where)
+	s.md5Only.Store(true)
+	return nil
+}
+
+// putMD5 is put for a store that keeps no checksums: the PUT carries
+// Content-MD5 and the payload's SHA-256 signed in the request, both checked
+// by the store, and the ETag of the HEAD after must be the MD5 (a store
+// that gives something else, an encrypting one, has the object read back
+// and hashed).
+func (s *S3) putMD5(ctx context.Context, name string, r io.ReadSeeker, size int64, timeout time.Duration, meta map[string]string) error {
 	md := md5.New()
 	sh := sha256.New()
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := io.Copy(io.MultiWriter(md, sh), r); err != nil {
-		return "", fmt.Errorf("volume %s: put %s: read source: %w", s.where, name, err)
+		return fmt.Errorf("volume %s: put %s: read source: %w", s.where, name, err)
 	}
-	md5sum, shasum := md.Sum(nil), hex.EncodeToString(sh.Sum(nil))
+	md5sum, shasum := md.Sum(nil), sh.Sum(nil)
 	opts := minio.PutObjectOptions{
 		ContentType: "application/octet-stream",
 		// Sign the payload's SHA-256 in the request, rather than
 		// stream-sign it in chunks: the store checks the whole body.
 		DisableContentSha256: true,
-		UserMetadata:         map[string]string{"asof-sha256": shasum},
+		UserMetadata:         map[string]string{},
 	}
 	for k, v := range meta {
 		opts.UserMetadata[k] = v
@@ -462,11 +548,11 @@ func (s *S3) put(ctx context.Context, name string, r io.ReadSeeker, size int64, 
 			return err
 		}
 		_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), io.LimitReader(r, size), size,
-			base64.StdEncoding.EncodeToString(md5sum), shasum, opts)
+			base64.StdEncoding.EncodeToString(md5sum), hex.EncodeToString(shasum), opts)
 		return err
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	var info minio.ObjectInfo
 	err = s.do(ctx, "stat "+name, s.retry.Timeout, false, func(ctx context.Context) error {
@@ -475,41 +561,42 @@ func (s *S3) put(ctx context.Context, name string, r io.ReadSeeker, size int64, 
 		return err
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	if info.Size != size {
-		return "", fmt.Errorf("volume %s: put %s: the store holds %d bytes, not %d", s.where, name, info.Size, size)
+		return fmt.Errorf("volume %s: put %s: the store holds %d bytes, not %d", s.where, name, info.Size, size)
 	}
 	etag := strings.Trim(info.ETag, `"`)
 	if len(etag) == 32 && !strings.Contains(etag, "-") {
 		if etag != hex.EncodeToString(md5sum) {
-			return "", fmt.Errorf("volume %s: put %s: the stored object's MD5 %s is not the source's %s", s.where, name, etag, hex.EncodeToString(md5sum))
+			return fmt.Errorf("volume %s: put %s: the stored object's MD5 %s is not the source's %s", s.where, name, etag, hex.EncodeToString(md5sum))
 		}
-		return shasum, nil
+		return nil
 	}
-	got, err := s.hashObject(ctx, name)
+	got, err := s.readBack(ctx, name, sha256.New())
 	if err != nil {
-		return "", err
+		return err
 	}
-	if got != shasum {
-		return "", fmt.Errorf("volume %s: put %s: the object read back has SHA-256 %s, not the source's %s", s.where, name, got, shasum)
+	if !bytes.Equal(got, shasum) {
+		return fmt.Errorf("volume %s: put %s: the object read back has SHA-256 %x, not the source's %x", s.where, name, got, shasum)
 	}
-	return shasum, nil
+	return nil
 }
 
-func (s *S3) hashObject(ctx context.Context, name string) (string, error) {
-	var sum string
+// readBack reads object name whole through h and returns its sum.
+func (s *S3) readBack(ctx context.Context, name string, h hash.Hash) ([]byte, error) {
+	var sum []byte
 	err := s.do(ctx, "read back "+name, s.retry.PutTimeout, false, func(ctx context.Context) error {
+		h.Reset()
 		r, _, _, err := s.client.GetObject(ctx, s.cfg.Bucket, s.key(name), minio.GetObjectOptions{})
 		if err != nil {
 			return err
 		}
 		defer r.Close()
-		h := sha256.New()
 		if _, err := io.Copy(h, r); err != nil {
 			return err
 		}
-		sum = hex.EncodeToString(h.Sum(nil))
+		sum = h.Sum(nil)
 		return nil
 	})
 	return sum, err
@@ -525,8 +612,7 @@ func (s *S3) Put(ctx context.Context, seq uint32, src string) error {
 	if err != nil {
 		return fmt.Errorf("volume %s: put pack %d: %w", s.where, seq, err)
 	}
-	_, err = s.put(ctx, PackName(seq), f, st.Size(), s.retry.PutTimeout, nil)
-	return err
+	return s.put(ctx, PackName(seq), f, st.Size(), s.retry.PutTimeout, nil)
 }
 
 // getRange reads length bytes at off of an object, fewer at its end.

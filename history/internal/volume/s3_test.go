@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/asof/asof/history/internal/volume"
 	"github.com/asof/asof/internal/s3test"
-	"github.com/minio/minio-go/v7"
 )
 
 // fastRetry keeps tests of an unreachable store short.
@@ -158,28 +156,6 @@ func TestS3PutReadRangesListDelete(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-func TestS3PutRecordsTheChecksum(t *testing.T) {
-	srv := s3test.Start(t)
-	v := openS3(t, srv, "p", nil, nil)
-	src, data := localPack(t, 100000)
-	if err := v.Put(context.Background(), 3, src); err != nil {
-		t.Fatal(err)
-	}
-	info, err := srv.Client(t).StatObject(context.Background(), srv.Bucket, "p/"+volume.PackName(3), minio.StatObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sha string
-	for k, val := range info.UserMetadata {
-		if strings.EqualFold(k, "asof-sha256") {
-			sha = val
-		}
-	}
-	if want := fmt.Sprintf("%x", sha256Sum(data)); sha != want {
-		t.Fatalf("the object's recorded SHA-256 is %q, want %q", sha, want)
 	}
 }
 
@@ -509,8 +485,6 @@ func TestS3RefusalsNameTheProblem(t *testing.T) {
 		t.Errorf("missing credentials file: %v", err)
 	}
 }
-
-func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // TestS3PutWhileDownFailsCleanly: a pack put while the store is down
 // fails as unavailable and leaves nothing; put again once it is back, it
