@@ -415,10 +415,17 @@ func (a *Applier) Apply(b *MirrorBatch, gone []Reconcile) (TID, error) {
 	last := frames[len(frames)-1]
 	var cs collapses
 	err := s.index.Update(func(tx *bolt.Tx) error {
+		placed, perr := index.PlaceBlocks(tx, a.stored)
+		if perr != nil {
+			return perr
+		}
 		for i, t := range frames {
 			if err := index.ApplyTxn(tx, t, locs[i], nexts[i], a.stored, false); err != nil {
 				return fmt.Errorf("transaction %s: %w", t.TID, err)
 			}
+		}
+		if err := index.DropUnreferenced(tx, placed); err != nil {
+			return err
 		}
 		var err error
 		cs, err = loadCollapses(tx)

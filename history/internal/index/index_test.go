@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/asof/asof/history/internal/pack"
 	"github.com/asof/asof/history/internal/record"
 	"github.com/asof/asof/history/internal/txlog"
 	bolt "go.etcd.io/bbolt"
@@ -158,4 +159,62 @@ func TestCloseWritesTheFreelist(t *testing.T) {
 	if err := Close(db); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Blocks placed ahead of a batch's frames end with the references the
+// frames make, at the place given; one no frame refers to is gone, and an
+// entry the index had already keeps its place.
+func TestPlaceBlocksThenFramesCountTheirReferences(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "index.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hash := func(i byte) record.Hash { return record.Hash{i, 0xa5} }
+	loc := func(p uint32) pack.Loc { return pack.Loc{Pack: p, Off: 64, Length: 4} }
+	ref := func(h record.Hash) []byte {
+		return record.EncodeChunk(record.ChunkRef{Block: true, Hash: h, Length: 4})
+	}
+	create := func(obj record.ObjID, key string, h record.Hash) txlog.Op {
+		return txlog.Op{Kind: txlog.OpCreate, Obj: obj, Key: key, Payload: ref(h)}
+	}
+	// An older transaction made block 1's entry, in pack 1.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return ApplyTxn(tx, &txlog.Txn{TID: 5, ObjHigh: 9, Ops: []txlog.Op{create(7, record.PrefixData+"0", hash(1))}},
+			txlog.Loc{}, txlog.Loc{Off: 10}, map[record.Hash]pack.Loc{hash(1): loc(1)}, false)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stored := map[record.Hash]pack.Loc{hash(1): loc(2), hash(2): loc(2), hash(3): loc(2), hash(4): loc(2)}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		placed, err := PlaceBlocks(tx, stored)
+		if err != nil {
+			return err
+		}
+		if len(placed) != 3 {
+			t.Errorf("placed %d blocks, want 3 (block 1 had an entry)", len(placed))
+		}
+		frames := []*txlog.Txn{
+			{TID: 10, ObjHigh: 9, Ops: []txlog.Op{create(8, record.PrefixData+"0", hash(2)), create(8, record.PrefixData+"1", hash(1))}},
+			{TID: 11, ObjHigh: 9, Ops: []txlog.Op{create(9, record.PrefixData+"0", hash(2)), create(9, record.PrefixData+"1", hash(3))}},
+		}
+		for i, f := range frames {
+			if err := ApplyTxn(tx, f, txlog.Loc{Off: int64(10 * (i + 1))}, txlog.Loc{Off: int64(10 * (i + 2))}, stored, false); err != nil {
+				return err
+			}
+		}
+		return DropUnreferenced(tx, placed)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[record.Hash]BlkEntry{hash(1): {Loc: loc(1), Refs: 2}, hash(2): {Loc: loc(2), Refs: 2}, hash(3): {Loc: loc(2), Refs: 1}}
+	db.View(func(tx *bolt.Tx) error {
+		for i := byte(1); i <= 4; i++ {
+			e, ok, err := GetBlk(tx, hash(i))
+			if w, wok := want[hash(i)]; ok != wok || err != nil || e != w {
+				t.Errorf("block %d: %+v %v %v, want %+v %v", i, e, ok, err, w, wok)
+			}
+		}
+		return nil
+	})
 }
