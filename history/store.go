@@ -225,12 +225,8 @@ func (s *Store) recover() error {
 	if err := s.floorPacks(); err != nil {
 		return err
 	}
-	var st index.State
-	if err := s.index.View(func(tx *bolt.Tx) error {
-		var err error
-		st, _, err = index.ReadState(tx)
-		return err
-	}); err != nil {
+	st, err := s.indexState()
+	if err != nil {
 		return err
 	}
 	// A log segment the cleaner was swapping when the process stopped.
@@ -253,11 +249,7 @@ func (s *Store) recover() error {
 	}
 	// The index has applied every frame now: its state is the newest
 	// transaction's.
-	if err := s.index.View(func(tx *bolt.Tx) error {
-		var err error
-		st, _, err = index.ReadState(tx)
-		return err
-	}); err != nil {
+	if st, err = s.indexState(); err != nil {
 		return err
 	}
 	var intentSeq uint64
@@ -357,17 +349,24 @@ func (s *Store) recover() error {
 	return nil
 }
 
-// catchUpIndex applies committed frames the index has not seen, and loads
-// the collapsed moments from it: the log is the truth, the index may lag
-// it by the transactions a crash (or a full disk) interrupted, or be empty
-// after Rebuild removed it.
-func (s *Store) catchUpIndex() error {
+// indexState is the index's state: the newest transaction it applied and
+// where the log's next frame starts.
+func (s *Store) indexState() (index.State, error) {
 	var st index.State
 	err := s.index.View(func(tx *bolt.Tx) error {
 		var err error
 		st, _, err = index.ReadState(tx)
 		return err
 	})
+	return st, err
+}
+
+// catchUpIndex applies committed frames the index has not seen, and loads
+// the collapsed moments from it: the log is the truth, the index may lag
+// it by the transactions a crash (or a full disk) interrupted, or be empty
+// after Rebuild removed it.
+func (s *Store) catchUpIndex() error {
+	st, err := s.indexState()
 	if err != nil {
 		return err
 	}
