@@ -440,9 +440,8 @@ func (p *Store) Get(loc Loc, h record.Hash, nowait bool) ([]byte, error) {
 // (magic, its own CRC) that names block h with data's length, and data
 // matches the CRC it gives.
 func blockIntact(hdr, data []byte, h record.Hash) bool {
-	return string(hdr[:4]) == packMagic && crc32.Checksum(hdr[:44], record.Castagnoli) == binary.BigEndian.Uint32(hdr[44:]) &&
-		binary.BigEndian.Uint32(hdr[4:]) == uint32(len(data)) && record.Hash(hdr[8:40]) == h &&
-		crc32.Checksum(data, record.Castagnoli) == binary.BigEndian.Uint32(hdr[40:])
+	hh, n, ok := parseHeader(hdr)
+	return ok && n == uint32(len(data)) && hh == h && crc32.Checksum(data, record.Castagnoli) == binary.BigEndian.Uint32(hdr[40:])
 }
 
 // viewRun checks blocks that lie back to back in one pack, starting at
@@ -565,13 +564,11 @@ func ScanFile(path string, vol uint16, seq uint32, limit int64, full bool, fn fu
 			}
 			return err
 		}
-		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
+		h, n, ok := parseHeader(hdr)
+		if !ok {
 			return fn(record.Hash{}, Loc{Vol: vol, Pack: seq, Off: uint64(off)},
 				fmt.Errorf("%w: pack %s: bad block header at %d", record.ErrCorrupt, f.Name(), off))
 		}
-		var h record.Hash
-		copy(h[:], hdr[8:40])
-		n := binary.BigEndian.Uint32(hdr[4:])
 		loc := Loc{Vol: vol, Pack: seq, Off: uint64(off) + HdrLen, Length: n}
 		if off+HdrLen+int64(n) > size {
 			return nil // torn tail
@@ -589,6 +586,16 @@ func ScanFile(path string, vol uint16, seq uint32, limit int64, full bool, fn fu
 		off += HdrLen + int64(n)
 	}
 	return nil
+}
+
+// parseHeader reads a block header (HdrLen bytes): the block's hash and
+// length, and whether the header is intact (its magic and its own CRC).
+func parseHeader(hdr []byte) (h record.Hash, n uint32, ok bool) {
+	if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
+		return h, 0, false
+	}
+	copy(h[:], hdr[8:40])
+	return h, binary.BigEndian.Uint32(hdr[4:]), true
 }
 
 // ScanHeaders calls fn with each block of the pack file at path (pack seq
@@ -613,15 +620,13 @@ func ScanHeaders(path string, vol uint16, seq uint32, fn func(h record.Hash, loc
 		if _, err := f.ReadAt(hdr, off); err != nil {
 			return fmt.Errorf("history: pack %s: %w", f.Name(), err)
 		}
-		if string(hdr[:4]) != packMagic || crc32.Checksum(hdr[:44], record.Castagnoli) != binary.BigEndian.Uint32(hdr[44:]) {
+		h, n, ok := parseHeader(hdr)
+		if !ok {
 			return fmt.Errorf("%w: pack %s: bad block header at %d", record.ErrCorrupt, f.Name(), off)
 		}
-		n := binary.BigEndian.Uint32(hdr[4:])
 		if off+HdrLen+int64(n) > size {
 			return nil // torn tail
 		}
-		var h record.Hash
-		copy(h[:], hdr[8:40])
 		if err := fn(h, Loc{Vol: vol, Pack: seq, Off: uint64(off) + HdrLen, Length: n}); err != nil {
 			return err
 		}
