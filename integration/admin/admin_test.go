@@ -24,13 +24,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(serverproc.Main(m)) }
 
-func needClients(t *testing.T) {
-	t.Helper()
-	if err := clients.Available(); err != nil {
-		t.Skip(err)
-	}
-}
-
 func start(t *testing.T, env map[string]string) (*serverproc.Server, clients.NFS) {
 	t.Helper()
 	if env == nil {
@@ -74,7 +67,7 @@ func history(t *testing.T, s *serverproc.Server, path string) []version {
 }
 
 func TestAdminCommandsAgainstARunningServer(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	s, c := start(t, nil)
 	ctx := context.Background()
 	if err := c.Write(ctx, "/notes.txt", []byte("first\n")); err != nil {
@@ -181,7 +174,7 @@ func TestControlSocketIsPrivate(t *testing.T) {
 }
 
 func TestSecondServerOnTheSameDataRefuses(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	s, c := start(t, nil)
 	cmd := exec.Command(s.Bin, "serve")
 	cmd.Env = append(os.Environ(), "ASOF_DATA="+s.DataDir, "ASOF_NFS_LISTEN=127.0.0.1:0", "ASOF_NINEP_LISTEN=",
@@ -244,7 +237,7 @@ func TestBadConfigStopsStartUp(t *testing.T) {
 // SIGTERM while clients write: the server exits 0, and after a restart
 // every write a client saw succeed is there.
 func TestSigtermWithWritesInFlight(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	s, c := start(t, map[string]string{"ASOF_HISTORY_FLUSH_INTERVAL": "10s"})
 	ctx := context.Background()
 	var mu sync.Mutex
@@ -296,7 +289,7 @@ func TestSigtermWithWritesInFlight(t *testing.T) {
 // Prometheus metrics on metrics.listen: requests by protocol and
 // operation, latency, bytes, transactions, stored and logical bytes.
 func TestMetrics(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	port := serverproc.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	_, c := start(t, map[string]string{"ASOF_METRICS_LISTEN": addr})
@@ -338,7 +331,7 @@ func TestMetrics(t *testing.T) {
 // asof verify --offline checks the data directory with no server running,
 // and refuses one a server holds.
 func TestVerifyOffline(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	s, c := start(t, nil)
 	ctx := context.Background()
 	if err := c.Write(ctx, "/a.txt", bytes.Repeat([]byte("offline verify\n"), 4000)); err != nil {

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -95,6 +96,14 @@ func lookPath(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s not found (run scripts/test-deps.sh)", name)
+}
+
+// Need skips t when a client program is missing.
+func Need(t testing.TB) {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
 }
 
 // Available says which client programs are missing, or nil when all are there.

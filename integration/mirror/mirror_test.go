@@ -25,13 +25,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(serverproc.Main(m)) }
 
-func needClients(t *testing.T) {
-	t.Helper()
-	if err := clients.Available(); err != nil {
-		t.Skip(err)
-	}
-}
-
 // link is a TCP proxy between a target and its source that the test can
 // cut.
 type link struct {
@@ -172,7 +165,7 @@ func waitCaughtUp(t *testing.T, src, dst *serverproc.Server) {
 // end the target holds every version of every file the source holds,
 // with the same transaction ids, and reads each the same.
 func TestMirrorThroughKillsAndCuts(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	src, dst, k := startPair(t)
 	snfs := clients.NFS{Addr: src.NFSAddr, Timeout: time.Minute}
 	dnfs := clients.NFS{Addr: dst.NFSAddr, Timeout: time.Minute}
@@ -267,7 +260,7 @@ func TestMirrorThroughKillsAndCuts(t *testing.T) {
 // asof mirror pull keeps a backup directory up to date with no server,
 // refuses a wrong token, and verify compares it with its source.
 func TestMirrorPullToABackupDirectory(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	port := serverproc.FreePort(t)
 	src := serverproc.Start(t, serverproc.Options{NoNineP: true, Env: map[string]string{
 		"ASOF_MIRROR_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "ASOF_HISTORY_FLUSH_INTERVAL": "100ms", "ASOF_EXPORTS_SQUASH": "none"}})

@@ -82,7 +82,7 @@ func p95(ds []time.Duration) time.Duration {
 // on). A second target keeps following throughout. After SIGCONT the
 // stopped target catches up and asof mirror verify passes on both.
 func TestStalledTargetCostsTheSourceNothing(t *testing.T) {
-	needClients(t)
+	clients.Need(t)
 	if testing.Short() {
 		t.Skip("runs for about two minutes; skipped with -short")
 	}
